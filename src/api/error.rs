@@ -1,0 +1,131 @@
+//! The one HTTP error type. Every non-2xx answer carries the contract's body:
+//! `{"error": code, "message": text}`. 5xx causes are logged here, once, and never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::InvalidInput;
+use crate::service;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    message: &'a str,
+}
+
+/// The contract's error code for a status.
+fn code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        ApiError::bad_request(e.0)
+    }
+}
+
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> Self {
+        use service::Error as E;
+        let status = match &e {
+            E::Invalid(_) => StatusCode::BAD_REQUEST,
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Forbidden(_) => StatusCode::FORBIDDEN,
+            E::Conflict(_) => StatusCode::CONFLICT,
+            E::Unavailable(cause) => {
+                tracing::warn!(error = %e, cause = %cause, "answering 503");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            E::Internal(cause) => {
+                tracing::error!(error = %e, cause = ?cause, "answering 500");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: code(self.status),
+            message: &self.message,
+        })
+        .expect("an error body always serializes");
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+/// Gives the contract's error body to errors the framework made itself (unknown route,
+/// wrong method, a body over the limit, a malformed query string), which come as text.
+pub async fn json_error_bodies(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::NOT_FOUND => "no such route".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_owned(),
+        _ => {
+            let bytes = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+            return ApiError::new(status, text).into_response();
+        }
+    };
+    let mut answer = ApiError::new(status, message).into_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(allow) = response.headers().get(header::ALLOW) {
+            answer.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+    }
+    answer
+}

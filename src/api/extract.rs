@@ -1,0 +1,119 @@
+//! Extractors and middleware: JSON bodies that refuse unknown fields and answer with the
+//! contract's error body, bearer-token auth, and per-route request metrics.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// A JSON request body. The `Content-Type` header is not required; the body must parse,
+/// and the target types refuse unknown fields (`deny_unknown_fields`).
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON body that may be absent: an empty body is `None`.
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalJsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        parse_json(&bytes).map(|v| OptionalJsonBody(Some(v)))
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than the limit",
+            )
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Refuses a `/v1` request without the configured bearer token (401). The comparison
+/// takes the same time wherever the first differing byte is.
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(token) = &state.token else {
+        return Ok(next.run(request).await);
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let matches: bool = presented.as_bytes().ct_eq(token.0.as_bytes()).into();
+    if matches {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required",
+        ))
+    }
+}
+
+/// Counts every request and records its latency under its route template.
+pub async fn record_metrics(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    state.metrics.record_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}

@@ -1,0 +1,163 @@
+//! Wiring: builds the pool, the Redis client, the service and the router, binds the
+//! listener (port 0 works, for tests), and runs until a shutdown signal.
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UnixListener};
+use tracing::{info, warn};
+
+use crate::api::{self, AppState};
+use crate::config::{ListenAddr, Settings};
+use crate::metrics::Metrics;
+use crate::postgres::{self, Db, SyncLimits};
+use crate::redis::Redis;
+use crate::service::{Service, ServiceSettings};
+
+/// A bound listener.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+/// A built, bound, not yet running hotchan instance.
+pub struct Application {
+    listener: Listener,
+    router: axum::Router,
+    db: Db,
+    redis: Redis,
+    settings: Settings,
+}
+
+impl Application {
+    /// Migrates (creating the database when missing), connects, and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        postgres::ensure_database(&settings.db)
+            .await
+            .context("cannot reach Postgres to check the database")?;
+        postgres::migrate(&settings.db)
+            .await
+            .context("migrating the database failed")?;
+        let db = Db::connect(&settings.db)
+            .await
+            .context("cannot open the Postgres pool")?;
+        let redis =
+            Redis::connect(&settings.redis_url, settings.redis_timeout()).context("--redis-url")?;
+        let metrics = Arc::new(Metrics::new());
+        let service = Service::new(
+            db.clone(),
+            metrics.clone(),
+            ServiceSettings {
+                cache: settings.cache,
+                sync: SyncLimits {
+                    reset_threshold: settings.sync_reset_threshold,
+                    reset_messages: settings.sync_reset_messages,
+                },
+            },
+        );
+        let state = AppState {
+            service: Arc::new(service),
+            db: db.clone(),
+            redis: redis.clone(),
+            metrics,
+            token: settings.token.clone(),
+            max_content_bytes: settings.max_content_bytes as usize,
+        };
+        let router = api::router(state, settings.max_body_bytes as usize);
+        let listener = bind(&settings.listen).await?;
+        Ok(Application {
+            listener,
+            router,
+            db,
+            redis,
+            settings,
+        })
+    }
+
+    /// The bound address: with port 0 in the settings, the port the OS chose.
+    pub fn local_addr(&self) -> ListenAddr {
+        match &self.listener {
+            Listener::Tcp(l) => ListenAddr::Tcp(l.local_addr().expect("a bound TCP socket")),
+            Listener::Unix(_, path) => ListenAddr::Unix(path.clone()),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, gives in-flight requests
+    /// up to the shutdown timeout to finish, and closes the pools.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopping = async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        info!(listen = %self.local_addr(), cache = self.settings.cache.as_str(), "serving");
+        let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            match self.listener {
+                Listener::Tcp(l) => Box::pin(
+                    axum::serve(l, self.router)
+                        .with_graceful_shutdown(stopping)
+                        .into_future(),
+                ),
+                Listener::Unix(l, _) => Box::pin(
+                    axum::serve(l, self.router)
+                        .with_graceful_shutdown(stopping)
+                        .into_future(),
+                ),
+            };
+        let mut server = server;
+        tokio::select! {
+            result = &mut server => result.context("the HTTP server failed")?,
+            () = shutdown => {
+                info!("shutdown requested: no new connections, draining in-flight requests");
+                let _ = stop_tx.send(true);
+                let grace = self.settings.shutdown_timeout();
+                match tokio::time::timeout(grace, server).await {
+                    Ok(result) => result.context("the HTTP server failed")?,
+                    Err(_) => warn!(timeout_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown timeout; closing anyway"),
+                }
+            }
+        }
+        self.db.close();
+        self.redis.close().await;
+        if let ListenAddr::Unix(path) = &self.settings.listen {
+            let _ = std::fs::remove_file(path);
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(listen: &ListenAddr) -> anyhow::Result<Listener> {
+    match listen {
+        ListenAddr::Tcp(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--listen: cannot bind {addr}"))?;
+            Ok(Listener::Tcp(l))
+        }
+        ListenAddr::Unix(path) => {
+            // A socket file left by a process that died is stale: nothing listens on it.
+            if std::os::unix::net::UnixStream::connect(path).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = UnixListener::bind(path)
+                .with_context(|| format!("--listen: cannot bind unix:{}", path.display()))?;
+            Ok(Listener::Unix(l, path.clone()))
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => info!("received SIGTERM"),
+        _ = int.recv() => info!("received SIGINT"),
+    }
+}

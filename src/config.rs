@@ -1,0 +1,328 @@
+//! Every setting of hotchan: a flag and an environment variable (the flag wins), a
+//! documented default, and the unit in the name. Parsing validates values, so a bad value
+//! stops startup with a message that names the setting.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `hotchan`: a Redis-fronted hot-channel cache for chat backends.
+#[derive(Debug, Parser)]
+#[command(name = "hotchan", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve the HTTP API.
+    Serve(Settings),
+    /// Create the database when it is missing and apply pending migrations, then exit.
+    Migrate(DatabaseSettings),
+    /// Load the small demo dataset when the database holds no channel yet, then exit.
+    SeedDemo(DatabaseSettings),
+}
+
+/// Where the listener binds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("a Unix socket address needs a path: unix:/path/to.sock".into());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        s.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("'{s}' is neither HOST:PORT nor unix:/path"))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Which tiers serve reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CacheMode {
+    /// L1 (in-process) + Redis. Until the cache tiers land, behaves as `off`.
+    Full,
+    /// Redis only, no L1. Until the cache tiers land, behaves as `off`.
+    Redis,
+    /// Every read from Postgres: the benchmark baseline.
+    Off,
+}
+
+impl CacheMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheMode::Full => "full",
+            CacheMode::Redis => "redis",
+            CacheMode::Off => "off",
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// A value that never appears in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("the token must not be empty".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Postgres connection and pool settings, shared by every subcommand.
+#[derive(Clone, Debug, Args)]
+pub struct DatabaseSettings {
+    /// Postgres URL. Without a user name, the OS user is used, as libpq does.
+    #[arg(long, env = "HOTCHAN_DATABASE_URL", default_value = "postgres://127.0.0.1:5432/hotchan", value_parser = parse_database_url)]
+    pub database_url: DatabaseUrl,
+
+    /// Most Postgres connections in the pool.
+    #[arg(long, env = "HOTCHAN_PG_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pg_pool_size: u32,
+
+    /// How long a request waits for a free pool connection before it answers 503.
+    #[arg(long, env = "HOTCHAN_PG_POOL_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub pg_pool_wait_ms: u64,
+
+    /// Timeout for opening one Postgres connection.
+    #[arg(long, env = "HOTCHAN_PG_CONNECT_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub pg_connect_timeout_ms: u64,
+
+    /// Server-side `statement_timeout` of every statement hotchan runs.
+    #[arg(long, env = "HOTCHAN_PG_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub pg_statement_timeout_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "HOTCHAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl DatabaseSettings {
+    pub fn pool_wait(&self) -> Duration {
+        Duration::from_millis(self.pg_pool_wait_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.pg_connect_timeout_ms)
+    }
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.pg_statement_timeout_ms)
+    }
+}
+
+/// A parsed Postgres URL. Its `Debug` form hides the password.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub tokio_postgres::Config);
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseUrl")
+            .field("hosts", &self.0.get_hosts())
+            .field("ports", &self.0.get_ports())
+            .field("user", &self.0.get_user())
+            .field("dbname", &self.0.get_dbname())
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
+    let mut config: tokio_postgres::Config =
+        s.parse().map_err(|e| format!("not a Postgres URL: {e}"))?;
+    if config.get_user().is_none() {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "postgres".into());
+        config.user(user);
+    }
+    if config.get_dbname().is_none() {
+        config.dbname("hotchan");
+    }
+    Ok(DatabaseUrl(config))
+}
+
+/// Settings of `hotchan serve`.
+#[derive(Clone, Debug, Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub db: DatabaseSettings,
+
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "HOTCHAN_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+
+    /// Listen address: HOST:PORT, or unix:/path/to.sock for a Unix socket.
+    #[arg(long, env = "HOTCHAN_LISTEN", default_value = "127.0.0.1:7600")]
+    pub listen: ListenAddr,
+
+    /// Bearer token every /v1 request must carry. None: no auth.
+    #[arg(long, env = "HOTCHAN_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+
+    /// Prefix of every Redis key and pub/sub channel.
+    #[arg(long, env = "HOTCHAN_REDIS_PREFIX", default_value = "hc", value_parser = parse_prefix)]
+    pub redis_prefix: String,
+
+    /// Which tiers serve reads: full (L1 + Redis), redis (no L1), off (Postgres only).
+    #[arg(long, env = "HOTCHAN_CACHE", value_enum, default_value_t = CacheMode::Full)]
+    pub cache: CacheMode,
+
+    /// Timeout of every Redis call.
+    #[arg(long, env = "HOTCHAN_REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub redis_timeout_ms: u64,
+
+    /// Largest message content, in bytes of UTF-8.
+    #[arg(long, env = "HOTCHAN_MAX_CONTENT_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_content_bytes: u64,
+
+    /// Largest request body, in bytes; larger bodies answer 413.
+    #[arg(long, env = "HOTCHAN_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// Sync answers with `reset` when more changes than this happened in a channel.
+    #[arg(long, env = "HOTCHAN_SYNC_RESET_THRESHOLD", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub sync_reset_threshold: u32,
+
+    /// How many newest live messages a `reset` sync answer carries.
+    #[arg(long, env = "HOTCHAN_SYNC_RESET_MESSAGES", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub sync_reset_messages: u32,
+
+    /// On SIGTERM or SIGINT, how long in-flight requests may take before the process exits.
+    #[arg(long, env = "HOTCHAN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub shutdown_timeout_ms: u64,
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("1 to 64 characters of [A-Za-z0-9_.-]".into())
+    }
+}
+
+impl Settings {
+    /// Settings for tests and embedding: every default, with the given database and listener.
+    pub fn with_defaults(database_url: &str, listen: &str) -> Result<Self, String> {
+        let cli = Cli::try_parse_from([
+            "hotchan",
+            "serve",
+            "--database-url",
+            database_url,
+            "--listen",
+            listen,
+        ])
+        .map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Serve(settings) => Ok(settings),
+            _ => unreachable!("parsed the serve subcommand"),
+        }
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addr_parses_tcp_and_unix() {
+        assert_eq!(
+            "127.0.0.1:7600".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp("127.0.0.1:7600".parse().unwrap())
+        );
+        assert_eq!(
+            "unix:/tmp/h.sock".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Unix("/tmp/h.sock".into())
+        );
+        assert!("unix:".parse::<ListenAddr>().is_err());
+        assert!("nonsense".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting() {
+        let err = Cli::try_parse_from(["hotchan", "serve", "--pg-pool-size", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--pg-pool-size"), "{err}");
+        let err = Cli::try_parse_from(["hotchan", "serve", "--cache", "sometimes"]).unwrap_err();
+        assert!(err.to_string().contains("--cache"), "{err}");
+        let err = Cli::try_parse_from(["hotchan", "serve", "--listen", "x"]).unwrap_err();
+        assert!(err.to_string().contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s =
+            Settings::with_defaults("postgres://127.0.0.1:5432/hotchan", "127.0.0.1:7600").unwrap();
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(s.redis_prefix, "hc");
+        assert_eq!(s.cache, CacheMode::Full);
+        assert!(s.token.is_none());
+        assert_eq!(s.max_content_bytes, 16384);
+        assert_eq!(s.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let s = Settings::with_defaults("postgres://u:hunter2@127.0.0.1/x", "127.0.0.1:0").unwrap();
+        let s = Settings {
+            token: Some(Secret("tok-123".into())),
+            ..s
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok-123"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Domain types: ids, messages, channels, pages and cursors. Values here are validated
+//! when they are made (`parse`), so the rest of the code only ever sees valid ones.
+//! No I/O lives here.
+
+mod input;
+mod model;
+
+pub use input::{
+    ChannelName, ChannelType, ClientMsgId, Content, Cursor, InvalidInput, PageRequest, Role,
+    SyncRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MAX_SYNC_CHANNELS,
+};
+pub use model::{
+    Channel, ChannelId, Member, MemberSummary, Message, MessageId, Page, SyncChannel, SyncResult,
+    UnreadChannel, UserId,
+};

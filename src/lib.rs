@@ -1,0 +1,33 @@
+//! # hotchan
+//!
+//! A hot-channel cache sidecar for chat backends: an HTTP API (see `shared/API.md`) over
+//! Postgres, the source of truth, with Redis and an in-process L1 in front of it.
+//!
+//! # Layout
+//! Modules follow the data path of a request, outside in:
+//! - [`config`]: every setting, as a flag and an environment variable, with its default.
+//! - [`app`]: wiring. Builds pools and clients, binds the listener, runs until shutdown.
+//! - [`api`]: the only module that knows HTTP and JSON: routes, extractors, error mapping.
+//! - [`service`]: the operations of the contract (post, page, sync, …) in domain types.
+//! - [`domain`]: ids, messages, pages, cursors: validated types, no I/O.
+//! - [`postgres`]: the only module that imports `tokio-postgres`/`deadpool`: queries and
+//!   migrations.
+//! - [`redis`]: the only module that imports `fred`.
+//! - [`metrics`]: the per-instance Prometheus registry.
+//! - [`demo`]: the small demo dataset loaded by `scripts/run`.
+//!
+//! # Glossary of cache verbs
+//! - `get_*` looks in a cache and returns `Option`; `load_*` reads Postgres; `fetch_*`
+//!   reads through the tiers; `invalidate_*` removes on purpose.
+//! - An entry is *invalidated* (on purpose), *evicted* (capacity) or *expired* (time);
+//!   the three words never mean the same thing.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod metrics;
+pub mod postgres;
+pub mod redis;
+pub mod service;

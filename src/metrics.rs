@@ -1,0 +1,96 @@
+//! The per-instance Prometheus registry. Each instance owns its recorder (none is
+//! installed globally), so two instances in one process, as in the tests, never mix their
+//! counts. Histograms have explicit buckets: without them the exporter renders summaries.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::postgres::PoolState;
+
+/// Latency buckets in seconds: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let metrics = Metrics { recorder, handle };
+        metrics.with(|| {
+            describe_counter!(
+                "hotchan_http_requests_total",
+                "HTTP requests answered, by route, method and status"
+            );
+            describe_histogram!(
+                "hotchan_http_request_duration_seconds",
+                metrics::Unit::Seconds,
+                "HTTP request latency, by route and method"
+            );
+            describe_histogram!(
+                "hotchan_postgres_call_duration_seconds",
+                metrics::Unit::Seconds,
+                "Postgres call latency, by operation"
+            );
+            describe_gauge!(
+                "hotchan_postgres_pool_connections",
+                "Postgres pool connections, by state (max, open, idle)"
+            );
+            describe_gauge!(
+                "hotchan_postgres_pool_waiting",
+                "Requests waiting for a Postgres pool connection"
+            );
+        });
+        metrics
+    }
+
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+
+    pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let (route, method) = (route.to_owned(), method.to_owned());
+        self.with(|| {
+            counter!("hotchan_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
+                .increment(1);
+            histogram!("hotchan_http_request_duration_seconds", "route" => route, "method" => method)
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    pub fn record_postgres_call(&self, operation: &'static str, elapsed: Duration) {
+        self.with(|| {
+            histogram!("hotchan_postgres_call_duration_seconds", "operation" => operation)
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Renders the Prometheus text, with the pool state read at this moment.
+    pub fn render(&self, pool: PoolState) -> String {
+        self.with(|| {
+            gauge!("hotchan_postgres_pool_connections", "state" => "max").set(pool.max_size as f64);
+            gauge!("hotchan_postgres_pool_connections", "state" => "open").set(pool.size as f64);
+            gauge!("hotchan_postgres_pool_connections", "state" => "idle")
+                .set(pool.available as f64);
+            gauge!("hotchan_postgres_pool_waiting").set(pool.waiting as f64);
+        });
+        self.handle.render()
+    }
+}

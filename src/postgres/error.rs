@@ -1,0 +1,51 @@
+//! The Postgres boundary's error, with classification so callers never match deep chains.
+
+use deadpool_postgres::PoolError;
+
+/// A failure talking to Postgres. `Display` names this layer; the cause is in `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection within the pool wait timeout, or the pool is closed.
+    #[error("no Postgres connection available")]
+    Pool(#[source] PoolError),
+    /// A statement failed.
+    #[error("a Postgres statement failed")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+impl From<PoolError> for DbError {
+    fn from(e: PoolError) -> Self {
+        DbError::Pool(e)
+    }
+}
+
+impl DbError {
+    /// True when Postgres is unreachable, overloaded or too slow: the request answers 503
+    /// and may be retried. Other errors are bugs or broken data and answer 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Pool(_) => true,
+            DbError::Query(e) if e.is_closed() => true,
+            DbError::Query(e) => match e.code() {
+                // SQLSTATE classes: 08 connection exception, 53 insufficient resources,
+                // 57 operator intervention (57014: cancelled by statement_timeout).
+                Some(state) => ["08", "53", "57"]
+                    .iter()
+                    .any(|class| state.code().starts_with(class)),
+                // No SQLSTATE: the client failed; it is an outage when I/O failed.
+                None => has_io_cause(e),
+            },
+        }
+    }
+}
+
+fn has_io_cause(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}

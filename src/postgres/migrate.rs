@@ -1,0 +1,95 @@
+//! Schema migrations, embedded in the binary and applied in one transaction under a
+//! Postgres advisory lock, so several instances can start at once.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+use tracing::info;
+
+use super::{connect_config, DbError};
+use crate::config::DatabaseSettings;
+
+/// Every migration, in order. A migration is never edited once released: add a new one.
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+
+/// The advisory lock key that serialises migrations (ASCII "hotchan1").
+const MIGRATION_LOCK_KEY: i64 = 0x686f_7463_6861_6e31;
+
+/// Opens one connection outside the pool and drives it on a task of its own.
+async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "migration connection ended with an error");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the configured database when it does not exist yet, connecting to the
+/// `postgres` maintenance database of the same server. Returns whether it created it.
+pub async fn ensure_database(settings: &DatabaseSettings) -> Result<bool, DbError> {
+    let config = connect_config(settings);
+    let dbname = config.get_dbname().unwrap_or("hotchan").to_owned();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let client = connect(&maintenance).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+        .await?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    let quoted = format!("\"{}\"", dbname.replace('"', "\"\""));
+    match client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+    {
+        Ok(()) => {
+            info!(database = %dbname, "created the database");
+            Ok(true)
+        }
+        // Another instance created it between our check and our CREATE.
+        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies every pending migration. Returns how many it applied.
+pub async fn migrate(settings: &DatabaseSettings) -> Result<usize, DbError> {
+    let mut client = connect(&connect_config(settings)).await?;
+    let tx = client.transaction().await?;
+    // Held until commit: a second instance waits here, then finds nothing pending.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS hotchan_migrations (
+           version INT PRIMARY KEY,
+           name TEXT NOT NULL,
+           applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM hotchan_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut count = 0;
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO hotchan_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        info!(version, name, "applied migration");
+        count += 1;
+    }
+    tx.commit().await?;
+    Ok(count)
+}

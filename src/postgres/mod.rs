@@ -1,0 +1,103 @@
+//! The only module that imports `tokio-postgres` and `deadpool-postgres`: the pool,
+//! migrations and every query. The rest of the crate speaks domain types.
+
+mod channels;
+mod error;
+mod messages;
+mod migrate;
+mod reads;
+mod rows;
+mod sync;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseSettings;
+
+pub use channels::{MemberLookup, MemberRemoval};
+pub use error::DbError;
+pub use messages::{DeleteOutcome, EditOutcome, NewMessage, PostOutcome};
+pub use migrate::{ensure_database, migrate, MIGRATIONS};
+pub use reads::{MarkReadOutcome, UnreadOutcome};
+pub use sync::SyncLimits;
+
+/// The Postgres store: a pool and the queries of the contract.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+/// A snapshot of the pool, for `/metrics`.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolState {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
+}
+
+/// The `tokio-postgres` configuration for these settings: timeouts and application name.
+pub fn connect_config(settings: &DatabaseSettings) -> tokio_postgres::Config {
+    let mut config = settings.database_url.0.clone();
+    config
+        .application_name("hotchan")
+        .connect_timeout(settings.connect_timeout())
+        .options(format!(
+            "-c statement_timeout={}",
+            settings.statement_timeout().as_millis()
+        ));
+    config
+}
+
+impl Db {
+    /// Builds the pool and checks one connection, since building a deadpool pool never
+    /// fails on its own.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
+        let manager = Manager::from_config(
+            connect_config(settings),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pg_pool_size as usize)
+            .wait_timeout(Some(settings.pool_wait()))
+            .create_timeout(Some(settings.connect_timeout()))
+            .recycle_timeout(Some(Duration::from_secs(1)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .expect("a pool with a runtime and valid sizes always builds");
+        let db = Db { pool };
+        db.ping().await?;
+        Ok(db)
+    }
+
+    /// One round trip to Postgres.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    pub fn pool_state(&self) -> PoolState {
+        let status = self.pool.status();
+        PoolState {
+            max_size: status.max_size,
+            size: status.size,
+            available: status.available,
+            waiting: status.waiting,
+        }
+    }
+
+    /// Closes the pool: idle connections are dropped, checked-out ones when returned.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
+        Ok(self.pool.get().await?)
+    }
+}
