@@ -164,7 +164,8 @@ mod tests {
             sender_id: UserId(Uuid::nil()),
             content: Some("hi".into()),
             reply_to_id: None,
-            created_at: Utc.timestamp_opt(1_795_000_000, 123_456_000).unwrap(),
+            created_at: Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap()
+                + chrono::Duration::microseconds(123_456),
             updated_at: None,
             deleted_at: None,
             seq: 1,
@@ -174,8 +175,13 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {
         let json = serde_json::to_value(message(1)).unwrap();
-        assert_eq!(json["created_at"], "2026-11-18T07:46:40.123456Z");
+        assert_eq!(json["created_at"], "2026-11-24T10:00:00.123456Z");
         assert_eq!(json["updated_at"], serde_json::Value::Null);
+
+        let mut whole_second = message(1);
+        whole_second.updated_at = Some(Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 1).unwrap());
+        let json = serde_json::to_value(whole_second).unwrap();
+        assert_eq!(json["updated_at"], "2026-11-24T10:00:01.000000Z");
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! The `hotchan` binary: settings errors, migrate, SIGTERM, and no secrets in logs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{pg_server, redis_url, TEST_DB_PREFIX};
+
+fn hotchan() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hotchan"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HOTCHAN_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+#[test]
+fn a_bad_setting_stops_startup_naming_it() {
+    let flag = hotchan()
+        .args(["serve", "--pg-pool-size", "0"])
+        .output()
+        .unwrap();
+    assert!(!flag.status.success());
+    assert!(String::from_utf8_lossy(&flag.stderr).contains("--pg-pool-size"));
+
+    let env = hotchan()
+        .arg("serve")
+        .env("HOTCHAN_CACHE", "sometimes")
+        .output()
+        .unwrap();
+    assert!(!env.status.success());
+    assert!(String::from_utf8_lossy(&env.stderr).contains("--cache"));
+
+    let url = hotchan()
+        .arg("migrate")
+        .env("HOTCHAN_DATABASE_URL", "mysql://x")
+        .output()
+        .unwrap();
+    assert!(!url.status.success());
+    assert!(String::from_utf8_lossy(&url.stderr).contains("--database-url"));
+}
+
+/// Drops the named database when the test ends, however it ends.
+struct DropDatabase(String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &format!("{}/postgres", pg_server()),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
+            ])
+            .output();
+    }
+}
+
+#[test]
+fn serve_migrates_answers_and_exits_cleanly_on_sigterm_without_logging_secrets() {
+    let db = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let _cleanup = DropDatabase(db.clone());
+    let server = pg_server().replace("postgres://", "postgres://root:pg-password-1@");
+    let mut child = hotchan()
+        .arg("serve")
+        .env("HOTCHAN_DATABASE_URL", format!("{server}/{db}"))
+        .env("HOTCHAN_REDIS_URL", redis_url())
+        .env("HOTCHAN_LISTEN", "127.0.0.1:0")
+        .env("HOTCHAN_TOKEN", "token-that-must-not-leak")
+        .env("HOTCHAN_LOG_FORMAT", "json")
+        .env("HOTCHAN_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log = String::new();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server logs until it serves")
+            .unwrap();
+        log.push_str(&line);
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if entry["fields"]["message"] == "serving" {
+            break entry["fields"]["listen"].as_str().unwrap().to_owned();
+        }
+    };
+
+    let health = http::blocking_get(&format!("http://{addr}/healthz"));
+    assert_eq!(health, 200);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hotchan did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    assert!(exit.success(), "{exit:?}");
+    for line in lines {
+        log.push_str(&line.unwrap());
+    }
+    assert!(log.contains("stopped"), "{log}");
+    assert!(
+        !log.contains("token-that-must-not-leak") && !log.contains("pg-password-1"),
+        "{log}"
+    );
+}
+
+/// A tiny HTTP GET without a client crate's blocking feature: status code only.
+mod http {
+    use std::io::{Read, Write};
+
+    pub fn blocking_get(url: &str) -> u16 {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            stream,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer[9..12].parse().unwrap()
+    }
+}

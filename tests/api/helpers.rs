@@ -1,0 +1,270 @@
+//! The spawn-app helper: every test gets its own database, Redis key prefix and port.
+
+use std::time::Duration;
+
+use hotchan::app::Application;
+use hotchan::config::{ListenAddr, Settings};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The Postgres server tests create their databases on (no database in the URL).
+pub fn pg_server() -> String {
+    std::env::var("HOTCHAN_TEST_PG").unwrap_or_else(|_| "postgres://127.0.0.1:5432".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("HOTCHAN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Name prefix of test databases; `scripts/test` drops leftovers of earlier runs.
+pub const TEST_DB_PREFIX: &str = "hctest_";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db_name: String,
+    pub db_url: String,
+    pub settings: Settings,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for a new test: its own database name and Redis prefix, port 0.
+pub fn test_settings() -> Settings {
+    let db_name = format!("{TEST_DB_PREFIX}{}", Uuid::new_v4().simple());
+    let mut settings =
+        Settings::with_defaults(&format!("{}/{db_name}", pg_server()), "127.0.0.1:0")
+            .expect("default settings parse");
+    settings.redis_url = redis_url();
+    settings.redis_prefix = format!("hct_{}", Uuid::new_v4().simple());
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    configure(&mut settings);
+    spawn_with_settings(settings).await
+}
+
+pub async fn spawn_with_settings(settings: Settings) -> TestApp {
+    let db_name = settings
+        .db
+        .database_url
+        .0
+        .get_dbname()
+        .expect("test settings name a database")
+        .to_owned();
+    let app = Application::build(settings.clone())
+        .await
+        .expect("the test app builds");
+    let base = match app.local_addr() {
+        ListenAddr::Tcp(addr) => format!("http://{addr}"),
+        ListenAddr::Unix(path) => format!("unix:{}", path.display()),
+    };
+    let (stop, stopped) = oneshot::channel();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        db_url: format!("{}/{db_name}", pg_server()),
+        db_name,
+        settings,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// A response: status and JSON body (`Value::Null` when the body is empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Asserts the status and, for errors, the contract's error body with this code.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        if status >= 400 {
+            let code = self.body["error"].as_str().unwrap_or_default();
+            assert!(!code.is_empty(), "error body without a code: {}", self.body);
+            assert!(
+                self.body["message"].is_string(),
+                "error body without a message: {}",
+                self.body
+            );
+        }
+        self.body
+    }
+
+    /// Asserts an error with this status and error code.
+    #[track_caller]
+    pub fn expect_error(self, status: u16, code: &str) -> Value {
+        let body = self.expect(status);
+        assert_eq!(body["error"], code, "{body}");
+        body
+    }
+}
+
+impl TestApp {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.settings.token {
+            request = request.bearer_auth(&token.0);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the request is answered");
+        read_answer(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.request(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.request(Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: Option<Value>) -> Answer {
+        self.request(Method::PUT, path, body).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Answer {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    /// Sends raw bytes as a body, for malformed and oversized requests.
+    pub async fn send_raw(&self, method: Method, path: &str, body: Vec<u8>) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = &self.settings.token {
+            request = request.bearer_auth(&token.0);
+        }
+        read_answer(request.send().await.expect("the request is answered")).await
+    }
+
+    /// Creates a group channel with these members; returns its id.
+    pub async fn group(&self, members: &[Uuid]) -> Uuid {
+        let body = self
+            .post(
+                "/v1/channels",
+                json!({"type": "group", "name": "g", "members": members}),
+            )
+            .await
+            .expect(201);
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Posts a message; returns the message.
+    pub async fn say(&self, channel: Uuid, sender: Uuid, content: &str) -> Value {
+        self.post(
+            &format!("/v1/channels/{channel}/messages"),
+            json!({"sender_id": sender, "content": content}),
+        )
+        .await
+        .expect(201)
+    }
+
+    /// A direct connection to this test's database, for arranging and asserting.
+    pub async fn pg(&self) -> tokio_postgres::Client {
+        connect(&self.db_url).await
+    }
+
+    /// A connection to the server's `postgres` database, for statements about this
+    /// test's database itself (only ever this test's own database).
+    pub async fn admin_pg(&self) -> tokio_postgres::Client {
+        connect(&format!("{}/postgres", pg_server())).await
+    }
+
+    /// Asks the server to shut down gracefully, without waiting.
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the server gracefully and waits for it to finish.
+    pub async fn stop(&mut self) {
+        self.signal_stop();
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("the server task ends")
+                .expect("the server stops cleanly");
+        }
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("Postgres accepts connections");
+    tokio::spawn(connection);
+    client
+}
+
+async fn read_answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let bytes = response.bytes().await.expect("the body is read");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "a JSON body, got {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    Answer { status, body }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Drop the database from a thread of its own: Drop cannot await.
+        let admin = format!("{}/postgres", pg_server());
+        let name = self.db_name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Fresh user ids.
+pub fn users<const N: usize>() -> [Uuid; N] {
+    std::array::from_fn(|_| Uuid::new_v4())
+}
