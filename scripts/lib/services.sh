@@ -1,0 +1,165 @@
+# shellcheck shell=bash
+# Finds Postgres and Redis at the configured URLs or brings them up: installs the Debian
+# packages when they are missing (as root), then starts the servers. Sourced by
+# scripts/run and scripts/test; every step says what it does.
+#
+# Decisions, written down:
+# - A Postgres cluster that Debian set up on the wanted port (pg_lsclusters) is started
+#   as it is. Otherwise hotchan makes a cluster of its own in $HOTCHAN_STATE_DIR with
+#   trust auth for local connections, owned by and run as `postgres` (Postgres refuses to
+#   run as root). Installing the packages does not create Debian's default cluster.
+# - Redis is started without persistence, as a cache should be.
+
+HOTCHAN_STATE_DIR=${HOTCHAN_STATE_DIR:-/var/tmp/hotchan}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# url_host_port URL DEFAULT_PORT -> prints "host port"
+url_host_port() {
+  local rest=${1#*://}
+  rest=${rest%%/*}
+  rest=${rest%%\?*}
+  rest=${rest##*@}
+  local host=${rest%%:*} port=$2
+  [[ $rest == *:* ]] && port=${rest##*:}
+  [[ -n $host ]] || host=127.0.0.1
+  printf '%s %s\n' "$host" "$port"
+}
+
+# url_user URL -> the user name in the URL, else the OS user (as libpq does)
+url_user() {
+  local rest=${1#*://}
+  rest=${rest%%/*}
+  if [[ $rest == *@* ]]; then
+    rest=${rest%%@*}
+    printf '%s\n' "${rest%%:*}"
+  else
+    id -un
+  fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_for_port() { # host port what
+  local i
+  for i in $(seq 1 100); do
+    port_open "$1" "$2" && return 0
+    sleep 0.2
+  done
+  die "$3 did not start listening on $1:$2"
+}
+
+APT_UPDATED=
+apt_install() {
+  [[ $(id -u) == 0 ]] || die "missing $*: install them (Debian: apt-get install $*) or run this as root"
+  command -v apt-get >/dev/null || die "missing $* and no apt-get to install them"
+  if [[ -z $APT_UPDATED ]]; then
+    say "apt-get update"
+    apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  say "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+pg_bindir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [[ -n $dir && -x $dir/initdb ]]; then
+    printf '%s\n' "$dir"
+  elif command -v initdb >/dev/null; then
+    dirname "$(command -v initdb)"
+  fi
+}
+
+as_postgres() {
+  if [[ $(id -u) == 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# ensure_postgres URL: Postgres answers on the URL's host and port afterwards.
+ensure_postgres() {
+  local host port user
+  read -r host port < <(url_host_port "$1" 5432)
+  user=$(url_user "$1")
+  if port_open "$host" "$port"; then
+    say "Postgres is up on $host:$port"
+    return 0
+  fi
+  [[ $host == 127.0.0.1 || $host == localhost || $host == ::1 ]] \
+    || die "Postgres at $host:$port is unreachable, and only a local one can be started"
+
+  if [[ -z $(pg_bindir) ]]; then
+    # Do not let the package create and start Debian's default cluster: we make our own.
+    if [[ $(id -u) == 0 ]]; then
+      mkdir -p /etc/postgresql-common/createcluster.d
+      echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/hotchan.conf
+    fi
+    apt_install postgresql postgresql-client
+  fi
+
+  local cluster
+  cluster=$(pg_lsclusters --no-header 2>/dev/null | awk -v p="$port" '$3 == p {print $1, $2; exit}')
+  if [[ -n $cluster ]]; then
+    say "starting the Postgres cluster $cluster on port $port"
+    # shellcheck disable=SC2086
+    pg_ctlcluster --skip-systemctl-redirect $cluster start >&2
+  else
+    local bin data log
+    bin=$(pg_bindir)
+    data=$HOTCHAN_STATE_DIR/pg-$port
+    log=$HOTCHAN_STATE_DIR/pg-$port.log
+    mkdir -p "$HOTCHAN_STATE_DIR"
+    chmod 0755 "$HOTCHAN_STATE_DIR"
+    if [[ ! -s $data/PG_VERSION ]]; then
+      say "creating a Postgres cluster of hotchan's own in $data"
+      mkdir -p "$data"
+      [[ $(id -u) == 0 ]] && chown postgres:postgres "$data"
+      chmod 0700 "$data"
+      as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+    fi
+    touch "$log"
+    [[ $(id -u) == 0 ]] && chown postgres:postgres "$log"
+    say "starting Postgres on port $port (log: $log)"
+    as_postgres "$bin/pg_ctl" -D "$data" -l "$log" -w \
+      -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" start >/dev/null
+  fi
+  wait_for_port "$host" "$port" Postgres
+
+  # The URL's user must exist: create it as a superuser of this local, trust-auth cluster.
+  local psql
+  psql=$(pg_bindir)/psql
+  [[ -x $psql ]] || psql=psql
+  if ! as_postgres "$psql" -h "$host" -p "$port" -U postgres -d postgres -tAc \
+      "SELECT 1 FROM pg_roles WHERE rolname = '$user'" | grep -q 1; then
+    say "creating the Postgres role $user"
+    as_postgres "$psql" -h "$host" -p "$port" -U postgres -d postgres -qc \
+      "CREATE ROLE \"$user\" SUPERUSER LOGIN" >&2
+  fi
+}
+
+# ensure_redis URL: Redis answers on the URL's host and port afterwards.
+ensure_redis() {
+  local host port
+  read -r host port < <(url_host_port "$1" 6379)
+  if port_open "$host" "$port"; then
+    say "Redis is up on $host:$port"
+    return 0
+  fi
+  [[ $host == 127.0.0.1 || $host == localhost || $host == ::1 ]] \
+    || die "Redis at $host:$port is unreachable, and only a local one can be started"
+  command -v redis-server >/dev/null || apt_install redis-server
+  mkdir -p "$HOTCHAN_STATE_DIR"
+  say "starting Redis on $host:$port (log: $HOTCHAN_STATE_DIR/redis-$port.log)"
+  redis-server --daemonize yes --bind "$host" --port "$port" --save "" --appendonly no \
+    --dir "$HOTCHAN_STATE_DIR" --logfile "$HOTCHAN_STATE_DIR/redis-$port.log" >&2
+  wait_for_port "$host" "$port" Redis
+}
+
+ensure_cargo() {
+  command -v cargo >/dev/null || die "cargo is missing: hotchan builds with a Rust toolchain (rustup, Rust 1.80 or newer)"
+}
