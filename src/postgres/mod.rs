@@ -45,7 +45,7 @@ pub fn connect_config(settings: &DatabaseSettings) -> tokio_postgres::Config {
         .application_name("hotchan")
         .connect_timeout(settings.connect_timeout())
         .options(format!(
-            "-c statement_timeout={}",
+            "-c statement_timeout={} -c client_min_messages=warning",
             settings.statement_timeout().as_millis()
         ));
     config
