@@ -182,6 +182,22 @@ impl TestApp {
         .expect(201)
     }
 
+    /// Arranges `n` messages quickly through SQL, the channel's first n changes (seqs 1..=n,
+    /// as the write path would number them). Only for channels with no message yet.
+    pub async fn bulk_messages(&self, channel: Uuid, sender: Uuid, n: i64) {
+        self.pg()
+            .await
+            .execute(
+                "WITH posted AS (
+                   INSERT INTO messages (channel_id, sender_id, content, seq)
+                   SELECT $1, $2, 'm' || s, s FROM generate_series(1, $3::bigint) s)
+                 UPDATE channels SET last_seq = $3 WHERE id = $1",
+                &[&channel, &sender, &n],
+            )
+            .await
+            .expect("bulk messages are inserted");
+    }
+
     /// A direct connection to this test's database, for arranging and asserting.
     pub async fn pg(&self) -> tokio_postgres::Client {
         connect(&self.db_url).await

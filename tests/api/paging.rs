@@ -105,15 +105,7 @@ async fn the_default_limit_is_50_and_200_is_the_most() {
     let app = spawn_app().await;
     let [a] = users();
     let cid = app.group(&[a]).await;
-    let pg = app.pg().await;
-    // Arrange quickly through SQL: 210 messages with seqs 1..=210.
-    pg.batch_execute(&format!(
-        "INSERT INTO messages (channel_id, sender_id, content, seq)
-         SELECT '{cid}', '{a}', 'm' || s, s FROM generate_series(1, 210) s;
-         UPDATE channels SET last_seq = 210 WHERE id = '{cid}';"
-    ))
-    .await
-    .unwrap();
+    app.bulk_messages(cid, a, 210).await;
 
     let page = app
         .get(&format!("/v1/channels/{cid}/messages"))

@@ -89,14 +89,7 @@ async fn more_than_200_changes_reset_to_the_newest_50_live_messages_oldest_first
     let app = spawn_app().await;
     let [a] = users();
     let cid = app.group(&[a]).await;
-    let pg = app.pg().await;
-    pg.batch_execute(&format!(
-        "INSERT INTO messages (channel_id, sender_id, content, seq)
-         SELECT '{cid}', '{a}', 'm' || s, s FROM generate_series(1, 200) s;
-         UPDATE channels SET last_seq = 200 WHERE id = '{cid}';"
-    ))
-    .await
-    .unwrap();
+    app.bulk_messages(cid, a, 200).await;
     let newest = app.say(cid, a, "201st").await;
 
     let at_threshold = app
