@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
 
 use crate::api::{self, AppState};
+use crate::cache::{self, Hooks, HotCache};
 use crate::config::{ListenAddr, Settings};
 use crate::metrics::Metrics;
 use crate::postgres::{self, Db, SyncLimits};
@@ -28,11 +29,18 @@ pub struct Application {
     db: Db,
     redis: Redis,
     settings: Settings,
+    /// The cache's background tasks (invalidation listener, Redis prober).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
     /// Migrates (creating the database when missing), connects, and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_hooks(settings, Hooks::default()).await
+    }
+
+    /// [`Application::build`] with test hooks in the cache.
+    pub async fn build_with_hooks(settings: Settings, hooks: Hooks) -> anyhow::Result<Application> {
         postgres::ensure_database(&settings.db)
             .await
             .context("cannot reach Postgres to check the database")?;
@@ -42,14 +50,21 @@ impl Application {
         let db = Db::connect(&settings.db)
             .await
             .context("cannot open the Postgres pool")?;
-        let redis =
-            Redis::connect(&settings.redis_url, settings.redis_timeout()).context("--redis-url")?;
+        let redis = Redis::connect(settings.redis_settings()).context("--redis-url")?;
         let metrics = Arc::new(Metrics::new());
+        let hot = Arc::new(HotCache::new(
+            settings.cache_settings(),
+            db.clone(),
+            redis.clone(),
+            hooks,
+            metrics.clone(),
+        ));
+        let tasks = cache::invalidation::spawn(hot.clone());
         let service = Service::new(
             db.clone(),
+            hot,
             metrics.clone(),
             ServiceSettings {
-                cache: settings.cache,
                 sync: SyncLimits {
                     reset_threshold: settings.sync_reset_threshold,
                     reset_messages: settings.sync_reset_messages,
@@ -72,6 +87,7 @@ impl Application {
             db,
             redis,
             settings,
+            tasks,
         })
     }
 
@@ -120,6 +136,9 @@ impl Application {
                     Err(_) => warn!(timeout_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown timeout; closing anyway"),
                 }
             }
+        }
+        for task in &self.tasks {
+            task.abort();
         }
         self.db.close();
         self.redis.close().await;

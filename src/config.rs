@@ -62,9 +62,9 @@ impl fmt::Display for ListenAddr {
 /// Which tiers serve reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CacheMode {
-    /// L1 (in-process) + Redis. Until the cache tiers land, behaves as `off`.
+    /// L1 (in-process) + Redis.
     Full,
-    /// Redis only, no L1. Until the cache tiers land, behaves as `off`.
+    /// Redis only, no L1.
     Redis,
     /// Every read from Postgres: the benchmark baseline.
     Off,
@@ -209,6 +209,30 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_CACHE", value_enum, default_value_t = CacheMode::Full)]
     pub cache: CacheMode,
 
+    /// Messages per channel kept in Redis and L1 (the hot window).
+    #[arg(long, env = "HOTCHAN_HOT_WINDOW", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub hot_window: u32,
+
+    /// L1 capacity in bytes (entries are weighed by their approximate size); 0 turns L1 off.
+    #[arg(long, env = "HOTCHAN_L1_CAPACITY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub l1_capacity_bytes: u64,
+
+    /// Longest life of an L1 entry: a safety net behind invalidation.
+    #[arg(long, env = "HOTCHAN_L1_TTL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub l1_ttl_ms: u64,
+
+    /// A channel's Redis keys expire this long after its last fill or write.
+    #[arg(long, env = "HOTCHAN_REDIS_TTL_MS", default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(1_000..=604_800_000))]
+    pub redis_ttl_ms: u64,
+
+    /// Consecutive failed Redis calls that open the breaker (all traffic to Postgres).
+    #[arg(long, env = "HOTCHAN_BREAKER_FAILURES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub breaker_failures: u32,
+
+    /// While the breaker is open or channels are dirty, how often Redis is probed.
+    #[arg(long, env = "HOTCHAN_REDIS_PROBE_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub redis_probe_ms: u64,
+
     /// Timeout of every Redis call.
     #[arg(long, env = "HOTCHAN_REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub redis_timeout_ms: u64,
@@ -261,6 +285,26 @@ impl Settings {
         match cli.command {
             Command::Serve(settings) => Ok(settings),
             _ => unreachable!("parsed the serve subcommand"),
+        }
+    }
+
+    pub fn cache_settings(&self) -> crate::cache::CacheSettings {
+        crate::cache::CacheSettings {
+            mode: self.cache,
+            hot_window: self.hot_window as usize,
+            l1_capacity_bytes: self.l1_capacity_bytes,
+            l1_ttl: Duration::from_millis(self.l1_ttl_ms),
+            breaker_failures: self.breaker_failures,
+            probe_interval: Duration::from_millis(self.redis_probe_ms),
+        }
+    }
+
+    pub fn redis_settings(&self) -> crate::redis::RedisSettings {
+        crate::redis::RedisSettings {
+            url: self.redis_url.clone(),
+            prefix: self.redis_prefix.clone(),
+            timeout: self.redis_timeout(),
+            ttl: Duration::from_millis(self.redis_ttl_ms),
         }
     }
 

@@ -9,10 +9,12 @@
 //! - [`app`]: wiring. Builds pools and clients, binds the listener, runs until shutdown.
 //! - [`api`]: the only module that knows HTTP and JSON: routes, extractors, error mapping.
 //! - [`service`]: the operations of the contract (post, page, sync, …) in domain types.
+//! - [`cache`]: the tiers in front of Postgres: L1 (moka), Redis, fences, invalidation,
+//!   the breaker.
 //! - [`domain`]: ids, messages, pages, cursors: validated types, no I/O.
 //! - [`postgres`]: the only module that imports `tokio-postgres`/`deadpool`: queries and
 //!   migrations.
-//! - [`redis`]: the only module that imports `fred`.
+//! - [`redis`]: the only module that imports `fred`: keys, Lua scripts, codec, pub/sub.
 //! - [`metrics`]: the per-instance Prometheus registry.
 //! - [`demo`]: the small demo dataset loaded by `scripts/run`.
 //!
@@ -24,6 +26,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod domain;

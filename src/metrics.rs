@@ -7,7 +7,16 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use crate::cache::stats::StatsSnapshot;
 use crate::postgres::PoolState;
+
+/// The cache's counters and switches at one moment.
+pub struct CacheState {
+    pub stats: StatsSnapshot,
+    pub l1_bypassed: bool,
+    pub breaker_open: bool,
+    pub dirty_channels: usize,
+}
 
 /// Latency buckets in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -82,9 +91,32 @@ impl Metrics {
         });
     }
 
-    /// Renders the Prometheus text, with the pool state read at this moment.
-    pub fn render(&self, pool: PoolState) -> String {
+    pub fn record_redis_call(&self, operation: &'static str, elapsed: Duration) {
         self.with(|| {
+            histogram!("hotchan_redis_call_duration_seconds", "operation" => operation)
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Renders the Prometheus text, with the pool and cache state read at this moment.
+    pub fn render(&self, pool: PoolState, cache: &CacheState) -> String {
+        let s = &cache.stats;
+        self.with(|| {
+            counter!("hotchan_cache_hits_total", "tier" => "l1").absolute(s.l1_hits);
+            counter!("hotchan_cache_misses_total", "tier" => "l1").absolute(s.l1_misses);
+            counter!("hotchan_cache_hits_total", "tier" => "redis").absolute(s.l2_hits);
+            counter!("hotchan_cache_misses_total", "tier" => "redis").absolute(s.l2_misses);
+            counter!("hotchan_postgres_reads_total").absolute(s.postgres_reads);
+            counter!("hotchan_cache_fills_total", "outcome" => "installed").absolute(s.fills);
+            counter!("hotchan_cache_fills_total", "outcome" => "refused").absolute(s.fills_refused);
+            counter!("hotchan_invalidations_total", "direction" => "sent")
+                .absolute(s.invalidations_sent);
+            counter!("hotchan_invalidations_total", "direction" => "received")
+                .absolute(s.invalidations_received);
+            counter!("hotchan_redis_errors_total").absolute(s.redis_errors);
+            gauge!("hotchan_l1_bypassed").set(f64::from(u8::from(cache.l1_bypassed)));
+            gauge!("hotchan_redis_breaker_open").set(f64::from(u8::from(cache.breaker_open)));
+            gauge!("hotchan_dirty_channels").set(cache.dirty_channels as f64);
             gauge!("hotchan_postgres_pool_connections", "state" => "max").set(pool.max_size as f64);
             gauge!("hotchan_postgres_pool_connections", "state" => "open").set(pool.size as f64);
             gauge!("hotchan_postgres_pool_connections", "state" => "idle")

@@ -161,5 +161,5 @@ ensure_redis() {
 }
 
 ensure_cargo() {
-  command -v cargo >/dev/null || die "cargo is missing: hotchan builds with a Rust toolchain (rustup, Rust 1.80 or newer)"
+  command -v cargo >/dev/null || die "cargo is missing: hotchan builds with a Rust toolchain (rustup, Rust 1.85 or newer)"
 }

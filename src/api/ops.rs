@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::OptionalJsonBody;
 use super::AppState;
+use crate::cache::stats::ratio;
 use crate::domain::ChannelId;
 
 /// How long `/readyz` waits for Postgres before it reports it down.
@@ -70,17 +71,50 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state.metrics.render(state.db.pool_state());
+    let cache = state.service.cache();
+    let text = state.metrics.render(
+        state.db.pool_state(),
+        &crate::metrics::CacheState {
+            stats: cache.stats().snapshot(),
+            l1_bypassed: cache.l1().is_bypassed(),
+            breaker_open: cache.breaker().is_open(),
+            dirty_channels: cache.dirty().len(),
+        },
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-/// Until the cache tiers land every mode reads from Postgres, so there are no tiers to
-/// report: `tiers` is empty and `effective_mode` says "off".
+/// L1 and Redis as this instance sees them.
 async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let cache = state.service.cache();
+    let stats = cache.stats().snapshot();
+    let (entries, weighted_bytes, capacity_bytes) = cache.l1().usage();
+    let hot_channels = cache.redis().count_windows().await.ok();
     Json(serde_json::json!({
-        "mode": state.service.cache_mode().as_str(),
-        "effective_mode": "off",
-        "tiers": {},
+        "mode": cache.mode().as_str(),
+        "l1": {
+            "enabled": cache.l1().is_enabled(),
+            "bypassed": cache.l1().is_bypassed(),
+            "entries": entries,
+            "weighted_bytes": weighted_bytes,
+            "capacity_bytes": capacity_bytes,
+            "hits": stats.l1_hits,
+            "misses": stats.l1_misses,
+            "hit_ratio": ratio(stats.l1_hits, stats.l1_misses),
+        },
+        "redis": {
+            "breaker": if cache.breaker().is_open() { "open" } else { "closed" },
+            "dirty_channels": cache.dirty().len(),
+            "hot_channels": hot_channels,
+            "hits": stats.l2_hits,
+            "misses": stats.l2_misses,
+            "hit_ratio": ratio(stats.l2_hits, stats.l2_misses),
+        },
+        "postgres_reads": stats.postgres_reads,
+        "fills": stats.fills,
+        "fills_refused": stats.fills_refused,
+        "invalidations_sent": stats.invalidations_sent,
+        "invalidations_received": stats.invalidations_received,
     }))
 }
 
@@ -91,10 +125,15 @@ struct Flush {
     channel_id: Option<String>,
 }
 
-/// Validates the request; with no cache tiers yet, there is nothing to drop.
-async fn flush(OptionalJsonBody(body): OptionalJsonBody<Flush>) -> Result<StatusCode, ApiError> {
-    if let Some(cid) = body.and_then(|b| b.channel_id) {
-        ChannelId::parse(&cid)?;
-    }
+/// Drops one channel, or everything, from L1 on every instance and from Redis.
+async fn flush(
+    State(state): State<AppState>,
+    OptionalJsonBody(body): OptionalJsonBody<Flush>,
+) -> Result<StatusCode, ApiError> {
+    let channel = body
+        .and_then(|b| b.channel_id)
+        .map(|c| ChannelId::parse(&c))
+        .transpose()?;
+    state.service.cache().flush(channel).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,7 @@
 
 mod input;
 mod model;
+pub mod window;
 
 pub use input::{
     ChannelName, ChannelType, ClientMsgId, Content, Cursor, InvalidInput, PageRequest, Role,

@@ -8,6 +8,7 @@ mod migrate;
 mod reads;
 mod rows;
 mod sync;
+mod window;
 
 use std::time::Duration;
 

@@ -1,12 +1,13 @@
 //! Read markers and unread counts.
 
+use super::rows::{self, MEMBER_COLUMNS};
 use super::{Db, DbError};
-use crate::domain::{ChannelId, MessageId, UnreadChannel, UserId};
+use crate::domain::{ChannelId, Member, MessageId, UnreadChannel, UserId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MarkReadOutcome {
-    /// The marker in force after the call (never lower than before).
-    Marked(MessageId),
+    /// The member after the call: its marker is the one in force (never lower than before).
+    Marked(Member),
     NoChannel,
     NotMember,
     /// The message is not one of this channel (deleted ones count as the channel's).
@@ -37,9 +38,8 @@ impl Db {
         message: MessageId,
     ) -> Result<MarkReadOutcome, DbError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "WITH target AS (
+        let sql = format!(
+            "WITH target AS (
                    SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1) AS has_channel,
                           EXISTS (SELECT 1 FROM channel_members
                                   WHERE channel_id = $1 AND user_id = $2) AS is_member,
@@ -50,23 +50,22 @@ impl Db {
                    SET last_read_message_id = GREATEST(COALESCE(cm.last_read_message_id, 0), $3)
                    FROM target
                    WHERE target.in_channel AND cm.channel_id = $1 AND cm.user_id = $2
-                   RETURNING cm.last_read_message_id)
-                 SELECT has_channel, is_member, in_channel,
-                        (SELECT last_read_message_id FROM moved)
-                 FROM target",
-            )
-            .await?;
+                   RETURNING {MEMBER_COLUMNS})
+                 SELECT has_channel, is_member, in_channel, cm.*
+                 FROM target LEFT JOIN moved cm ON TRUE"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
         let row = client
             .query_one(&stmt, &[&channel.0, &user.0, &message.0])
             .await?;
-        let marker: Option<i64> = row.get(3);
-        Ok(match (row.get(0), row.get(1), row.get(2), marker) {
+        let moved = row.get::<_, Option<uuid::Uuid>>(3).is_some();
+        Ok(match (row.get(0), row.get(1), row.get(2), moved) {
             (false, _, _, _) => MarkReadOutcome::NoChannel,
             (true, false, _, _) => MarkReadOutcome::NotMember,
             (true, true, false, _) => MarkReadOutcome::NotInChannel,
-            (true, true, true, Some(m)) => MarkReadOutcome::Marked(MessageId(m)),
+            (true, true, true, true) => MarkReadOutcome::Marked(rows::member_at(&row, 3)),
             // The member left between the checks and the update.
-            (true, true, true, None) => MarkReadOutcome::NotMember,
+            (true, true, true, false) => MarkReadOutcome::NotMember,
         })
     }
 

@@ -42,10 +42,15 @@ pub fn channel(row: &Row) -> Channel {
 pub const MEMBER_COLUMNS: &str = "cm.user_id, cm.role, cm.last_read_message_id, cm.joined_at";
 
 pub fn member(row: &Row) -> Member {
+    member_at(row, 0)
+}
+
+/// A member whose columns start at `at`.
+pub fn member_at(row: &Row, at: usize) -> Member {
     Member {
-        user_id: UserId(row.get(0)),
-        role: row.get::<_, Option<String>>(1).unwrap_or_default(),
-        last_read_message_id: row.get::<_, Option<i64>>(2).map(MessageId),
-        joined_at: row.get(3),
+        user_id: UserId(row.get(at)),
+        role: row.get::<_, Option<String>>(at + 1).unwrap_or_default(),
+        last_read_message_id: row.get::<_, Option<i64>>(at + 2).map(MessageId),
+        joined_at: row.get(at + 3),
     }
 }

@@ -1,15 +1,45 @@
-//! The only module that imports `fred`. Until the cache tiers land, hotchan uses Redis for
-//! its readiness report only; reads and writes never wait on it.
+//! The only module that imports `fred`: the connection, the channel keys, the Lua scripts
+//! (`lua/`) as typed calls, the codec of stored values, and pub/sub.
+//!
+//! Every call is bounded by the configured timeout here, with `tokio::time::timeout`:
+//! fred's own per-command timeouts do not bound `EVALSHA`. A dropped call is not
+//! cancelled in Redis and fred replays in-flight commands after a reconnect, so every
+//! script is idempotent and fenced (see `lua/README.md`).
+
+pub mod codec;
+mod pubsub;
 
 use std::time::Duration;
 
-use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
+use fred::prelude::{Builder, ClientLike, Config, KeysInterface, PubsubInterface, ReconnectPolicy};
+use fred::types::scripts::Script;
+use fred::types::Value;
+use futures::TryStreamExt;
 
-/// A Redis connection that reconnects by itself and bounds every call by a timeout.
-#[derive(Clone)]
-pub struct Redis {
-    client: fred::clients::Client,
-    timeout: Duration,
+use crate::domain::window::{Members, Window};
+use crate::domain::{ChannelId, Member, Message, UserId};
+
+pub use pubsub::{Subscription, SubscriptionEvent};
+
+/// Reconnect back-off: from 100 ms doubling to 2 s, forever (0 = no attempt limit).
+const RECONNECT_MIN_MS: u32 = 100;
+const RECONNECT_MAX_MS: u32 = 2_000;
+/// How long opening one connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A connection that answers nothing for this long is closed and reopened (a black hole).
+const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(1);
+/// The member-hash field that marks a loaded set, even an empty one.
+const LOADED_MARKER: &str = "_";
+
+/// A failed Redis call. Both kinds count against the breaker.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("the Redis call timed out")]
+    Timeout,
+    #[error("the Redis call failed")]
+    Command(#[from] fred::error::Error),
+    #[error("Redis answered something this build does not understand")]
+    Protocol,
 }
 
 /// Redis could not be set up (a bad URL); being unreachable is not an error here.
@@ -17,43 +47,490 @@ pub struct Redis {
 #[error("bad Redis configuration")]
 pub struct RedisConfigError(#[source] fred::error::Error);
 
-/// Reconnect back-off: from 100 ms doubling to 2 s, forever (0 = no attempt limit).
-const RECONNECT_MIN_MS: u32 = 100;
-const RECONNECT_MAX_MS: u32 = 2_000;
-/// How long opening one connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Timeouts and lifetimes of the Redis tier.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    pub prefix: String,
+    /// Bound of every call.
+    pub timeout: Duration,
+    /// Keys of a channel expire this long after its last fill or write.
+    pub ttl: Duration,
+}
+
+struct Scripts {
+    read_window: Script,
+    fill_window: Script,
+    append: Script,
+    rewrite: Script,
+    drop_channel: Script,
+    read_members: Script,
+    fill_members: Script,
+    drop_members: Script,
+    mark_read: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let lua = |src: &'static str| Script::from_lua(src);
+        Scripts {
+            read_window: lua(include_str!("../../lua/read_window.lua")),
+            fill_window: lua(include_str!("../../lua/fill_window.lua")),
+            append: lua(include_str!("../../lua/append.lua")),
+            rewrite: lua(include_str!("../../lua/rewrite.lua")),
+            drop_channel: lua(include_str!("../../lua/drop_channel.lua")),
+            read_members: lua(include_str!("../../lua/read_members.lua")),
+            fill_members: lua(include_str!("../../lua/fill_members.lua")),
+            drop_members: lua(include_str!("../../lua/drop_members.lua")),
+            mark_read: lua(include_str!("../../lua/mark_read.lua")),
+        }
+    }
+
+    fn all(&self) -> [&Script; 9] {
+        [
+            &self.read_window,
+            &self.fill_window,
+            &self.append,
+            &self.rewrite,
+            &self.drop_channel,
+            &self.read_members,
+            &self.fill_members,
+            &self.drop_members,
+            &self.mark_read,
+        ]
+    }
+}
+
+/// The keys of one channel; they share the hash tag `{<channel id>}`.
+pub struct ChannelKeys {
+    pub msgs: String,
+    pub meta: String,
+    pub ver: String,
+    pub members: String,
+    pub mver: String,
+}
+
+/// What a window read found.
+pub enum WindowRead {
+    Hit(Window),
+    /// Not cached; a fill must present this version.
+    Miss(String),
+}
+
+/// What a member read found.
+pub enum MembersRead {
+    Hit(Members),
+    /// Not cached; a fill must present this version.
+    Miss(String),
+}
+
+/// A Redis connection that reconnects by itself, with the hot-channel scripts.
+#[derive(Clone)]
+pub struct Redis {
+    client: fred::clients::Client,
+    settings: std::sync::Arc<RedisSettings>,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+fn builder(settings: &RedisSettings) -> Result<Builder, RedisConfigError> {
+    let config = Config::from_url(&settings.url).map_err(RedisConfigError)?;
+    let mut builder = Builder::from_config(config);
+    let timeout = settings.timeout;
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = CONNECT_TIMEOUT;
+            c.internal_command_timeout = timeout.max(Duration::from_millis(500));
+            c.unresponsive.max_timeout = Some(UNRESPONSIVE_AFTER);
+            c.unresponsive.interval = Duration::from_millis(250);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = timeout;
+            // Pub/sub messages wait here for the forwarder; past this the reader lags.
+            p.broadcast_channel_capacity = 4096;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(
+            0,
+            RECONNECT_MIN_MS,
+            RECONNECT_MAX_MS,
+            2,
+        ));
+    Ok(builder)
+}
 
 impl Redis {
     /// Starts connecting in the background; returns at once, reachable or not.
-    pub fn connect(url: &str, timeout: Duration) -> Result<Redis, RedisConfigError> {
-        let config = Config::from_url(url).map_err(RedisConfigError)?;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = CONNECT_TIMEOUT;
-                c.internal_command_timeout = timeout;
-            })
-            .with_performance_config(|p| p.default_command_timeout = timeout)
-            .set_policy(ReconnectPolicy::new_exponential(
-                0,
-                RECONNECT_MIN_MS,
-                RECONNECT_MAX_MS,
-                2,
-            ))
-            .build()
-            .map_err(RedisConfigError)?;
+    pub fn connect(settings: RedisSettings) -> Result<Redis, RedisConfigError> {
+        let client = builder(&settings)?.build().map_err(RedisConfigError)?;
         // The connection task runs until `quit`; it reconnects by the policy above.
         let _task = client.connect();
-        Ok(Redis { client, timeout })
+        Ok(Redis {
+            client,
+            settings: std::sync::Arc::new(settings),
+            scripts: std::sync::Arc::new(Scripts::new()),
+        })
+    }
+
+    /// A subscription to one pub/sub channel, on a connection of its own.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription, RedisError> {
+        let client = builder(&self.settings)
+            .map_err(|e| RedisError::Command(e.0))?
+            .build_subscriber_client()?;
+        Subscription::start(client, channel.to_owned(), self.settings.timeout).await
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.settings.prefix
+    }
+
+    /// The pub/sub channel of cache invalidations.
+    pub fn invalidation_channel(&self) -> String {
+        format!("{}:invalidate", self.settings.prefix)
+    }
+
+    pub fn keys(&self, channel: ChannelId) -> ChannelKeys {
+        let p = &self.settings.prefix;
+        ChannelKeys {
+            msgs: format!("{p}:{{{channel}}}:msgs"),
+            meta: format!("{p}:{{{channel}}}:meta"),
+            ver: format!("{p}:{{{channel}}}:ver"),
+            members: format!("{p}:{{{channel}}}:members"),
+            mver: format!("{p}:{{{channel}}}:mver"),
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, RedisError> {
+        match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(RedisError::Timeout),
+        }
+    }
+
+    async fn eval(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, RedisError> {
+        self.bounded(script.evalsha_with_reload(&self.client, keys, args))
+            .await
+    }
+
+    fn ttl_ms(&self) -> Value {
+        Value::from(self.settings.ttl.as_millis() as i64)
+    }
+
+    /// Loads every script (also done lazily on `NOSCRIPT`).
+    pub async fn load_scripts(&self) -> Result<(), RedisError> {
+        for script in self.scripts.all() {
+            self.bounded(script.load(&self.client)).await?;
+        }
+        Ok(())
     }
 
     /// True when Redis answers a PING within the call timeout.
     pub async fn is_up(&self) -> bool {
-        let ping = self.client.ping::<String>(None);
-        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(_)))
+        self.bounded(self.client.ping::<String>(None)).await.is_ok()
+    }
+
+    pub async fn read_window(&self, channel: ChannelId) -> Result<WindowRead, RedisError> {
+        let k = self.keys(channel);
+        let answer = self
+            .eval(
+                &self.scripts.read_window,
+                vec![k.msgs, k.meta, k.ver],
+                vec![fresh_version(), self.ttl_ms()],
+            )
+            .await?;
+        let mut parts = answer.into_array().into_iter();
+        match parts.next().and_then(|v| v.as_i64()) {
+            Some(1) => {
+                let meta = parts.next().ok_or(RedisError::Protocol)?.into_array();
+                let elements = parts.next().ok_or(RedisError::Protocol)?.into_array();
+                Ok(match decode_window(channel, &meta, &elements) {
+                    Some(window) => WindowRead::Hit(window),
+                    // Undecodable or partial: a miss. The next fill replaces it; a fill
+                    // needs a version, so take it now.
+                    None => WindowRead::Miss(self.current_version(&self.keys(channel).ver).await?),
+                })
+            }
+            Some(0) => Ok(WindowRead::Miss(version_of(parts.next())?)),
+            _ => Err(RedisError::Protocol),
+        }
+    }
+
+    async fn current_version(&self, key: &str) -> Result<String, RedisError> {
+        let fresh = fresh_version();
+        let ttl = self.settings.ttl.as_millis() as i64;
+        // SET NX then GET: a missing version becomes a fresh random one.
+        let _: Value = self
+            .bounded(self.client.set(
+                key,
+                fresh,
+                Some(fred::types::Expiration::PX(ttl)),
+                Some(fred::types::SetOptions::NX),
+                false,
+            ))
+            .await?;
+        let v: Option<String> = self.bounded(self.client.get(key)).await?;
+        v.ok_or(RedisError::Protocol)
+    }
+
+    /// Installs a window read from Postgres if the version is unchanged. True when installed.
+    pub async fn fill_window(&self, version: &str, window: &Window) -> Result<bool, RedisError> {
+        let k = self.keys(window.channel.id);
+        let mut args = Vec::with_capacity(7 + window.messages.len());
+        args.extend([
+            Value::from(version),
+            self.ttl_ms(),
+            Value::from(window.seq()),
+            Value::from(window.floor),
+            Value::from(i64::from(window.complete)),
+            Value::Bytes(codec::encode_channel(&window.channel).into()),
+            Value::from(codec::META_FORMAT),
+        ]);
+        args.extend(
+            window
+                .messages
+                .iter()
+                .map(|m| Value::Bytes(codec::encode_message(m).into())),
+        );
+        let answer = self
+            .eval(&self.scripts.fill_window, vec![k.msgs, k.meta, k.ver], args)
+            .await?;
+        Ok(answer.as_i64() == Some(1))
+    }
+
+    /// Write-through of a post. Returns the script's answer (see `lua/append.lua`).
+    pub async fn append(&self, message: &Message, hot_window: usize) -> Result<i64, RedisError> {
+        let k = self.keys(message.channel_id);
+        let args = vec![
+            Value::from(message.seq),
+            Value::Bytes(codec::encode_message(message).into()),
+            Value::from(hot_window as i64),
+            self.ttl_ms(),
+            Value::from(codec::META_FORMAT),
+        ];
+        let answer = self
+            .eval(&self.scripts.append, vec![k.msgs, k.meta, k.ver], args)
+            .await?;
+        answer.as_i64().ok_or(RedisError::Protocol)
+    }
+
+    /// Write-through of an edit or a delete. Returns the script's answer.
+    pub async fn rewrite(&self, message: &Message) -> Result<i64, RedisError> {
+        let k = self.keys(message.channel_id);
+        let args = vec![
+            Value::from(message.seq),
+            Value::from(message.id.0),
+            Value::Bytes(codec::encode_message(message).into()),
+            self.ttl_ms(),
+            Value::from(codec::META_FORMAT),
+        ];
+        let answer = self
+            .eval(&self.scripts.rewrite, vec![k.msgs, k.meta, k.ver], args)
+            .await?;
+        answer.as_i64().ok_or(RedisError::Protocol)
+    }
+
+    /// Forgets everything cached of a channel and fences in-flight fills.
+    pub async fn drop_channel(&self, channel: ChannelId) -> Result<(), RedisError> {
+        let k = self.keys(channel);
+        self.eval(
+            &self.scripts.drop_channel,
+            vec![k.msgs, k.meta, k.ver, k.members, k.mver],
+            vec![self.ttl_ms()],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn read_members(&self, channel: ChannelId) -> Result<MembersRead, RedisError> {
+        let k = self.keys(channel);
+        let answer = self
+            .eval(
+                &self.scripts.read_members,
+                vec![k.members, k.mver],
+                vec![fresh_version(), self.ttl_ms()],
+            )
+            .await?;
+        let mut parts = answer.into_array().into_iter();
+        match parts.next().and_then(|v| v.as_i64()) {
+            Some(1) => {
+                let fields = parts.next().ok_or(RedisError::Protocol)?.into_array();
+                Ok(match decode_members(&fields) {
+                    Some(members) => MembersRead::Hit(members),
+                    None => {
+                        MembersRead::Miss(self.current_version(&self.keys(channel).mver).await?)
+                    }
+                })
+            }
+            Some(0) => Ok(MembersRead::Miss(version_of(parts.next())?)),
+            _ => Err(RedisError::Protocol),
+        }
+    }
+
+    pub async fn fill_members(
+        &self,
+        channel: ChannelId,
+        version: &str,
+        members: &Members,
+    ) -> Result<bool, RedisError> {
+        let k = self.keys(channel);
+        let mut args = vec![
+            Value::from(version),
+            self.ttl_ms(),
+            Value::from(LOADED_MARKER),
+            Value::from("1"),
+        ];
+        for m in &members.members {
+            args.push(Value::from(m.user_id.to_string()));
+            args.push(Value::Bytes(codec::encode_member(m).into()));
+        }
+        let answer = self
+            .eval(&self.scripts.fill_members, vec![k.members, k.mver], args)
+            .await?;
+        Ok(answer.as_i64() == Some(1))
+    }
+
+    /// Write-through of a membership change: the member hash is dropped.
+    pub async fn drop_members(&self, channel: ChannelId) -> Result<(), RedisError> {
+        let k = self.keys(channel);
+        self.eval(
+            &self.scripts.drop_members,
+            vec![k.members, k.mver],
+            vec![self.ttl_ms()],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Write-through of a read marker (`member` as it is after the change).
+    pub async fn mark_read(&self, channel: ChannelId, member: &Member) -> Result<i64, RedisError> {
+        let k = self.keys(channel);
+        let args = vec![
+            Value::from(member.user_id.to_string()),
+            Value::from(member.last_read_message_id.map_or(0, |m| m.0)),
+            Value::from(codec::joined_at_micros(member)),
+            self.ttl_ms(),
+        ];
+        let answer = self
+            .eval(&self.scripts.mark_read, vec![k.members, k.mver], args)
+            .await?;
+        answer.as_i64().ok_or(RedisError::Protocol)
+    }
+
+    pub async fn publish(&self, channel: &str, message: String) -> Result<(), RedisError> {
+        self.bounded(self.client.publish::<i64, _, _>(channel, message))
+            .await
+            .map(drop)
+    }
+
+    /// Deletes every key under the prefix (SCAN, then DEL in batches). Versions are
+    /// deleted too: a missing version is replaced by a fresh random one, never reused.
+    pub async fn delete_prefix(&self) -> Result<u64, RedisError> {
+        let pattern = format!("{}:*", self.settings.prefix);
+        let mut deleted = 0;
+        let mut pages = self.client.scan_buffered(pattern, Some(500), None);
+        let mut batch = Vec::new();
+        let deadline = self.settings.timeout * 50;
+        let scan = async {
+            while let Some(key) = pages.try_next().await? {
+                batch.push(key);
+                if batch.len() == 500 {
+                    deleted += self
+                        .client
+                        .del::<u64, _>(std::mem::take(&mut batch))
+                        .await?;
+                }
+            }
+            if !batch.is_empty() {
+                deleted += self.client.del::<u64, _>(batch).await?;
+            }
+            Ok::<_, fred::error::Error>(deleted)
+        };
+        match tokio::time::timeout(deadline, scan).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(RedisError::Timeout),
+        }
+    }
+
+    /// How many channel windows are held under the prefix (a SCAN: for the admin view).
+    pub async fn count_windows(&self) -> Result<u64, RedisError> {
+        let pattern = format!("{}:*:meta", self.settings.prefix);
+        let count = self
+            .client
+            .scan_buffered(pattern, Some(1000), None)
+            .try_fold(0u64, |n, _| async move { Ok(n + 1) });
+        match tokio::time::timeout(self.settings.timeout * 20, count).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(RedisError::Timeout),
+        }
     }
 
     /// Closes the connection.
     pub async fn close(&self) {
-        let _ = tokio::time::timeout(self.timeout, self.client.quit()).await;
+        let _ = tokio::time::timeout(self.settings.timeout, self.client.quit()).await;
     }
+}
+
+/// A random version in [0, 2^62): `INCR` on it never overflows.
+fn fresh_version() -> Value {
+    let (high, _) = uuid::Uuid::new_v4().as_u64_pair();
+    Value::from((high >> 2) as i64)
+}
+
+fn version_of(value: Option<Value>) -> Result<String, RedisError> {
+    value
+        .and_then(|v| v.as_str().map(|s| s.into_owned()))
+        .ok_or(RedisError::Protocol)
+}
+
+fn decode_window(channel: ChannelId, meta: &[Value], elements: &[Value]) -> Option<Window> {
+    let field = |name: &str| {
+        meta.chunks(2)
+            .find(|pair| pair[0].as_str().as_deref() == Some(name))
+            .and_then(|pair| pair.get(1))
+    };
+    let number = |name: &str| field(name)?.as_str()?.parse::<i64>().ok();
+    if field("fmt")?.as_str()?.as_ref() != codec::META_FORMAT {
+        return None;
+    }
+    let count = number("count")?;
+    if count != elements.len() as i64 {
+        return None; // Part of the window was evicted.
+    }
+    let seq = number("seq")?;
+    let channel_info = codec::decode_channel(channel, seq, field("chan")?.as_bytes()?)?;
+    let messages = elements
+        .iter()
+        .map(|e| codec::decode_message(channel, e.as_bytes()?))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Window {
+        channel: channel_info,
+        messages,
+        floor: number("floor")?,
+        complete: number("complete")? == 1,
+    })
+}
+
+fn decode_members(fields: &[Value]) -> Option<Members> {
+    let mut loaded = false;
+    let mut members = Vec::with_capacity(fields.len() / 2);
+    for pair in fields.chunks(2) {
+        let name = pair[0].as_str()?;
+        if name == LOADED_MARKER {
+            loaded = true;
+            continue;
+        }
+        let user = UserId::parse(&name).ok()?;
+        members.push(codec::decode_member(user, pair.get(1)?.as_bytes()?)?);
+    }
+    if !loaded {
+        return None; // The marker was evicted or the hash is partial.
+    }
+    members.sort_by_key(|m| m.user_id);
+    Some(Members { members })
 }

@@ -1,6 +1,6 @@
-//! The operations of the HTTP contract, in domain types. This is where the cache tiers
-//! sit between the API and Postgres; with `--cache off` (and until the tiers land, with
-//! every mode) each operation goes to Postgres.
+//! The operations of the HTTP contract, in domain types. Reads ask the cache tiers first
+//! and Postgres when they cannot answer; writes go to Postgres, then through the tiers.
+//! With `--cache off` every operation goes to Postgres alone.
 
 mod error;
 
@@ -9,6 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt;
+
+use crate::cache::{HotCache, Lookup};
 use crate::config::CacheMode;
 use crate::domain::{
     Channel, ChannelId, ChannelName, ChannelType, Content, InvalidInput, Member, MemberSummary,
@@ -66,27 +69,49 @@ pub enum Posted {
 /// Settings the operations need.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceSettings {
-    pub cache: CacheMode,
     pub sync: SyncLimits,
 }
 
+/// How many channels of one sync request are looked up in the tiers at once.
+const SYNC_LOOKUPS_AT_ONCE: usize = 16;
+
 pub struct Service {
     db: Db,
+    cache: Arc<HotCache>,
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
 }
 
+/// What a cache lookup means for the caller: an answer, a 404, or "ask Postgres".
+fn from_cache<T>(lookup: Lookup<T>, missing: &'static str) -> Option<Result<T, Error>> {
+    match lookup {
+        Lookup::Found(value) => Some(Ok(value)),
+        Lookup::Absent => Some(Err(Error::NotFound(missing))),
+        Lookup::Unavailable => None,
+    }
+}
+
 impl Service {
-    pub fn new(db: Db, metrics: Arc<Metrics>, settings: ServiceSettings) -> Service {
+    pub fn new(
+        db: Db,
+        cache: Arc<HotCache>,
+        metrics: Arc<Metrics>,
+        settings: ServiceSettings,
+    ) -> Service {
         Service {
             db,
+            cache,
             metrics,
             settings,
         }
     }
 
     pub fn cache_mode(&self) -> CacheMode {
-        self.settings.cache
+        self.cache.mode()
+    }
+
+    pub fn cache(&self) -> &HotCache {
+        &self.cache
     }
 
     /// Runs one Postgres call and records its latency under `operation`.
@@ -114,18 +139,30 @@ impl Service {
     }
 
     pub async fn channel(&self, id: ChannelId) -> Result<Channel, Error> {
+        if let Some(answer) = from_cache(self.cache.channel(id).await?, "channel") {
+            return answer;
+        }
+        self.cache.note_postgres_read();
         self.pg("load_channel", self.db.load_channel(id))
             .await?
             .ok_or(Error::NotFound("channel"))
     }
 
     pub async fn members(&self, id: ChannelId) -> Result<Vec<MemberSummary>, Error> {
+        if let Some(answer) = from_cache(self.cache.members(id).await?, "channel") {
+            return answer.map(|m| m.summaries());
+        }
+        self.cache.note_postgres_read();
         self.pg("load_members", self.db.load_members(id))
             .await?
             .ok_or(Error::NotFound("channel"))
     }
 
     pub async fn member(&self, channel: ChannelId, user: UserId) -> Result<Member, Error> {
+        if let Some(answer) = from_cache(self.cache.members(channel).await?, "channel") {
+            return answer?.get(user).cloned().ok_or(Error::NotFound("member"));
+        }
+        self.cache.note_postgres_read();
         match self
             .pg("load_member", self.db.load_member(channel, user))
             .await?
@@ -142,12 +179,15 @@ impl Service {
         user: UserId,
         role: Option<Role>,
     ) -> Result<Member, Error> {
-        self.pg(
-            "upsert_member",
-            self.db.upsert_member(channel, user, role.as_ref()),
-        )
-        .await?
-        .ok_or(Error::NotFound("channel"))
+        let member = self
+            .pg(
+                "upsert_member",
+                self.db.upsert_member(channel, user, role.as_ref()),
+            )
+            .await?
+            .ok_or(Error::NotFound("channel"))?;
+        self.cache.after_members_change(channel).await;
+        Ok(member)
     }
 
     pub async fn remove_member(&self, channel: ChannelId, user: UserId) -> Result<(), Error> {
@@ -155,7 +195,10 @@ impl Service {
             .pg("remove_member", self.db.remove_member(channel, user))
             .await?
         {
-            MemberRemoval::Removed => Ok(()),
+            MemberRemoval::Removed => {
+                self.cache.after_members_change(channel).await;
+                Ok(())
+            }
             MemberRemoval::NoChannel => Err(Error::NotFound("channel")),
             MemberRemoval::NotMember => Err(Error::NotFound("member")),
         }
@@ -170,7 +213,11 @@ impl Service {
             .pg("post_message", self.db.post_message(channel, &new))
             .await?
         {
-            PostOutcome::Created(m) => Ok((m, Posted::Created)),
+            PostOutcome::Created(m) => {
+                self.cache.after_post(&m).await;
+                self.cache.learn_message_channel(&m);
+                Ok((m, Posted::Created))
+            }
             PostOutcome::Duplicate(m) => Ok((m, Posted::Duplicate)),
             PostOutcome::NoChannel => Err(Error::NotFound("channel")),
             PostOutcome::NotMember => Err(Error::Forbidden(
@@ -183,15 +230,26 @@ impl Service {
     }
 
     pub async fn page(&self, channel: ChannelId, request: PageRequest) -> Result<Page, Error> {
+        if let Some(answer) = from_cache(self.cache.page(channel, request).await?, "channel") {
+            return answer;
+        }
+        self.cache.note_postgres_read();
         self.pg("load_page", self.db.load_page(channel, request))
             .await?
             .ok_or(Error::NotFound("channel"))
     }
 
     pub async fn message(&self, id: MessageId) -> Result<Message, Error> {
-        self.pg("load_message", self.db.load_message(id))
+        if let Some(message) = self.cache.message(id).await? {
+            return Ok(message);
+        }
+        self.cache.note_postgres_read();
+        let message = self
+            .pg("load_message", self.db.load_message(id))
             .await?
-            .ok_or(Error::NotFound("message"))
+            .ok_or(Error::NotFound("message"))?;
+        self.cache.learn_message_channel(&message);
+        Ok(message)
     }
 
     pub async fn edit(&self, id: MessageId, content: Content) -> Result<Message, Error> {
@@ -199,7 +257,10 @@ impl Service {
             .pg("edit_message", self.db.edit_message(id, &content))
             .await?
         {
-            EditOutcome::Edited(m) => Ok(m),
+            EditOutcome::Edited(m) => {
+                self.cache.after_rewrite(&m).await;
+                Ok(m)
+            }
             EditOutcome::NotFound => Err(Error::NotFound("message")),
             EditOutcome::Deleted => Err(Error::Conflict(
                 "the message is deleted and cannot be edited".into(),
@@ -212,7 +273,11 @@ impl Service {
             .pg("delete_message", self.db.delete_message(id))
             .await?
         {
-            DeleteOutcome::Deleted(_) | DeleteOutcome::AlreadyDeleted => Ok(()),
+            DeleteOutcome::Deleted(m) => {
+                self.cache.after_rewrite(&m).await;
+                Ok(())
+            }
+            DeleteOutcome::AlreadyDeleted => Ok(()),
             DeleteOutcome::NotFound => Err(Error::NotFound("message")),
         }
     }
@@ -227,7 +292,10 @@ impl Service {
             .pg("mark_read", self.db.mark_read(channel, user, message))
             .await?
         {
-            MarkReadOutcome::Marked(m) => Ok(m),
+            MarkReadOutcome::Marked(member) => {
+                self.cache.after_mark_read(channel, &member).await;
+                Ok(member.last_read_message_id.unwrap_or(message))
+            }
             MarkReadOutcome::NoChannel => Err(Error::NotFound("channel")),
             MarkReadOutcome::NotMember => Err(not_a_member()),
             MarkReadOutcome::NotInChannel => Err(Error::Invalid(InvalidInput(
@@ -237,6 +305,10 @@ impl Service {
     }
 
     pub async fn unread(&self, channel: ChannelId, user: UserId) -> Result<i64, Error> {
+        if let Some(answer) = from_cache(self.cache.unread(channel, user).await?, "channel") {
+            return answer?.ok_or_else(not_a_member);
+        }
+        self.cache.note_postgres_read();
         match self
             .pg("unread_count", self.db.unread_count(channel, user))
             .await?
@@ -251,9 +323,42 @@ impl Service {
         self.pg("user_unread", self.db.user_unread(user)).await
     }
 
+    /// Channels the tiers hold are answered from them; the rest in one Postgres snapshot.
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResult, Error> {
-        self.pg("sync", self.db.sync(&request, self.settings.sync))
-            .await
+        let limits = self.settings.sync;
+        let user = request.user_id;
+        let wanted: Vec<(ChannelId, i64)> = request.channels.into_iter().collect();
+        let lookups = wanted.into_iter().map(|(channel, since)| async move {
+            let answer = self.cache.sync_channel(channel, since, user, limits).await;
+            (channel, since, answer)
+        });
+        let mut answered = std::collections::BTreeMap::new();
+        let mut rest = SyncRequest {
+            channels: Default::default(),
+            user_id: user,
+        };
+        let mut lookups = futures::stream::iter(lookups).buffer_unordered(SYNC_LOOKUPS_AT_ONCE);
+        while let Some((channel, since, answer)) = lookups.next().await {
+            match answer? {
+                Some(answer) => {
+                    answered.insert(channel, answer);
+                }
+                None => {
+                    rest.channels.insert(channel, since);
+                }
+            }
+        }
+        let mut result = if rest.channels.is_empty() {
+            SyncResult {
+                channels: Default::default(),
+                unknown: Vec::new(),
+            }
+        } else {
+            self.cache.note_postgres_read();
+            self.pg("sync", self.db.sync(&rest, limits)).await?
+        };
+        result.channels.extend(answered);
+        Ok(result)
     }
 }
 

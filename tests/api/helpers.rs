@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use hotchan::app::Application;
-use hotchan::config::{ListenAddr, Settings};
+use hotchan::config::{CacheMode, ListenAddr, Settings};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -31,6 +31,17 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The cache mode the contract tests run in: `HOTCHAN_TEST_CACHE` (full, redis or off),
+/// default full. `scripts/test` runs the contract suite in all three.
+pub fn test_cache_mode() -> CacheMode {
+    match std::env::var("HOTCHAN_TEST_CACHE").as_deref() {
+        Ok("off") => CacheMode::Off,
+        Ok("redis") => CacheMode::Redis,
+        Ok("full") | Err(_) => CacheMode::Full,
+        Ok(other) => panic!("HOTCHAN_TEST_CACHE must be full, redis or off, not {other}"),
+    }
+}
+
 /// Settings for a new test: its own database name and Redis prefix, port 0.
 pub fn test_settings() -> Settings {
     let db_name = format!("{TEST_DB_PREFIX}{}", Uuid::new_v4().simple());
@@ -39,6 +50,7 @@ pub fn test_settings() -> Settings {
             .expect("default settings parse");
     settings.redis_url = redis_url();
     settings.redis_prefix = format!("hct_{}", Uuid::new_v4().simple());
+    settings.cache = test_cache_mode();
     settings
 }
 
@@ -196,6 +208,10 @@ impl TestApp {
             )
             .await
             .expect("bulk messages are inserted");
+        // Written behind hotchan's back: drop what the tiers hold of the channel.
+        self.post("/v1/admin/cache/flush", json!({"channel_id": channel}))
+            .await
+            .expect(204);
     }
 
     /// A direct connection to this test's database, for arranging and asserting.

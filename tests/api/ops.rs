@@ -1,7 +1,7 @@
 //! Health, readiness, metrics, admin routes, auth, body limits, Unix sockets, shutdown,
 //! migrations, and Postgres going away.
 
-use hotchan::config::Secret;
+use hotchan::config::{CacheMode, Secret};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,8 +95,19 @@ async fn metrics_count_requests_per_route_and_show_the_pool() {
         text.contains(r#"hotchan_postgres_pool_connections{state="max"} 16"#),
         "{text}"
     );
+    let (channel_read, redis_seen) = match app.settings.cache {
+        CacheMode::Off => ("load_channel", false),
+        CacheMode::Redis | CacheMode::Full => ("load_window", true),
+    };
     assert!(
-        text.contains(r#"hotchan_postgres_call_duration_seconds_bucket{operation="load_channel""#),
+        text.contains(&format!(
+            r#"hotchan_postgres_call_duration_seconds_bucket{{operation="{channel_read}""#
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        text.contains(r#"hotchan_redis_call_duration_seconds_bucket{operation="read_window""#),
+        redis_seen,
         "{text}"
     );
 }
@@ -185,7 +196,11 @@ async fn unknown_routes_and_methods_get_the_error_body() {
 async fn the_cache_admin_routes_answer_and_validate() {
     let app = spawn_app().await;
     let stats = app.get("/v1/admin/cache").await.expect(200);
-    assert_eq!(stats["mode"], "full");
+    assert_eq!(stats["mode"], app.settings.cache.as_str());
+    assert_eq!(
+        stats["l1"]["enabled"],
+        app.settings.cache == CacheMode::Full
+    );
     app.post("/v1/admin/cache/flush", json!({}))
         .await
         .expect(204);

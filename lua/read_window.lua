@@ -1,0 +1,15 @@
+-- read_window: a channel's window in one round trip, or the version a fill must present.
+-- KEYS[1] msgs (list), KEYS[2] meta (hash), KEYS[3] ver (string)
+-- ARGV[1] a fresh random version, set when ver is missing; ARGV[2] TTL in ms
+-- Returns {1, meta as {field, value, ...}, elements newest first} on a hit,
+--         {0, version} on a miss.
+local meta = redis.call('HGETALL', KEYS[2])
+if #meta > 0 then
+  return {1, meta, redis.call('LRANGE', KEYS[1], 0, -1)}
+end
+local ver = redis.call('GET', KEYS[3])
+if not ver then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+  ver = ARGV[1]
+end
+return {0, ver}

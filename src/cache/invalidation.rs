@@ -1,0 +1,247 @@
+//! Cross-instance coherence of L1, and recovery from Redis outages.
+//!
+//! Every instance publishes its invalidations on `<prefix>:invalidate`, and a heartbeat of
+//! its own every [`HEARTBEAT_INTERVAL`]. Hearing its own heartbeat proves that messages
+//! reach it. When the subscription reports lost messages, or no own heartbeat came for
+//! [`HEARTBEAT_STALE`], L1 is bypassed; the next own heartbeat flushes L1 and ends the
+//! bypass. So an L1 entry is never served more than [`HEARTBEAT_STALE`] after an
+//! invalidation it missed, well inside the contract's 1 second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::health::DirtyWork;
+use super::l1::Key;
+use super::stats::bump;
+use super::HotCache;
+use crate::domain::ChannelId;
+use crate::redis::SubscriptionEvent;
+
+/// How often each instance publishes its heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+/// Without an own heartbeat for this long, L1 is bypassed.
+pub const HEARTBEAT_STALE: Duration = Duration::from_millis(500);
+
+/// What an invalidation drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation {
+    Key(Key),
+    Channel(ChannelId),
+    Everything,
+}
+
+/// A message on the invalidation channel.
+#[derive(Debug, PartialEq, Eq)]
+enum Notice {
+    Invalidate { from: String, what: Invalidation },
+    Heartbeat { from: String },
+}
+
+impl Invalidation {
+    /// `inv <instance> w|m|c <channel>` or `inv <instance> *`.
+    pub fn encode(&self, instance: &str) -> String {
+        match self {
+            Invalidation::Key(Key::Window(c)) => format!("inv {instance} w {c}"),
+            Invalidation::Key(Key::Members(c)) => format!("inv {instance} m {c}"),
+            Invalidation::Channel(c) => format!("inv {instance} c {c}"),
+            Invalidation::Everything => format!("inv {instance} *"),
+        }
+    }
+}
+
+fn parse(text: &str) -> Option<Notice> {
+    let mut words = text.split(' ');
+    let (kind, from) = (words.next()?, words.next()?.to_owned());
+    match kind {
+        "hb" => Some(Notice::Heartbeat { from }),
+        "inv" => {
+            let what = match (words.next()?, words.next()) {
+                ("*", None) => Invalidation::Everything,
+                (scope, Some(c)) => {
+                    let channel = ChannelId::parse(c).ok()?;
+                    match scope {
+                        "w" => Invalidation::Key(Key::Window(channel)),
+                        "m" => Invalidation::Key(Key::Members(channel)),
+                        "c" => Invalidation::Channel(channel),
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            };
+            Some(Notice::Invalidate { from, what })
+        }
+        _ => None,
+    }
+}
+
+impl HotCache {
+    fn apply(&self, what: Invalidation) {
+        match what {
+            Invalidation::Key(key) => self.l1.invalidate(key),
+            Invalidation::Channel(c) => {
+                self.l1.invalidate(Key::Window(c));
+                self.l1.invalidate(Key::Members(c));
+            }
+            Invalidation::Everything => self.l1.flush(),
+        }
+    }
+
+    /// Drops dirty channels from Redis and tells the other instances; closes the breaker
+    /// once nothing is dirty. Returns whether Redis answered.
+    pub async fn repair(&self) -> bool {
+        if !self.redis.is_up().await {
+            return false;
+        }
+        let work = self.dirty.work();
+        let channel = self.redis.invalidation_channel();
+        let done = match &work {
+            DirtyWork::Nothing => true,
+            DirtyWork::Everything => {
+                self.redis.delete_prefix().await.is_ok()
+                    && self
+                        .redis
+                        .publish(&channel, Invalidation::Everything.encode(&self.instance))
+                        .await
+                        .is_ok()
+            }
+            DirtyWork::Channels(channels) => {
+                let mut all = true;
+                for &c in channels {
+                    all = all
+                        && self.redis.drop_channel(c).await.is_ok()
+                        && self
+                            .redis
+                            .publish(&channel, Invalidation::Channel(c).encode(&self.instance))
+                            .await
+                            .is_ok();
+                }
+                all
+            }
+        };
+        if done {
+            if work != DirtyWork::Nothing {
+                bump(&self.stats.invalidations_sent);
+            }
+            self.dirty.done(&work);
+            if self.breaker.is_open() && self.dirty.is_empty() {
+                self.breaker.close();
+                info!("Redis answers again and no channel is dirty: breaker closed");
+            }
+        }
+        true
+    }
+}
+
+/// Starts the background tasks the mode needs; abort the handles to stop them.
+pub fn spawn(cache: Arc<HotCache>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if cache.mode() == crate::config::CacheMode::Off {
+        return tasks;
+    }
+    tasks.push(tokio::spawn(maintain(cache.clone())));
+    if cache.l1.is_enabled() {
+        tasks.push(tokio::spawn(listen(cache)));
+    }
+    tasks
+}
+
+/// Probes Redis while the breaker is open or channels are dirty, and repairs.
+async fn maintain(cache: Arc<HotCache>) {
+    let _ = cache.redis.load_scripts().await;
+    let mut ticker = tokio::time::interval(cache.settings.probe_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if cache.breaker.is_open() || !cache.dirty.is_empty() {
+            cache.repair().await;
+        }
+    }
+}
+
+/// Applies other instances' invalidations and watches its own heartbeat.
+async fn listen(cache: Arc<HotCache>) {
+    let channel = cache.redis.invalidation_channel();
+    let mut subscription = loop {
+        match cache.redis.subscribe(&channel).await {
+            Ok(s) => break s,
+            Err(error) => {
+                warn!(%error, "cannot subscribe to invalidations yet; L1 stays bypassed");
+                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+            }
+        }
+    };
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heartbeat: Option<Instant> = None;
+    let heartbeat = format!("hb {}", cache.instance);
+    loop {
+        tokio::select! {
+            event = subscription.next() => match event {
+                None => return,
+                Some(SubscriptionEvent::Lost) => {
+                    if !cache.l1.is_bypassed() {
+                        warn!("invalidations may have been lost: L1 bypassed until they arrive again");
+                    }
+                    cache.l1.bypass();
+                    last_heartbeat = None;
+                }
+                Some(SubscriptionEvent::Message(text)) => match parse(&text) {
+                    Some(Notice::Heartbeat { from }) if from == cache.instance => {
+                        if cache.l1.is_bypassed() {
+                            cache.l1.resume();
+                            info!("invalidations arrive: L1 flushed and serving");
+                        }
+                        last_heartbeat = Some(Instant::now());
+                    }
+                    Some(Notice::Invalidate { from, what }) if from != cache.instance => {
+                        cache.apply(what);
+                        bump(&cache.stats.invalidations_received);
+                    }
+                    _ => {}
+                },
+            },
+            _ = ticker.tick() => {
+                let stale = last_heartbeat.is_none_or(|t| t.elapsed() > HEARTBEAT_STALE);
+                if stale && !cache.l1.is_bypassed() {
+                    warn!("no heartbeat on the invalidation channel: L1 bypassed");
+                    cache.l1.bypass();
+                }
+                let (redis, channel, beat) = (cache.redis.clone(), channel.clone(), heartbeat.clone());
+                tokio::spawn(async move { let _ = redis.publish(&channel, beat).await; });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn invalidations_round_trip_through_their_text() {
+        let c = ChannelId(Uuid::new_v4());
+        for what in [
+            Invalidation::Key(Key::Window(c)),
+            Invalidation::Key(Key::Members(c)),
+            Invalidation::Channel(c),
+            Invalidation::Everything,
+        ] {
+            assert_eq!(
+                parse(&what.encode("i1")),
+                Some(Notice::Invalidate {
+                    from: "i1".into(),
+                    what
+                })
+            );
+        }
+        assert_eq!(
+            parse("hb i2"),
+            Some(Notice::Heartbeat { from: "i2".into() })
+        );
+        assert_eq!(parse("inv i1 w not-a-uuid"), None);
+        assert_eq!(parse("nonsense"), None);
+    }
+}

@@ -1,0 +1,319 @@
+//! L1: the in-process tier (moka), with single-flight loads.
+//!
+//! # Concurrent calls on the same key
+//! Concurrent misses on one key share one load (one Redis read, at most one Postgres
+//! query). A load installs its result only if no invalidation of its key, no flush and no
+//! bypass happened since it began: installing and invalidating take the same lock, so an
+//! invalidation either comes after the install (and removes it) or cancels the load
+//! (which then installs nothing). A load whose caller is dropped is taken over by the next
+//! waiter (`tokio::sync::OnceCell`); nothing is installed twice.
+//!
+//! A `std::sync::Mutex` and not a Tokio one: it is held only around a map operation and a
+//! moka insert or invalidate, never across an `.await`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::domain::window::{Members, Window};
+use crate::domain::ChannelId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Window(ChannelId),
+    Members(ChannelId),
+}
+
+#[derive(Clone, Debug)]
+pub enum Entry {
+    Window(Arc<Window>),
+    Members(Arc<Members>),
+}
+
+impl Entry {
+    fn weight(&self) -> u32 {
+        match self {
+            Entry::Window(w) => w.weight(),
+            Entry::Members(m) => m.weight(),
+        }
+    }
+}
+
+/// What a load found.
+#[derive(Clone, Debug)]
+pub enum Loaded {
+    /// A value to serve and, when the load was not overtaken, to keep in L1.
+    Found(Entry),
+    /// The channel does not exist (never cached).
+    Absent,
+    /// The tiers cannot answer (Redis down, the fill was refused): read Postgres directly.
+    Unavailable,
+}
+
+struct Flight {
+    result: OnceCell<Loaded>,
+    cancelled: AtomicBool,
+    epoch: u64,
+}
+
+/// Whether an answer came from L1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    L1,
+    Load,
+}
+
+pub struct L1 {
+    /// `None` when L1 is off (`--cache redis`): loads are still shared, nothing is kept.
+    cache: Option<moka::sync::Cache<Key, Entry>>,
+    capacity_bytes: u64,
+    flights: Mutex<HashMap<Key, Arc<Flight>>>,
+    epoch: AtomicU64,
+    /// Set while invalidations cannot arrive: nothing is read from or kept in L1.
+    bypass: AtomicBool,
+}
+
+impl L1 {
+    /// An L1 holding up to `capacity_bytes` (weighed), each entry for at most `ttl`;
+    /// `capacity_bytes == 0` keeps nothing. Starts bypassed until [`L1::resume`].
+    pub fn new(capacity_bytes: u64, ttl: Duration) -> L1 {
+        let cache = (capacity_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity_bytes)
+                .weigher(|_key: &Key, entry: &Entry| entry.weight())
+                .time_to_live(ttl)
+                .build()
+        });
+        L1 {
+            cache,
+            capacity_bytes,
+            flights: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            bypass: AtomicBool::new(true),
+        }
+    }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Flight>>> {
+        // A panic while holding the lock leaves the map usable: recover it.
+        self.flights.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry for `key`: from L1, or from `load`, shared with concurrent callers.
+    pub async fn fetch<F, Fut, E>(&self, key: Key, load: F) -> Result<(Loaded, Source), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Loaded, E>>,
+    {
+        if !self.bypass.load(Ordering::Acquire) {
+            if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+                return Ok((Loaded::Found(entry), Source::L1));
+            }
+        }
+        let flight = {
+            let mut flights = self.flights();
+            flights
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(Flight {
+                        result: OnceCell::new(),
+                        cancelled: AtomicBool::new(false),
+                        epoch: self.epoch.load(Ordering::Acquire),
+                    })
+                })
+                .clone()
+        };
+        let loaded = flight.result.get_or_try_init(load).await?.clone();
+        self.install(key, &flight, &loaded);
+        Ok((loaded, Source::Load))
+    }
+
+    fn install(&self, key: Key, flight: &Arc<Flight>, loaded: &Loaded) {
+        let mut flights = self.flights();
+        let ours = flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, flight));
+        if !ours {
+            return; // another waiter installed it, or it was cancelled
+        }
+        flights.remove(&key);
+        let current = !flight.cancelled.load(Ordering::Acquire)
+            && flight.epoch == self.epoch.load(Ordering::Acquire)
+            && !self.bypass.load(Ordering::Acquire);
+        if let (true, Some(cache), Loaded::Found(entry)) = (current, &self.cache, loaded) {
+            cache.insert(key, entry.clone());
+        }
+    }
+
+    /// Removes `key` and cancels its load in progress.
+    pub fn invalidate(&self, key: Key) {
+        let mut flights = self.flights();
+        if let Some(flight) = flights.remove(&key) {
+            flight.cancelled.store(true, Ordering::Release);
+        }
+        if let Some(cache) = &self.cache {
+            cache.invalidate(&key);
+        }
+    }
+
+    /// Removes everything and cancels every load in progress.
+    pub fn flush(&self) {
+        let mut flights = self.flights();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for (_, flight) in flights.drain() {
+            flight.cancelled.store(true, Ordering::Release);
+        }
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+
+    /// Stops reading and keeping entries (invalidations may be lost from now on).
+    pub fn bypass(&self) {
+        self.bypass.store(true, Ordering::Release);
+    }
+
+    /// Flushes, then serves from L1 again (invalidations arrive again).
+    pub fn resume(&self) {
+        // Loads begun before the flush carry the old epoch and install nothing.
+        self.flush();
+        self.bypass.store(false, Ordering::Release);
+    }
+
+    pub fn is_bypassed(&self) -> bool {
+        self.bypass.load(Ordering::Acquire)
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Entries and weighed bytes (moka's counts lag until its pending tasks run).
+    pub fn usage(&self) -> (u64, u64, u64) {
+        match &self.cache {
+            Some(cache) => {
+                cache.run_pending_tasks();
+                (
+                    cache.entry_count(),
+                    cache.weighted_size(),
+                    self.capacity_bytes,
+                )
+            }
+            None => (0, 0, 0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Channel, ChannelType};
+    use std::convert::Infallible;
+    use std::sync::atomic::AtomicUsize;
+    use uuid::Uuid;
+
+    fn window(seq: i64) -> Loaded {
+        Loaded::Found(Entry::Window(Arc::new(Window {
+            channel: Channel {
+                id: ChannelId(Uuid::nil()),
+                kind: ChannelType::Group,
+                name: None,
+                created_at: chrono::Utc::now(),
+                last_seq: seq,
+            },
+            messages: vec![],
+            floor: 0,
+            complete: true,
+        })))
+    }
+
+    fn seq_of(loaded: &Loaded) -> i64 {
+        match loaded {
+            Loaded::Found(Entry::Window(w)) => w.seq(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn l1() -> L1 {
+        let l1 = L1::new(1 << 20, Duration::from_secs(60));
+        l1.resume();
+        l1
+    }
+
+    const KEY: Key = Key::Window(ChannelId(Uuid::nil()));
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_load() {
+        let l1 = l1();
+        let loads = AtomicUsize::new(0);
+        let fetches = (0..16).map(|_| {
+            l1.fetch(KEY, || async {
+                loads.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Ok::<_, Infallible>(window(1))
+            })
+        });
+        let results = futures::future::join_all(fetches).await;
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert!(results.iter().all(|r| seq_of(&r.as_ref().unwrap().0) == 1));
+        let (_, source) = l1
+            .fetch(KEY, || async { Ok::<_, Infallible>(window(2)) })
+            .await
+            .unwrap();
+        assert_eq!(source, Source::L1);
+    }
+
+    #[tokio::test]
+    async fn a_load_overtaken_by_an_invalidation_installs_nothing() {
+        let l1 = l1();
+        let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
+        let (resume_tx, resume_rx) = tokio::sync::oneshot::channel::<()>();
+        let slow = l1.fetch(KEY, || async move {
+            reached_tx.send(()).unwrap();
+            resume_rx.await.unwrap();
+            Ok::<_, Infallible>(window(1))
+        });
+        let invalidate = async {
+            reached_rx.await.unwrap();
+            l1.invalidate(KEY);
+            resume_tx.send(()).unwrap();
+        };
+        let (stale, ()) = tokio::join!(slow, invalidate);
+        assert_eq!(
+            seq_of(&stale.unwrap().0),
+            1,
+            "the overtaken caller still gets its answer"
+        );
+
+        let (fresh, source) = l1
+            .fetch(KEY, || async { Ok::<_, Infallible>(window(2)) })
+            .await
+            .unwrap();
+        assert_eq!((seq_of(&fresh), source), (2, Source::Load));
+    }
+
+    #[tokio::test]
+    async fn a_flush_cancels_loads_and_bypass_keeps_nothing() {
+        let l1 = l1();
+        l1.fetch(KEY, || async { Ok::<_, Infallible>(window(1)) })
+            .await
+            .unwrap();
+        l1.bypass();
+        let (_, source) = l1
+            .fetch(KEY, || async { Ok::<_, Infallible>(window(2)) })
+            .await
+            .unwrap();
+        assert_eq!(source, Source::Load, "bypassed: not read from L1");
+        l1.resume();
+        let (loaded, source) = l1
+            .fetch(KEY, || async { Ok::<_, Infallible>(window(3)) })
+            .await
+            .unwrap();
+        assert_eq!(
+            (seq_of(&loaded), source),
+            (3, Source::Load),
+            "resume flushed the old entry"
+        );
+    }
+}

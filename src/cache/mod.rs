@@ -1,0 +1,528 @@
+//! The hot-channel cache: read-through and write-through over L1 ([`l1`]), Redis
+//! ([`crate::redis`]) and Postgres, and what happens when Redis fails ([`health`]).
+//!
+//! # Read path
+//! L1 hit → answer. Else one shared load per key: a Redis read (one round trip, which also
+//! hands out the fence version on a miss); on a miss the Postgres fill query, then the
+//! fenced fill script. A fill refused by the fence, a Redis failure, an open breaker or a
+//! dirty channel all say [`Lookup::Unavailable`]: the caller reads Postgres directly.
+//!
+//! # Write path
+//! After Postgres commits: the channel's script in Redis (which bumps the fence version),
+//! then the local L1 entry is invalidated, then an invalidation is published for the
+//! other instances. A write that cannot reach Redis marks its channel dirty: the channel
+//! skips the tiers until the background task has dropped it from Redis.
+
+pub mod health;
+pub mod invalidation;
+pub mod l1;
+pub mod stats;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tracing::{debug, warn};
+
+use crate::config::CacheMode;
+use crate::domain::window::{Members, Window};
+use crate::domain::{
+    Channel, ChannelId, Member, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
+};
+use crate::metrics::Metrics;
+use crate::postgres::{Db, DbError};
+use crate::redis::{MembersRead, Redis, RedisError, WindowRead};
+use health::{Breaker, Dirty};
+use l1::{Entry, Key, Loaded, Source, L1};
+use stats::{bump, CacheStats};
+
+/// Most message id → channel mappings kept for `GET /v1/messages/{id}` (they never change).
+const MESSAGE_CHANNELS: u64 = 100_000;
+
+/// What the tiers know.
+#[derive(Debug, Clone)]
+pub enum Lookup<T> {
+    Found(T),
+    /// The channel does not exist (Postgres said so during a fill).
+    Absent,
+    /// Ask Postgres directly.
+    Unavailable,
+}
+
+/// Settings of the cache tiers.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub mode: CacheMode,
+    /// Messages per channel kept in Redis and L1.
+    pub hot_window: usize,
+    pub l1_capacity_bytes: u64,
+    pub l1_ttl: Duration,
+    /// Consecutive Redis failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How often the background task probes Redis and drops dirty channels.
+    pub probe_interval: Duration,
+}
+
+/// Test hooks: points where a test can hold a request to order a race.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Runs in a window fill after its Postgres read, before the fill script.
+    pub after_fill_read: Option<Arc<dyn Fn(ChannelId) -> BoxFuture<'static, ()> + Send + Sync>>,
+}
+
+/// Whether a fetch may read Postgres to fill the tiers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Yes,
+    /// Only what L1 and Redis already hold (sync, which batches the rest in Postgres).
+    No,
+}
+
+pub struct HotCache {
+    settings: CacheSettings,
+    db: Db,
+    redis: Redis,
+    l1: L1,
+    message_channels: moka::sync::Cache<MessageId, ChannelId>,
+    breaker: Breaker,
+    dirty: Dirty,
+    stats: CacheStats,
+    /// This instance's name on the invalidation channel.
+    instance: String,
+    hooks: Hooks,
+    metrics: Arc<Metrics>,
+}
+
+impl HotCache {
+    pub fn new(
+        settings: CacheSettings,
+        db: Db,
+        redis: Redis,
+        hooks: Hooks,
+        metrics: Arc<Metrics>,
+    ) -> HotCache {
+        let l1_bytes = match settings.mode {
+            CacheMode::Full => settings.l1_capacity_bytes,
+            CacheMode::Redis | CacheMode::Off => 0,
+        };
+        HotCache {
+            l1: L1::new(l1_bytes, settings.l1_ttl),
+            message_channels: moka::sync::Cache::new(MESSAGE_CHANNELS),
+            breaker: Breaker::new(settings.breaker_failures),
+            dirty: Dirty::default(),
+            stats: CacheStats::default(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            settings,
+            db,
+            redis,
+            hooks,
+            metrics,
+        }
+    }
+
+    pub fn mode(&self) -> CacheMode {
+        self.settings.mode
+    }
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+    pub fn l1(&self) -> &L1 {
+        &self.l1
+    }
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+    pub fn dirty(&self) -> &Dirty {
+        &self.dirty
+    }
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Counts a read answered by Postgres outside the tiers.
+    pub fn note_postgres_read(&self) {
+        bump(&self.stats.postgres_reads);
+    }
+
+    fn tiers_usable(&self, channel: ChannelId) -> bool {
+        self.settings.mode != CacheMode::Off
+            && !self.breaker.is_open()
+            && !self.dirty.contains(channel)
+    }
+
+    /// Runs a Postgres call of a fill and records its latency.
+    async fn pg_call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        bump(&self.stats.postgres_reads);
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .record_postgres_call(operation, started.elapsed());
+        result
+    }
+
+    /// Runs a Redis call, keeping the breaker's count and its latency; `None` when it failed.
+    async fn redis_call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Option<T> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics.record_redis_call(operation, started.elapsed());
+        match result {
+            Ok(value) => {
+                self.breaker.record_success();
+                Some(value)
+            }
+            Err(error) => {
+                bump(&self.stats.redis_errors);
+                if self.breaker.record_failure() {
+                    warn!(%error, "Redis breaker opened: reads and writes go to Postgres only");
+                } else {
+                    debug!(%error, "a Redis call failed");
+                }
+                None
+            }
+        }
+    }
+
+    fn count_l1(&self, source: Source) {
+        if self.l1.is_enabled() {
+            bump(match source {
+                Source::L1 => &self.stats.l1_hits,
+                Source::Load => &self.stats.l1_misses,
+            });
+        }
+    }
+
+    async fn fetch_window(
+        &self,
+        channel: ChannelId,
+        fill: Fill,
+    ) -> Result<Lookup<Arc<Window>>, DbError> {
+        if !self.tiers_usable(channel) {
+            return Ok(Lookup::Unavailable);
+        }
+        let (loaded, source) = self
+            .l1
+            .fetch(Key::Window(channel), || self.load_window(channel, fill))
+            .await?;
+        self.count_l1(source);
+        Ok(match loaded {
+            Loaded::Found(Entry::Window(w)) => Lookup::Found(w),
+            Loaded::Found(Entry::Members(_)) | Loaded::Unavailable => Lookup::Unavailable,
+            Loaded::Absent => Lookup::Absent,
+        })
+    }
+
+    async fn load_window(&self, channel: ChannelId, fill: Fill) -> Result<Loaded, DbError> {
+        let version = match self
+            .redis_call("read_window", self.redis.read_window(channel))
+            .await
+        {
+            None => return Ok(Loaded::Unavailable),
+            Some(WindowRead::Hit(window)) => {
+                bump(&self.stats.l2_hits);
+                return Ok(Loaded::Found(Entry::Window(Arc::new(window))));
+            }
+            Some(WindowRead::Miss(version)) => version,
+        };
+        bump(&self.stats.l2_misses);
+        if fill == Fill::No {
+            return Ok(Loaded::Unavailable);
+        }
+        let load = self.db.load_window(channel, self.settings.hot_window);
+        let Some(window) = self.pg_call("load_window", load).await? else {
+            return Ok(Loaded::Absent);
+        };
+        if let Some(hook) = &self.hooks.after_fill_read {
+            hook(channel).await;
+        }
+        match self
+            .redis_call("fill_window", self.redis.fill_window(&version, &window))
+            .await
+        {
+            Some(true) => {
+                bump(&self.stats.fills);
+                Ok(Loaded::Found(Entry::Window(Arc::new(window))))
+            }
+            Some(false) => {
+                // A write came in after our Postgres read: what we read may be older.
+                bump(&self.stats.fills_refused);
+                Ok(Loaded::Unavailable)
+            }
+            None => Ok(Loaded::Unavailable),
+        }
+    }
+
+    async fn fetch_members(
+        &self,
+        channel: ChannelId,
+        fill: Fill,
+    ) -> Result<Lookup<Arc<Members>>, DbError> {
+        if !self.tiers_usable(channel) {
+            return Ok(Lookup::Unavailable);
+        }
+        let (loaded, source) = self
+            .l1
+            .fetch(Key::Members(channel), || self.load_members(channel, fill))
+            .await?;
+        self.count_l1(source);
+        Ok(match loaded {
+            Loaded::Found(Entry::Members(m)) => Lookup::Found(m),
+            Loaded::Found(Entry::Window(_)) | Loaded::Unavailable => Lookup::Unavailable,
+            Loaded::Absent => Lookup::Absent,
+        })
+    }
+
+    async fn load_members(&self, channel: ChannelId, fill: Fill) -> Result<Loaded, DbError> {
+        let version = match self
+            .redis_call("read_members", self.redis.read_members(channel))
+            .await
+        {
+            None => return Ok(Loaded::Unavailable),
+            Some(MembersRead::Hit(members)) => {
+                bump(&self.stats.l2_hits);
+                return Ok(Loaded::Found(Entry::Members(Arc::new(members))));
+            }
+            Some(MembersRead::Miss(version)) => version,
+        };
+        bump(&self.stats.l2_misses);
+        if fill == Fill::No {
+            return Ok(Loaded::Unavailable);
+        }
+        let Some(members) = self
+            .pg_call("load_member_set", self.db.load_member_set(channel))
+            .await?
+        else {
+            return Ok(Loaded::Absent);
+        };
+        match self
+            .redis_call(
+                "fill_members",
+                self.redis.fill_members(channel, &version, &members),
+            )
+            .await
+        {
+            Some(true) => {
+                bump(&self.stats.fills);
+                Ok(Loaded::Found(Entry::Members(Arc::new(members))))
+            }
+            Some(false) => {
+                bump(&self.stats.fills_refused);
+                Ok(Loaded::Unavailable)
+            }
+            None => Ok(Loaded::Unavailable),
+        }
+    }
+
+    /// A page from the window; `Unavailable` also when the page reaches past it.
+    pub async fn page(
+        &self,
+        channel: ChannelId,
+        request: PageRequest,
+    ) -> Result<Lookup<Page>, DbError> {
+        Ok(match self.fetch_window(channel, Fill::Yes).await? {
+            Lookup::Found(w) => w.page(request).map_or(Lookup::Unavailable, Lookup::Found),
+            Lookup::Absent => Lookup::Absent,
+            Lookup::Unavailable => Lookup::Unavailable,
+        })
+    }
+
+    pub async fn channel(&self, channel: ChannelId) -> Result<Lookup<Channel>, DbError> {
+        Ok(match self.fetch_window(channel, Fill::Yes).await? {
+            Lookup::Found(w) => Lookup::Found(w.channel.clone()),
+            Lookup::Absent => Lookup::Absent,
+            Lookup::Unavailable => Lookup::Unavailable,
+        })
+    }
+
+    pub async fn members(&self, channel: ChannelId) -> Result<Lookup<Arc<Members>>, DbError> {
+        self.fetch_members(channel, Fill::Yes).await
+    }
+
+    /// Unread count: `Found(None)` when the user is not a member.
+    pub async fn unread(
+        &self,
+        channel: ChannelId,
+        user: UserId,
+    ) -> Result<Lookup<Option<i64>>, DbError> {
+        let members = match self.fetch_members(channel, Fill::Yes).await? {
+            Lookup::Found(m) => m,
+            Lookup::Absent => return Ok(Lookup::Absent),
+            Lookup::Unavailable => return Ok(Lookup::Unavailable),
+        };
+        let Some(member) = members.get(user) else {
+            return Ok(Lookup::Found(None));
+        };
+        Ok(match self.fetch_window(channel, Fill::Yes).await? {
+            Lookup::Found(w) => w
+                .unread(member)
+                .map_or(Lookup::Unavailable, |n| Lookup::Found(Some(n))),
+            Lookup::Absent => Lookup::Absent,
+            Lookup::Unavailable => Lookup::Unavailable,
+        })
+    }
+
+    /// One message, when its channel's window holds it.
+    pub async fn message(&self, id: MessageId) -> Result<Option<Message>, DbError> {
+        let Some(channel) = self.message_channels.get(&id) else {
+            return Ok(None);
+        };
+        Ok(match self.fetch_window(channel, Fill::Yes).await? {
+            Lookup::Found(w) => w.message(id).cloned(),
+            _ => None,
+        })
+    }
+
+    /// Remembers the channel of a message read from Postgres.
+    pub fn learn_message_channel(&self, message: &Message) {
+        if self.settings.mode != CacheMode::Off {
+            self.message_channels.insert(message.id, message.channel_id);
+        }
+    }
+
+    /// A channel's sync answer from what L1 and Redis hold (no fill); `None` when Postgres
+    /// must answer. With a user, also the unread count, or `None` when it needs Postgres.
+    pub async fn sync_channel(
+        &self,
+        channel: ChannelId,
+        since: i64,
+        user: Option<UserId>,
+        limits: crate::postgres::SyncLimits,
+    ) -> Result<Option<SyncChannel>, DbError> {
+        let Lookup::Found(window) = self.fetch_window(channel, Fill::No).await? else {
+            return Ok(None);
+        };
+        let Some(mut answer) = window.sync(
+            since,
+            i64::from(limits.reset_threshold),
+            limits.reset_messages as usize,
+        ) else {
+            return Ok(None);
+        };
+        if let Some(user) = user {
+            let Lookup::Found(members) = self.fetch_members(channel, Fill::No).await? else {
+                return Ok(None);
+            };
+            if let Some(member) = members.get(user) {
+                match window.unread(member) {
+                    Some(n) => answer.unread_count = Some(n),
+                    None => return Ok(None),
+                }
+            }
+        }
+        Ok(Some(answer))
+    }
+
+    /// Write-through of a post.
+    pub async fn after_post(&self, message: &Message) {
+        let call = self.redis.append(message, self.settings.hot_window);
+        self.write_through(
+            message.channel_id,
+            Key::Window(message.channel_id),
+            "append",
+            call,
+        )
+        .await;
+    }
+
+    /// Write-through of an edit or a delete.
+    pub async fn after_rewrite(&self, message: &Message) {
+        let call = self.redis.rewrite(message);
+        self.write_through(
+            message.channel_id,
+            Key::Window(message.channel_id),
+            "rewrite",
+            call,
+        )
+        .await;
+    }
+
+    /// Write-through of a membership change.
+    pub async fn after_members_change(&self, channel: ChannelId) {
+        let call = self.redis.drop_members(channel);
+        self.write_through(channel, Key::Members(channel), "drop_members", call)
+            .await;
+    }
+
+    /// Write-through of a read marker; `member` as it is after the change.
+    pub async fn after_mark_read(&self, channel: ChannelId, member: &Member) {
+        let call = self.redis.mark_read(channel, member);
+        self.write_through(channel, Key::Members(channel), "mark_read", call)
+            .await;
+    }
+
+    async fn write_through<T>(
+        &self,
+        channel: ChannelId,
+        key: Key,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) {
+        if self.settings.mode == CacheMode::Off {
+            return;
+        }
+        let reached = !self.breaker.is_open() && self.redis_call(operation, call).await.is_some();
+        self.l1.invalidate(key);
+        if !reached || !self.publish(invalidation::Invalidation::Key(key)).await {
+            self.dirty.mark(channel);
+        }
+    }
+
+    /// Drops a channel (or, with `None`, everything) from L1 here and on every instance, and
+    /// from Redis. When Redis cannot be reached the drop is remembered and done later.
+    pub async fn flush(&self, channel: Option<ChannelId>) {
+        if self.settings.mode == CacheMode::Off {
+            return;
+        }
+        let done = match channel {
+            Some(c) => {
+                self.l1.invalidate(Key::Window(c));
+                self.l1.invalidate(Key::Members(c));
+                self.redis_call("drop_channel", self.redis.drop_channel(c))
+                    .await
+                    .is_some()
+                    && self.publish(invalidation::Invalidation::Channel(c)).await
+            }
+            None => {
+                self.l1.flush();
+                self.redis_call("delete_prefix", self.redis.delete_prefix())
+                    .await
+                    .is_some()
+                    && self.publish(invalidation::Invalidation::Everything).await
+            }
+        };
+        if !done {
+            match channel {
+                Some(c) => self.dirty.mark(c),
+                None => self.dirty.mark_all(),
+            }
+        }
+    }
+
+    /// Publishes an invalidation for the other instances; false when it could not be sent.
+    async fn publish(&self, what: invalidation::Invalidation) -> bool {
+        if self.breaker.is_open() {
+            return false;
+        }
+        let message = what.encode(&self.instance);
+        let sent = self
+            .redis_call(
+                "publish",
+                self.redis
+                    .publish(&self.redis.invalidation_channel(), message),
+            )
+            .await
+            .is_some();
+        if sent {
+            bump(&self.stats.invalidations_sent);
+        }
+        sent
+    }
+}

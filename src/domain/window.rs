@@ -1,0 +1,324 @@
+//! A channel's cached window and member set, and the answers they can give without
+//! Postgres. Pure functions: every method either answers exactly as the Postgres query
+//! would, or says `None` (the answer needs rows outside the window).
+
+use crate::domain::{
+    Channel, Cursor, Member, MemberSummary, Message, MessageId, Page, PageRequest, SyncChannel,
+    UserId,
+};
+
+/// The newest messages of a channel by id, tombstones included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// The channel, with `last_seq` equal to [`Window::seq`].
+    pub channel: Channel,
+    /// Newest first. Every message of the channel with an id at or above the oldest one
+    /// here is here.
+    pub messages: Vec<Message>,
+    /// Every message whose `seq` is above `floor` is in `messages`.
+    pub floor: i64,
+    /// `messages` reaches back to the channel's oldest message.
+    pub complete: bool,
+}
+
+impl Window {
+    /// The channel seq this window reflects.
+    pub fn seq(&self) -> i64 {
+        self.channel.last_seq
+    }
+
+    fn oldest_id(&self) -> Option<MessageId> {
+        self.messages.last().map(|m| m.id)
+    }
+
+    fn live(&self) -> impl DoubleEndedIterator<Item = &Message> {
+        self.messages.iter().filter(|m| !m.is_deleted())
+    }
+
+    /// Whether every live message with an id above `id` is in the window.
+    fn covers_after(&self, id: MessageId) -> bool {
+        self.complete || self.oldest_id().is_some_and(|oldest| id.0 >= oldest.0 - 1)
+    }
+
+    /// A page, when the window holds all it needs.
+    pub fn page(&self, request: PageRequest) -> Option<Page> {
+        let limit = request.limit as usize;
+        let rows: Vec<Message> = match request.cursor {
+            Cursor::Latest => self.live().take(limit + 1).cloned().collect(),
+            Cursor::Before(x) => self
+                .live()
+                .filter(|m| m.id < x)
+                .take(limit + 1)
+                .cloned()
+                .collect(),
+            Cursor::After(x) => {
+                if !self.covers_after(x) {
+                    return None;
+                }
+                let rows = self.live().rev().filter(|m| m.id > x).take(limit + 1);
+                return Some(Page::from_rows(rows.cloned().collect(), limit));
+            }
+        };
+        // Newest first: short of limit + 1 rows, only a complete window knows there are
+        // no older ones.
+        if rows.len() > limit || self.complete {
+            Some(Page::from_rows(rows, limit))
+        } else {
+            None
+        }
+    }
+
+    /// One message by id, tombstones included, when it is in the window.
+    pub fn message(&self, id: MessageId) -> Option<&Message> {
+        self.messages.iter().find(|m| m.id == id)
+    }
+
+    /// Unread count of a member: live messages of others after the marker.
+    pub fn unread(&self, member: &Member) -> Option<i64> {
+        let marker = member.last_read_message_id.unwrap_or(MessageId(0));
+        if !self.covers_after(marker) {
+            return None;
+        }
+        let count = self
+            .live()
+            .filter(|m| m.id > marker && m.sender_id != member.user_id)
+            .count();
+        Some(count as i64)
+    }
+
+    /// The sync answer for a client at `since`, when the window holds it. `unread_count`
+    /// is left for the caller.
+    pub fn sync(
+        &self,
+        since: i64,
+        reset_threshold: i64,
+        reset_messages: usize,
+    ) -> Option<SyncChannel> {
+        let last_seq = self.seq();
+        let reset = since > last_seq || last_seq - since > reset_threshold;
+        let changes = if reset {
+            let newest: Vec<&Message> = self.live().take(reset_messages).collect();
+            if newest.len() < reset_messages && !self.complete {
+                return None;
+            }
+            newest.into_iter().rev().cloned().collect()
+        } else {
+            if since < self.floor {
+                return None;
+            }
+            let mut changes: Vec<Message> = self
+                .messages
+                .iter()
+                .filter(|m| m.seq > since)
+                .cloned()
+                .collect();
+            changes.sort_by_key(|m| m.seq);
+            changes
+        };
+        Some(SyncChannel {
+            changes,
+            last_seq,
+            reset,
+            missed: (last_seq - since).max(0),
+            unread_count: None,
+        })
+    }
+
+    /// Roughly the bytes this window holds, for the L1 weigher.
+    pub fn weight(&self) -> u32 {
+        let bytes: usize = self
+            .messages
+            .iter()
+            .map(|m| MESSAGE_OVERHEAD + m.content.as_ref().map_or(0, String::len))
+            .sum();
+        (bytes + CHANNEL_OVERHEAD).min(u32::MAX as usize) as u32
+    }
+}
+
+/// Approximate in-memory size of a message besides its content.
+const MESSAGE_OVERHEAD: usize = 160;
+/// Approximate in-memory size of a channel entry besides its messages.
+const CHANNEL_OVERHEAD: usize = 200;
+
+/// Every member of a channel, sorted by user id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    pub members: Vec<Member>,
+}
+
+impl Members {
+    pub fn get(&self, user: UserId) -> Option<&Member> {
+        self.members
+            .binary_search_by_key(&user, |m| m.user_id)
+            .ok()
+            .map(|i| &self.members[i])
+    }
+
+    pub fn summaries(&self) -> Vec<MemberSummary> {
+        self.members
+            .iter()
+            .map(|m| MemberSummary {
+                user_id: m.user_id,
+                role: m.role.clone(),
+            })
+            .collect()
+    }
+
+    pub fn weight(&self) -> u32 {
+        (self.members.len() * 96 + CHANNEL_OVERHEAD).min(u32::MAX as usize) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChannelId, ChannelType};
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    const ALICE: UserId = UserId(Uuid::from_u128(1));
+    const BOB: UserId = UserId(Uuid::from_u128(2));
+
+    fn message(id: i64, seq: i64, deleted: bool, sender: UserId) -> Message {
+        Message {
+            id: MessageId(id),
+            channel_id: ChannelId(Uuid::nil()),
+            sender_id: sender,
+            content: (!deleted).then(|| format!("m{id}")),
+            reply_to_id: None,
+            created_at: Utc::now(),
+            updated_at: None,
+            deleted_at: deleted.then(Utc::now),
+            seq,
+        }
+    }
+
+    /// Messages 11..=20 (seq = id), 15 deleted at seq 21; older messages exist unless
+    /// `complete`.
+    fn window(complete: bool) -> Window {
+        let messages = (11..=20)
+            .rev()
+            .map(|id| match id {
+                15 => message(15, 21, true, BOB),
+                id => message(id, id, false, if id % 2 == 0 { BOB } else { ALICE }),
+            })
+            .collect();
+        Window {
+            channel: Channel {
+                id: ChannelId(Uuid::nil()),
+                kind: ChannelType::Group,
+                name: None,
+                created_at: Utc::now(),
+                last_seq: 21,
+            },
+            messages,
+            floor: 10,
+            complete,
+        }
+    }
+
+    fn ids(page: &Page) -> Vec<i64> {
+        page.messages.iter().map(|m| m.id.0).collect()
+    }
+
+    fn request(limit: u32, cursor: Cursor) -> PageRequest {
+        PageRequest { limit, cursor }
+    }
+
+    #[test]
+    fn latest_pages_inside_the_window_skip_tombstones() {
+        let page = window(false).page(request(3, Cursor::Latest)).unwrap();
+        assert_eq!(ids(&page), vec![20, 19, 18]);
+        assert_eq!(
+            (page.has_more, page.next_cursor),
+            (true, Some(MessageId(18)))
+        );
+
+        let page = window(false).page(request(5, Cursor::Latest)).unwrap();
+        assert_eq!(ids(&page), vec![20, 19, 18, 17, 16]);
+        let page = window(false).page(request(6, Cursor::Latest)).unwrap();
+        assert_eq!(
+            ids(&page),
+            vec![20, 19, 18, 17, 16, 14],
+            "15 is a tombstone"
+        );
+    }
+
+    #[test]
+    fn a_page_reaching_past_the_window_needs_postgres_unless_the_window_is_complete() {
+        assert_eq!(window(false).page(request(9, Cursor::Latest)), None);
+        assert_eq!(
+            window(false).page(request(2, Cursor::Before(MessageId(12)))),
+            None
+        );
+        let page = window(true).page(request(9, Cursor::Latest)).unwrap();
+        assert_eq!(page.messages.len(), 9);
+        assert!(!page.has_more);
+        let page = window(true)
+            .page(request(5, Cursor::Before(MessageId(12))))
+            .unwrap();
+        assert_eq!((ids(&page), page.has_more), (vec![11], false));
+    }
+
+    #[test]
+    fn after_pages_are_served_when_the_window_covers_the_cursor() {
+        let page = window(false)
+            .page(request(3, Cursor::After(MessageId(10))))
+            .unwrap();
+        assert_eq!(ids(&page), vec![11, 12, 13]);
+        assert!(page.has_more);
+        let page = window(false)
+            .page(request(3, Cursor::After(MessageId(17))))
+            .unwrap();
+        assert_eq!((ids(&page), page.has_more), (vec![18, 19, 20], false));
+        assert_eq!(
+            window(false).page(request(3, Cursor::After(MessageId(9)))),
+            None
+        );
+        assert!(window(true)
+            .page(request(3, Cursor::After(MessageId(0))))
+            .is_some());
+    }
+
+    #[test]
+    fn unread_counts_others_live_messages_after_the_marker() {
+        let member = |marker: Option<i64>| Member {
+            user_id: ALICE,
+            role: "member".into(),
+            last_read_message_id: marker.map(MessageId),
+            joined_at: Utc::now(),
+        };
+        // Bob sent the even ids; 15 is deleted. After 16: 18, 20.
+        assert_eq!(window(false).unread(&member(Some(16))), Some(2));
+        assert_eq!(window(false).unread(&member(Some(10))), Some(5));
+        assert_eq!(window(false).unread(&member(Some(3))), None);
+        assert_eq!(window(false).unread(&member(None)), None);
+        assert_eq!(window(true).unread(&member(None)), Some(5));
+    }
+
+    #[test]
+    fn sync_lists_changes_above_the_floor_in_seq_order() {
+        let answer = window(false).sync(18, 200, 50).unwrap();
+        let seqs: Vec<i64> = answer.changes.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![19, 20, 21]);
+        assert_eq!(
+            (answer.last_seq, answer.missed, answer.reset),
+            (21, 3, false)
+        );
+        assert_eq!(window(false).sync(9, 200, 50), None, "below the floor");
+        assert!(window(false).sync(10, 200, 50).is_some());
+    }
+
+    #[test]
+    fn sync_resets_from_the_window_when_it_holds_enough_live_messages() {
+        let answer = window(false).sync(10, 5, 3).unwrap();
+        assert!(answer.reset);
+        let ids: Vec<i64> = answer.changes.iter().map(|m| m.id.0).collect();
+        assert_eq!(ids, vec![18, 19, 20], "newest live, oldest first");
+        assert_eq!(window(false).sync(0, 5, 20), None);
+        assert!(
+            window(false).sync(99, 200, 3).unwrap().reset,
+            "a client ahead resets"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! One pub/sub subscription on a connection of its own, as a stream of events. Lost
+//! messages are never silent: a reconnect or a lagging reader is an event of its own, so
+//! the consumer can drop what it may have missed invalidations for.
+
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use super::RedisError;
+
+/// How many events wait for the consumer; when full, the forwarder waits (and fred's own
+/// buffer below it may lag, which becomes [`SubscriptionEvent::Lost`]).
+const EVENT_BUFFER: usize = 4096;
+/// Pause between subscribe attempts while Redis is unreachable.
+const RETRY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionEvent {
+    /// A message on the channel.
+    Message(String),
+    /// Messages may have been lost (the connection dropped, or the reader lagged).
+    Lost,
+}
+
+pub struct Subscription {
+    events: mpsc::Receiver<SubscriptionEvent>,
+    task: tokio::task::JoinHandle<()>,
+    client: SubscriberClient,
+}
+
+impl Subscription {
+    pub(super) async fn start(
+        client: SubscriberClient,
+        channel: String,
+        timeout: Duration,
+    ) -> Result<Subscription, RedisError> {
+        let _connection = client.connect();
+        let (tx, events) = mpsc::channel(EVENT_BUFFER);
+        let task = tokio::spawn(forward(client.clone(), channel, timeout, tx));
+        Ok(Subscription {
+            events,
+            task,
+            client,
+        })
+    }
+
+    /// The next event; `None` once the subscription is closed.
+    pub async fn next(&mut self) -> Option<SubscriptionEvent> {
+        self.events.recv().await
+    }
+
+    pub async fn close(self) {
+        self.task.abort();
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.client.quit()).await;
+    }
+}
+
+async fn forward(
+    client: SubscriberClient,
+    channel: String,
+    timeout: Duration,
+    tx: mpsc::Sender<SubscriptionEvent>,
+) {
+    let mut messages = client.message_rx();
+    let mut reconnects = client.reconnect_rx();
+    loop {
+        // (Re)subscribe until it works: until then nothing arrives, so say so first.
+        loop {
+            match tokio::time::timeout(timeout * 5, client.subscribe(channel.as_str())).await {
+                Ok(Ok(())) => break,
+                _ => {
+                    if tx.send(SubscriptionEvent::Lost).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+        loop {
+            let event = tokio::select! {
+                m = messages.recv() => match m {
+                    Ok(m) => match m.value.as_str() {
+                        Some(text) => SubscriptionEvent::Message(text.into_owned()),
+                        None => continue,
+                    },
+                    Err(RecvError::Lagged(_)) => SubscriptionEvent::Lost,
+                    Err(RecvError::Closed) => return,
+                },
+                r = reconnects.recv() => match r {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        if tx.send(SubscriptionEvent::Lost).await.is_err() {
+                            return;
+                        }
+                        break; // resubscribe on the new connection
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
