@@ -65,6 +65,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 pub async fn spawn_with_settings(settings: Settings) -> TestApp {
+    spawn_with_hooks(settings, hotchan::cache::Hooks::default()).await
+}
+
+pub async fn spawn_with_hooks(settings: Settings, hooks: hotchan::cache::Hooks) -> TestApp {
     let db_name = settings
         .db
         .database_url
@@ -72,7 +76,7 @@ pub async fn spawn_with_settings(settings: Settings) -> TestApp {
         .get_dbname()
         .expect("test settings name a database")
         .to_owned();
-    let app = Application::build(settings.clone())
+    let app = Application::build_with_hooks(settings.clone(), hooks)
         .await
         .expect("the test app builds");
     let base = match app.local_addr() {

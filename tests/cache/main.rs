@@ -1,0 +1,13 @@
+//! Tests of the cache tiers against real Redis and Postgres: the Lua scripts directly,
+//! races ordered by hooks, several instances, and Redis faults (through a proxy or a
+//! private server).
+
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+mod support;
+
+mod faults;
+mod instances;
+mod races;
+mod scripts;

@@ -1,0 +1,137 @@
+//! Races ordered by hooks, and what each tier costs.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use hotchan::cache::Hooks;
+use hotchan::config::CacheMode;
+use serde_json::json;
+use tokio::sync::{oneshot, Mutex};
+
+use crate::helpers::{spawn_app_with, spawn_with_hooks, test_settings, users};
+use crate::support::{cache_stats, l1_serving};
+
+#[tokio::test]
+async fn a_fill_held_after_its_postgres_read_is_refused_once_an_edit_committed() {
+    // The first fill stops after its Postgres read until the test lets it go.
+    let (reached_tx, reached_rx) = oneshot::channel::<()>();
+    let (resume_tx, resume_rx) = oneshot::channel::<()>();
+    let gate = Arc::new(Mutex::new(Some((reached_tx, resume_rx))));
+    let hooks = Hooks {
+        after_fill_read: Some(Arc::new(move |_channel| {
+            let gate = gate.clone();
+            async move {
+                if let Some((reached, resume)) = gate.lock().await.take() {
+                    reached.send(()).unwrap();
+                    resume.await.unwrap();
+                }
+            }
+            .boxed()
+        })),
+    };
+    let mut settings = test_settings();
+    settings.cache = CacheMode::Full;
+    let app = Arc::new(spawn_with_hooks(settings, hooks).await);
+    let [a] = users();
+    let cid = app.group(&[a]).await;
+    let message = app.say(cid, a, "original").await;
+    let page = format!("/v1/channels/{cid}/messages");
+
+    let reader = tokio::spawn({
+        let (app, page) = (app.clone(), page.clone());
+        async move { app.get(&page).await.expect(200) }
+    });
+    reached_rx.await.unwrap();
+    app.patch(
+        &format!("/v1/messages/{}", message["id"]),
+        json!({"content": "edited"}),
+    )
+    .await
+    .expect(200);
+    resume_tx.send(()).unwrap();
+    reader.await.unwrap();
+
+    let stats = cache_stats(&app).await;
+    assert_eq!(stats["fills_refused"], 1, "{stats}");
+    let after = app.get(&page).await.expect(200);
+    assert_eq!(after["messages"][0]["content"], "edited");
+    let again = app.get(&page).await.expect(200);
+    assert_eq!(
+        again["messages"][0]["content"], "edited",
+        "and the tiers hold the edit"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_misses_on_one_channel_cost_one_postgres_read() {
+    for mode in [CacheMode::Full, CacheMode::Redis] {
+        let app = spawn_app_with(|s| s.cache = mode).await;
+        let [a] = users();
+        let cid = app.group(&[a]).await;
+        app.bulk_messages(cid, a, 30).await;
+        let before = cache_stats(&app).await;
+
+        let path = format!("/v1/channels/{cid}/messages?limit=10");
+        let reads = (0..20).map(|_| app.get(&path));
+        let pages = futures::future::join_all(reads).await;
+
+        assert!(pages.into_iter().all(|p| p.status.as_u16() == 200));
+        let after = cache_stats(&app).await;
+        let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+        assert_eq!(
+            (delta("postgres_reads"), delta("fills")),
+            (1, 1),
+            "{mode:?}: {after}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_l1_hit_touches_neither_redis_nor_postgres() {
+    let app = spawn_app_with(|s| s.cache = CacheMode::Full).await;
+    let [a] = users();
+    let cid = app.group(&[a]).await;
+    app.say(cid, a, "hi").await;
+    l1_serving(&app).await;
+    let page = format!("/v1/channels/{cid}/messages");
+    app.get(&page).await.expect(200);
+    let before = cache_stats(&app).await;
+
+    for _ in 0..10 {
+        app.get(&page).await.expect(200);
+    }
+
+    let after = cache_stats(&app).await;
+    let delta =
+        |tier: &str, k: &str| after[tier][k].as_u64().unwrap() - before[tier][k].as_u64().unwrap();
+    assert_eq!(delta("l1", "hits"), 10, "{after}");
+    assert_eq!(
+        (delta("redis", "hits"), delta("redis", "misses")),
+        (0, 0),
+        "{after}"
+    );
+    assert_eq!(after["postgres_reads"], before["postgres_reads"]);
+}
+
+#[tokio::test]
+async fn in_redis_mode_a_hit_is_one_redis_read_and_no_postgres() {
+    let app = spawn_app_with(|s| s.cache = CacheMode::Redis).await;
+    let [a] = users();
+    let cid = app.group(&[a]).await;
+    app.say(cid, a, "hi").await;
+    let page = format!("/v1/channels/{cid}/messages");
+    app.get(&page).await.expect(200);
+    let before = cache_stats(&app).await;
+
+    for _ in 0..10 {
+        app.get(&page).await.expect(200);
+    }
+
+    let after = cache_stats(&app).await;
+    assert_eq!(
+        after["redis"]["hits"].as_u64().unwrap() - before["redis"]["hits"].as_u64().unwrap(),
+        10
+    );
+    assert_eq!(after["postgres_reads"], before["postgres_reads"]);
+    assert_eq!(after["l1"]["hits"], 0);
+}

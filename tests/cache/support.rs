@@ -1,0 +1,222 @@
+//! Private Redis servers and a TCP proxy, for tests that restart Redis, set `maxmemory`
+//! or cut the network: they never touch the shared server's global state.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` of the test's own, without persistence; stopped when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl PrivateRedis {
+    pub async fn start(extra: &[&str]) -> PrivateRedis {
+        let mut redis = PrivateRedis {
+            port: free_port(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the private redis-server did not start on port {}",
+            self.port
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (losing everything) and starts an empty one on the same port.
+    pub async fn restart_empty(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs one command with redis-cli against this server.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Bytes flow both ways.
+    Pass,
+    /// Every connection is closed; new ones are closed at once.
+    Refuse,
+    /// Connections stay open but nothing reaches the other side: a black hole.
+    Blackhole,
+}
+
+/// A TCP proxy in front of a server, whose link a test can cut and heal.
+pub struct Proxy {
+    pub port: u16,
+    link: Arc<watch::Sender<Link>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (link, _) = watch::channel(Link::Pass);
+        let link = Arc::new(link);
+        let task = tokio::spawn({
+            let link = link.clone();
+            async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    tokio::spawn(serve(client, target_port, link.subscribe()));
+                }
+            }
+        });
+        Proxy { port, link, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, link: Link) {
+        self.link.send_replace(link);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.link.send_replace(Link::Refuse);
+    }
+}
+
+async fn serve(mut client: TcpStream, target_port: u16, mut link: watch::Receiver<Link>) {
+    let mode = *link.borrow_and_update();
+    match mode {
+        Link::Refuse => return,
+        Link::Blackhole => return swallow(client, link).await,
+        Link::Pass => {}
+    }
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", target_port)).await else {
+        return;
+    };
+    let blackholed = {
+        let (mut cr, mut cw) = client.split();
+        let (mut sr, mut sw) = server.split();
+        tokio::select! {
+            _ = tokio::io::copy(&mut cr, &mut sw) => false,
+            _ = tokio::io::copy(&mut sr, &mut cw) => false,
+            changed = link.wait_for(|l| *l != Link::Pass) => {
+                changed.map(|l| *l == Link::Blackhole).unwrap_or(false)
+            }
+        }
+    };
+    drop(server);
+    if blackholed {
+        swallow(client, link).await;
+    }
+}
+
+/// Reads and discards whatever the client sends, answering nothing, until the link
+/// changes (then the connection closes, as a healed network would have reset it).
+async fn swallow(mut client: TcpStream, mut link: watch::Receiver<Link>) {
+    let mut sink = [0u8; 4096];
+    loop {
+        tokio::select! {
+            read = client.read(&mut sink) => if matches!(read, Ok(0) | Err(_)) { return },
+            _ = link.wait_for(|l| *l != Link::Blackhole) => return,
+        }
+    }
+}
+
+/// The instance's `/v1/admin/cache` view.
+pub async fn cache_stats(app: &crate::helpers::TestApp) -> serde_json::Value {
+    app.get("/v1/admin/cache").await.expect(200)
+}
+
+/// Polls `check` until it holds, for at most `limit`; returns how long it took.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until L1 serves (the instance heard its own heartbeat).
+pub async fn l1_serving(app: &crate::helpers::TestApp) {
+    eventually(Duration::from_secs(10), "L1 serving", || async {
+        cache_stats(app).await["l1"]["bypassed"] == false
+    })
+    .await;
+}
