@@ -179,7 +179,12 @@ async fn listen(cache: Arc<HotCache>) {
     loop {
         tokio::select! {
             event = subscription.next() => match event {
-                None => return,
+                None => {
+                    // No more invalidations can arrive: never serve from L1 again.
+                    cache.l1.bypass();
+                    warn!("the invalidation subscription ended: L1 bypassed for good");
+                    return;
+                }
                 Some(SubscriptionEvent::Lost) => {
                     if !cache.l1.is_bypassed() {
                         warn!("invalidations may have been lost: L1 bypassed until they arrive again");

@@ -51,10 +51,19 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<SubscriptionEvent> {
         self.events.recv().await
     }
+}
 
-    pub async fn close(self) {
+impl Drop for Subscription {
+    /// Stops forwarding and closes the subscriber connection (fred's connection task
+    /// would otherwise reconnect forever).
+    fn drop(&mut self) {
         self.task.abort();
-        let _ = tokio::time::timeout(Duration::from_millis(200), self.client.quit()).await;
+        let client = self.client.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_millis(200), client.quit()).await;
+            });
+        }
     }
 }
 
