@@ -3,6 +3,8 @@
 -- ARGV[1] a fresh random version, set when mver is missing; ARGV[2] TTL in ms
 -- Returns {1, {field, value, ...}} on a hit (the field '_' marks a loaded set),
 --         {0, version} on a miss.
+-- The opening checks are the same as in read_window.lua: Redis loads each script on its own,
+-- so they cannot share code (Redis Functions could, from 7.0). Keep both in step.
 local all = redis.call('HGETALL', KEYS[1])
 if #all > 0 then
   return {1, all}

@@ -3,6 +3,8 @@
 -- ARGV[1] a fresh random version, set when ver is missing; ARGV[2] TTL in ms
 -- Returns {1, meta as {field, value, ...}, elements newest first} on a hit,
 --         {0, version} on a miss.
+-- The opening checks are the same as in read_members.lua: Redis loads each script on its own,
+-- so they cannot share code (Redis Functions could, from 7.0). Keep both in step.
 local meta = redis.call('HGETALL', KEYS[2])
 if #meta > 0 then
   return {1, meta, redis.call('LRANGE', KEYS[1], 0, -1)}

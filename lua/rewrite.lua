@@ -4,6 +4,8 @@
 -- ARGV[1] the change's seq, ARGV[2] message id, ARGV[3] the new list element,
 -- ARGV[4] TTL in ms, ARGV[5] fmt
 -- Returns 1 applied, 0 no window, 2 already applied (a replay), -1 window dropped.
+-- The opening checks are the same as in append.lua: Redis loads each script on its own,
+-- so they cannot share code (Redis Functions could, from 7.0). Keep both in step.
 redis.call('INCR', KEYS[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 local m = redis.call('HMGET', KEYS[2], 'seq', 'count', 'floor', 'fmt', 'complete')

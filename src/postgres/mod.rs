@@ -102,3 +102,15 @@ impl Db {
         Ok(self.pool.get().await?)
     }
 }
+
+/// A read-only REPEATABLE READ transaction: every statement in it sees one snapshot.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, DbError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}

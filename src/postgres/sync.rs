@@ -23,12 +23,7 @@ impl Db {
         limits: SyncLimits,
     ) -> Result<SyncResult, DbError> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = super::snapshot(&mut client).await?;
         let ids: Vec<uuid::Uuid> = request.channels.keys().map(|c| c.0).collect();
         let stmt = tx
             .prepare_cached("SELECT id, last_seq FROM channels WHERE id = ANY($1)")

@@ -16,12 +16,7 @@ impl Db {
         size: usize,
     ) -> Result<Option<Window>, DbError> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = super::snapshot(&mut client).await?;
         let stmt = tx
             .prepare_cached(&format!(
                 "SELECT {CHANNEL_COLUMNS} FROM channels c WHERE c.id = $1"

@@ -300,6 +300,16 @@ impl Drop for TestApp {
     }
 }
 
+/// The message ids of a page, in page order.
+pub fn page_ids(page: &Value) -> Vec<i64> {
+    page["messages"]
+        .as_array()
+        .expect("a page has messages")
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
+}
+
 /// Fresh user ids.
 pub fn users<const N: usize>() -> [Uuid; N] {
     std::array::from_fn(|_| Uuid::new_v4())

@@ -3,16 +3,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, users, TestApp};
-
-fn ids(page: &Value) -> Vec<i64> {
-    page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect()
-}
+use crate::helpers::{page_ids, spawn_app, users, TestApp};
 
 /// A channel with `n` messages; returns the channel and the ids, oldest first.
 async fn channel_with(app: &TestApp, n: usize) -> (Uuid, Vec<i64>) {
@@ -38,7 +29,7 @@ async fn the_latest_page_is_newest_first_and_says_whether_more_exist() {
         .get(&format!("/v1/channels/{cid}/messages?limit=2"))
         .await
         .expect(200);
-    assert_eq!(ids(&page), vec![posted[4], posted[3]]);
+    assert_eq!(page_ids(&page), vec![posted[4], posted[3]]);
     assert_eq!(page["has_more"], true);
     assert_eq!(page["next_cursor"], posted[3]);
 
@@ -46,7 +37,10 @@ async fn the_latest_page_is_newest_first_and_says_whether_more_exist() {
         .get(&format!("/v1/channels/{cid}/messages"))
         .await
         .expect(200);
-    assert_eq!(ids(&all), posted.iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(
+        page_ids(&all),
+        posted.iter().rev().copied().collect::<Vec<_>>()
+    );
     assert_eq!(all["has_more"], false);
     assert_eq!(all["next_cursor"], Value::Null);
 }
@@ -73,7 +67,7 @@ async fn before_walks_back_and_after_walks_forward_over_every_live_message() {
             ))
             .await
             .expect(200);
-        backwards.extend(ids(&page));
+        backwards.extend(page_ids(&page));
         if page["has_more"] == false {
             assert_eq!(page["next_cursor"], Value::Null);
             break;
@@ -91,7 +85,7 @@ async fn before_walks_back_and_after_walks_forward_over_every_live_message() {
             ))
             .await
             .expect(200);
-        forwards.extend(ids(&page));
+        forwards.extend(page_ids(&page));
         if page["has_more"] == false {
             break;
         }
@@ -111,12 +105,12 @@ async fn the_default_limit_is_50_and_200_is_the_most() {
         .get(&format!("/v1/channels/{cid}/messages"))
         .await
         .expect(200);
-    assert_eq!(ids(&page).len(), 50);
+    assert_eq!(page_ids(&page).len(), 50);
     let page = app
         .get(&format!("/v1/channels/{cid}/messages?limit=200"))
         .await
         .expect(200);
-    assert_eq!(ids(&page).len(), 200);
+    assert_eq!(page_ids(&page).len(), 200);
     assert_eq!(page["has_more"], true);
 }
 

@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use hotchan::config::CacheMode;
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app_with, users, TestApp};
+use crate::helpers::{page_ids, spawn_app_with, users, TestApp};
 use crate::support::{cache_stats, eventually, l1_serving, Link, PrivateRedis, Proxy};
 
 /// What the issue allows one request while Redis misbehaves.
@@ -186,15 +186,6 @@ async fn truth(app: &TestApp, cid: Uuid, limit: i64) -> Vec<i64> {
         .collect()
 }
 
-fn ids(page: &Value) -> Vec<i64> {
-    page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn eviction_under_maxmemory_never_leaves_a_partial_window_served() {
     let redis =
@@ -225,7 +216,7 @@ async fn eviction_under_maxmemory_never_leaves_a_partial_window_served() {
                 .get(&format!("/v1/channels/{cid}/messages?limit=50"))
                 .await
                 .expect(200);
-            assert_eq!(ids(&page), truth(&app, cid, 50).await, "round {round}");
+            assert_eq!(page_ids(&page), truth(&app, cid, 50).await, "round {round}");
             if round == 1 {
                 app.say(cid, u, "appended under memory pressure").await;
             }
