@@ -1,7 +1,9 @@
 //! Message routes: post, page, show, edit, delete.
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -60,18 +62,24 @@ struct PageQuery {
     after: Option<String>,
 }
 
+/// The JSON of a page, for the service to encode once per cached window.
+fn encode_page(page: &Page) -> Bytes {
+    Bytes::from(serde_json::to_vec(page).expect("a page always serializes"))
+}
+
 async fn page(
     State(state): State<AppState>,
     Path(cid): Path<String>,
     Query(query): Query<PageQuery>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let channel = ChannelId::parse(&cid)?;
     let request = PageRequest::parse(
         query.limit.as_deref(),
         query.before.as_deref(),
         query.after.as_deref(),
     )?;
-    Ok(Json(state.service.page(channel, request).await?))
+    let body = state.service.page(channel, request, encode_page).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
 async fn show(

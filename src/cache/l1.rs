@@ -30,13 +30,62 @@ pub enum Key {
 
 #[derive(Clone, Debug)]
 pub enum Entry {
-    Window(Arc<Window>),
+    Window(Arc<CachedWindow>),
     Members(Arc<Members>),
+}
+
+/// Most encoded pages remembered per window (the first ones asked for).
+const ENCODED_PAGES: usize = 8;
+
+/// A window as the tiers hold it, with the pages already encoded from it. A window never
+/// changes once loaded (a write replaces it), so an encoded page stays right for its life.
+#[derive(Debug)]
+pub struct CachedWindow {
+    pub window: Window,
+    /// A `std::sync::RwLock`: held for a scan of at most [`ENCODED_PAGES`] entries.
+    pages: std::sync::RwLock<Vec<(crate::domain::PageRequest, bytes::Bytes)>>,
+}
+
+impl CachedWindow {
+    pub fn new(window: Window) -> CachedWindow {
+        CachedWindow {
+            window,
+            pages: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The page encoded by `encode`, remembered for the next caller; `None` when the page
+    /// needs rows outside the window.
+    pub fn encoded_page(
+        &self,
+        request: crate::domain::PageRequest,
+        encode: impl FnOnce(&crate::domain::Page) -> bytes::Bytes,
+    ) -> Option<bytes::Bytes> {
+        let cached = self.pages.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, body)) = cached.iter().find(|(r, _)| *r == request) {
+            return Some(body.clone());
+        }
+        drop(cached);
+        let body = encode(&self.window.page(request)?);
+        let mut cached = self.pages.write().unwrap_or_else(|e| e.into_inner());
+        if cached.len() < ENCODED_PAGES && !cached.iter().any(|(r, _)| *r == request) {
+            cached.push((request, body.clone()));
+        }
+        Some(body)
+    }
+}
+
+impl std::ops::Deref for CachedWindow {
+    type Target = Window;
+    fn deref(&self) -> &Window {
+        &self.window
+    }
 }
 
 impl Entry {
     fn weight(&self) -> u32 {
         match self {
+            // Encoded pages are not counted: at most a few per window.
             Entry::Window(w) => w.weight(),
             Entry::Members(m) => m.weight(),
         }
@@ -214,7 +263,7 @@ mod tests {
     use uuid::Uuid;
 
     fn window(seq: i64) -> Loaded {
-        Loaded::Found(Entry::Window(Arc::new(Window {
+        Loaded::Found(Entry::Window(Arc::new(CachedWindow::new(Window {
             channel: Channel {
                 id: ChannelId(Uuid::nil()),
                 kind: ChannelType::Group,
@@ -225,7 +274,7 @@ mod tests {
             messages: vec![],
             floor: 0,
             complete: true,
-        })))
+        }))))
     }
 
     fn seq_of(loaded: &Loaded) -> i64 {
@@ -315,5 +364,38 @@ mod tests {
             (3, Source::Load),
             "resume flushed the old entry"
         );
+    }
+
+    #[test]
+    fn a_window_encodes_each_page_once_and_declines_pages_past_it() {
+        use crate::domain::{Cursor, MessageId, PageRequest};
+        let Loaded::Found(Entry::Window(w)) = window(3) else {
+            unreachable!()
+        };
+        let calls = AtomicUsize::new(0);
+        let encode = |page: &crate::domain::Page| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            bytes::Bytes::from(format!("{} messages", page.messages.len()))
+        };
+        let latest = PageRequest {
+            limit: 50,
+            cursor: Cursor::Latest,
+        };
+        assert_eq!(w.encoded_page(latest, encode).unwrap(), "0 messages");
+        assert_eq!(w.encoded_page(latest, encode).unwrap(), "0 messages");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the second answer was remembered"
+        );
+
+        let mut partial = (*w).window.clone();
+        partial.complete = false;
+        let partial = CachedWindow::new(partial);
+        let before = PageRequest {
+            limit: 5,
+            cursor: Cursor::Before(MessageId(1)),
+        };
+        assert_eq!(partial.encoded_page(before, encode), None);
     }
 }

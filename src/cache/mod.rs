@@ -26,7 +26,7 @@ use futures::future::BoxFuture;
 use tracing::{debug, warn};
 
 use crate::config::CacheMode;
-use crate::domain::window::{Members, Window};
+use crate::domain::window::Members;
 use crate::domain::{
     Channel, ChannelId, Member, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
 };
@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::postgres::{Db, DbError};
 use crate::redis::{MembersRead, Redis, RedisError, WindowRead};
 use health::{Breaker, Dirty};
-use l1::{Entry, Key, Loaded, Source, L1};
+use l1::{CachedWindow, Entry, Key, Loaded, Source, L1};
 use stats::{bump, CacheStats};
 
 /// Most message id → channel mappings kept for `GET /v1/messages/{id}` (they never change).
@@ -204,7 +204,7 @@ impl HotCache {
         &self,
         channel: ChannelId,
         fill: Fill,
-    ) -> Result<Lookup<Arc<Window>>, DbError> {
+    ) -> Result<Lookup<Arc<CachedWindow>>, DbError> {
         if !self.tiers_usable(channel) {
             return Ok(Lookup::Unavailable);
         }
@@ -228,7 +228,9 @@ impl HotCache {
             None => return Ok(Loaded::Unavailable),
             Some(WindowRead::Hit(window)) => {
                 bump(&self.stats.l2_hits);
-                return Ok(Loaded::Found(Entry::Window(Arc::new(window))));
+                return Ok(Loaded::Found(Entry::Window(Arc::new(CachedWindow::new(
+                    window,
+                )))));
             }
             Some(WindowRead::Miss(version)) => version,
         };
@@ -249,7 +251,9 @@ impl HotCache {
         {
             Some(true) => {
                 bump(&self.stats.fills);
-                Ok(Loaded::Found(Entry::Window(Arc::new(window))))
+                Ok(Loaded::Found(Entry::Window(Arc::new(CachedWindow::new(
+                    window,
+                )))))
             }
             Some(false) => {
                 // A write came in after our Postgres read: what we read may be older.
@@ -321,14 +325,18 @@ impl HotCache {
         }
     }
 
-    /// A page from the window; `Unavailable` also when the page reaches past it.
+    /// A page from the window, encoded by `encode` (once per window and request: the
+    /// encoding is kept with the window); `Unavailable` also when the page reaches past it.
     pub async fn page(
         &self,
         channel: ChannelId,
         request: PageRequest,
-    ) -> Result<Lookup<Page>, DbError> {
+        encode: impl FnOnce(&Page) -> bytes::Bytes,
+    ) -> Result<Lookup<bytes::Bytes>, DbError> {
         Ok(match self.fetch_window(channel, Fill::Yes).await? {
-            Lookup::Found(w) => w.page(request).map_or(Lookup::Unavailable, Lookup::Found),
+            Lookup::Found(w) => w
+                .encoded_page(request, encode)
+                .map_or(Lookup::Unavailable, Lookup::Found),
             Lookup::Absent => Lookup::Absent,
             Lookup::Unavailable => Lookup::Unavailable,
         })

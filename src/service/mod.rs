@@ -229,14 +229,24 @@ impl Service {
         }
     }
 
-    pub async fn page(&self, channel: ChannelId, request: PageRequest) -> Result<Page, Error> {
-        if let Some(answer) = from_cache(self.cache.page(channel, request).await?, "channel") {
+    /// A page, encoded by `encode`. Pages served by the tiers are encoded once per cached
+    /// window, so a hot page is not encoded again on every request.
+    pub async fn page(
+        &self,
+        channel: ChannelId,
+        request: PageRequest,
+        encode: fn(&Page) -> bytes::Bytes,
+    ) -> Result<bytes::Bytes, Error> {
+        let cached = self.cache.page(channel, request, encode).await?;
+        if let Some(answer) = from_cache(cached, "channel") {
             return answer;
         }
         self.cache.note_postgres_read();
-        self.pg("load_page", self.db.load_page(channel, request))
+        let page = self
+            .pg("load_page", self.db.load_page(channel, request))
             .await?
-            .ok_or(Error::NotFound("channel"))
+            .ok_or(Error::NotFound("channel"))?;
+        Ok(encode(&page))
     }
 
     pub async fn message(&self, id: MessageId) -> Result<Message, Error> {
