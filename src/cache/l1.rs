@@ -389,7 +389,7 @@ mod tests {
             "the second answer was remembered"
         );
 
-        let mut partial = (*w).window.clone();
+        let mut partial = w.window.clone();
         partial.complete = false;
         let partial = CachedWindow::new(partial);
         let before = PageRequest {
