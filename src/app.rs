@@ -31,6 +31,7 @@ pub struct Application {
     settings: Settings,
     /// The cache's background tasks (invalidation listener, Redis prober).
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    service: Arc<Service>,
 }
 
 impl Application {
@@ -71,8 +72,17 @@ impl Application {
                 },
             },
         );
+        let service = match &settings.trace_file {
+            Some(path) => service.with_trace(
+                crate::service::trace::Trace::open(path)
+                    .await
+                    .with_context(|| format!("--trace-file {}", path.display()))?,
+            ),
+            None => service,
+        };
+        let service = Arc::new(service);
         let state = AppState {
-            service: Arc::new(service),
+            service: service.clone(),
             db: db.clone(),
             redis: redis.clone(),
             metrics,
@@ -88,7 +98,13 @@ impl Application {
             redis,
             settings,
             tasks,
+            service,
         })
+    }
+
+    /// The service behind the router, for in-process callers (the benchmark).
+    pub fn service(&self) -> Arc<Service> {
+        self.service.clone()
     }
 
     /// The bound address: with port 0 in the settings, the port the OS chose.

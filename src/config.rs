@@ -20,11 +20,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve the HTTP API.
-    Serve(Settings),
+    Serve(Box<Settings>),
     /// Create the database when it is missing and apply pending migrations, then exit.
     Migrate(DatabaseSettings),
     /// Load the small demo dataset when the database holds no channel yet, then exit.
     SeedDemo(DatabaseSettings),
+    /// Benchmark --cache off, redis and full side by side, and study hit rates.
+    Bench(Box<crate::bench::BenchSettings>),
 }
 
 /// Where the listener binds.
@@ -253,6 +255,11 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_SYNC_RESET_MESSAGES", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub sync_reset_messages: u32,
 
+    /// Append every channel read to this file (`<channel id> <depth>` a line), for
+    /// `hotchan bench --replay`. None: no trace.
+    #[arg(long, env = "HOTCHAN_TRACE_FILE")]
+    pub trace_file: Option<PathBuf>,
+
     /// On SIGTERM or SIGINT, how long in-flight requests may take before the process exits.
     #[arg(long, env = "HOTCHAN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_timeout_ms: u64,
@@ -283,7 +290,7 @@ impl Settings {
         ])
         .map_err(|e| e.to_string())?;
         match cli.command {
-            Command::Serve(settings) => Ok(settings),
+            Command::Serve(settings) => Ok(*settings),
             _ => unreachable!("parsed the serve subcommand"),
         }
     }

@@ -17,6 +17,7 @@
 //! - [`redis`]: the only module that imports `fred`: keys, Lua scripts, codec, pub/sub.
 //! - [`metrics`]: the per-instance Prometheus registry.
 //! - [`demo`]: the small demo dataset loaded by `scripts/run`.
+//! - [`bench`]: `hotchan bench`, the load benchmark and hit-rate study.
 //!
 //! # Glossary of cache verbs
 //! - `get_*` looks in a cache and returns `Option`; `load_*` reads Postgres; `fetch_*`
@@ -26,6 +27,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod cache;
 pub mod config;
 pub mod demo;

@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(settings) => {
             init_tracing(settings.db.log_format);
-            let app = Application::build(settings).await?;
+            let app = Application::build(*settings).await?;
             app.run_until(shutdown_signal()).await
         }
         Command::Migrate(db) => {
@@ -30,6 +30,10 @@ async fn main() -> anyhow::Result<()> {
             let applied = postgres::migrate(&db).await?;
             tracing::info!(applied, "migrations are up to date");
             Ok(())
+        }
+        Command::Bench(settings) => {
+            init_tracing(settings.serve.db.log_format);
+            hotchan::bench::run(*settings).await
         }
         Command::SeedDemo(db) => {
             init_tracing(db.log_format);

@@ -72,10 +72,11 @@ pub struct Hooks {
 }
 
 /// Whether a fetch may read Postgres to fill the tiers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fill {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
     Yes,
-    /// Only what L1 and Redis already hold (sync, which batches the rest in Postgres).
+    /// Only what L1 and Redis already hold (large syncs, which batch the rest in one
+    /// Postgres snapshot instead of filling channel by channel).
     No,
 }
 
@@ -395,16 +396,18 @@ impl HotCache {
         }
     }
 
-    /// A channel's sync answer from what L1 and Redis hold (no fill); `None` when Postgres
-    /// must answer. With a user, also the unread count, or `None` when it needs Postgres.
+    /// A channel's sync answer from the tiers (filling them when `fill` says so); `None`
+    /// when Postgres must answer. With a user, also the unread count, or `None` when it
+    /// needs Postgres.
     pub async fn sync_channel(
         &self,
         channel: ChannelId,
         since: i64,
         user: Option<UserId>,
         limits: crate::postgres::SyncLimits,
+        fill: Fill,
     ) -> Result<Option<SyncChannel>, DbError> {
-        let Lookup::Found(window) = self.fetch_window(channel, Fill::No).await? else {
+        let Lookup::Found(window) = self.fetch_window(channel, fill).await? else {
             return Ok(None);
         };
         let Some(mut answer) = window.sync(
@@ -415,7 +418,7 @@ impl HotCache {
             return Ok(None);
         };
         if let Some(user) = user {
-            let Lookup::Found(members) = self.fetch_members(channel, Fill::No).await? else {
+            let Lookup::Found(members) = self.fetch_members(channel, fill).await? else {
                 return Ok(None);
             };
             if let Some(member) = members.get(user) {

@@ -3,6 +3,7 @@
 //! With `--cache off` every operation goes to Postgres alone.
 
 mod error;
+pub mod trace;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -74,12 +75,17 @@ pub struct ServiceSettings {
 
 /// How many channels of one sync request are looked up in the tiers at once.
 const SYNC_LOOKUPS_AT_ONCE: usize = 16;
+/// A sync of at most this many channels reads through (fills the tiers) like any read; a
+/// larger one (a reconnect storm) takes only what the tiers hold and batches the rest in
+/// one Postgres snapshot.
+const SYNC_FILL_UP_TO: usize = 8;
 
 pub struct Service {
     db: Db,
     cache: Arc<HotCache>,
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
+    trace: Option<trace::Trace>,
 }
 
 /// What a cache lookup means for the caller: an answer, a 404, or "ask Postgres".
@@ -103,6 +109,19 @@ impl Service {
             cache,
             metrics,
             settings,
+            trace: None,
+        }
+    }
+
+    /// Records every channel read into `trace` (`serve --trace-file`).
+    pub fn with_trace(mut self, trace: trace::Trace) -> Service {
+        self.trace = Some(trace);
+        self
+    }
+
+    fn traced(&self, channel: ChannelId, depth: u32) {
+        if let Some(trace) = &self.trace {
+            trace.record(channel, depth);
         }
     }
 
@@ -149,6 +168,7 @@ impl Service {
     }
 
     pub async fn members(&self, id: ChannelId) -> Result<Vec<MemberSummary>, Error> {
+        self.traced(id, 0);
         if let Some(answer) = from_cache(self.cache.members(id).await?, "channel") {
             return answer.map(|m| m.summaries());
         }
@@ -237,6 +257,13 @@ impl Service {
         request: PageRequest,
         encode: fn(&Page) -> bytes::Bytes,
     ) -> Result<bytes::Bytes, Error> {
+        // Depth as the window sees it: a page past a cursor is marked as reaching past any
+        // window (the cursor's depth is not known without the channel's ids).
+        let depth = match request.cursor {
+            crate::domain::Cursor::Latest => request.limit,
+            _ => u32::MAX,
+        };
+        self.traced(channel, depth);
         let cached = self.cache.page(channel, request, encode).await?;
         if let Some(answer) = from_cache(cached, "channel") {
             return answer;
@@ -315,6 +342,7 @@ impl Service {
     }
 
     pub async fn unread(&self, channel: ChannelId, user: UserId) -> Result<i64, Error> {
+        self.traced(channel, 0);
         if let Some(answer) = from_cache(self.cache.unread(channel, user).await?, "channel") {
             return answer?.ok_or_else(not_a_member);
         }
@@ -337,9 +365,20 @@ impl Service {
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResult, Error> {
         let limits = self.settings.sync;
         let user = request.user_id;
+        for &channel in request.channels.keys() {
+            self.traced(channel, 0);
+        }
         let wanted: Vec<(ChannelId, i64)> = request.channels.into_iter().collect();
+        let fill = if wanted.len() <= SYNC_FILL_UP_TO {
+            crate::cache::Fill::Yes
+        } else {
+            crate::cache::Fill::No
+        };
         let lookups = wanted.into_iter().map(|(channel, since)| async move {
-            let answer = self.cache.sync_channel(channel, since, user, limits).await;
+            let answer = self
+                .cache
+                .sync_channel(channel, since, user, limits, fill)
+                .await;
             (channel, since, answer)
         });
         let mut answered = std::collections::BTreeMap::new();

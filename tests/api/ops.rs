@@ -307,3 +307,37 @@ async fn migrations_from_several_instances_at_once_apply_once() {
     // Clean up through a TestApp on the same database.
     drop(crate::helpers::spawn_with_settings(settings).await);
 }
+
+#[tokio::test]
+async fn a_trace_file_records_every_channel_read() {
+    let path = std::env::temp_dir().join(format!("hotchan-trace-{}.txt", Uuid::new_v4().simple()));
+    let app = spawn_app_with(|s| s.trace_file = Some(path.clone())).await;
+    let [a] = users();
+    let cid = app.group(&[a]).await;
+    let m = app.say(cid, a, "x").await["id"].as_i64().unwrap();
+
+    app.get(&format!("/v1/channels/{cid}/messages?limit=20"))
+        .await
+        .expect(200);
+    app.get(&format!("/v1/channels/{cid}/messages?before={m}"))
+        .await
+        .expect(200);
+    app.get(&format!("/v1/channels/{cid}/unread?user_id={a}"))
+        .await
+        .expect(200);
+    app.post("/v1/sync", json!({"channels": {cid.to_string(): 0}}))
+        .await
+        .expect(200);
+
+    let expected = format!("{cid} 20\n{cid} {}\n{cid} 0\n{cid} 0\n", u32::MAX);
+    let mut written = String::new();
+    for _ in 0..500 {
+        written = std::fs::read_to_string(&path).unwrap_or_default();
+        if written.len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(written, expected);
+}

@@ -1,0 +1,152 @@
+//! The benchmark's dataset: channels, members and messages with fixed ids derived from
+//! their index, so a second run reuses what the first seeded. Seeding only ever adds
+//! rows to channels of its own; it never deletes or changes anything else.
+
+use uuid::Uuid;
+
+use super::progress::Progress;
+use crate::domain::{ChannelId, UserId};
+
+/// Channels seeded per statement.
+const BATCH: usize = 50;
+
+/// Sizes of the dataset.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub channels: usize,
+    pub members_per_channel: usize,
+    pub messages_per_channel: usize,
+    pub users: usize,
+}
+
+/// The seeded dataset, as the workload needs it.
+pub struct Dataset {
+    pub shape: Shape,
+    pub channels: Vec<ChannelId>,
+    pub members: Vec<Vec<UserId>>,
+    /// The smallest and largest message id of each channel at seeding.
+    pub id_ranges: Vec<(i64, i64)>,
+}
+
+fn channel_id(i: usize) -> ChannelId {
+    ChannelId(Uuid::from_u128(
+        0xbe9c_0000_0000_4000_8000_0000_0000_0000 | i as u128,
+    ))
+}
+
+fn user_id(j: usize) -> UserId {
+    UserId(Uuid::from_u128(
+        0xbe9c_0001_0000_4000_8000_0000_0000_0000 | j as u128,
+    ))
+}
+
+/// Members of channel `i`: distinct users spread over the pool.
+fn members_of(i: usize, shape: &Shape) -> Vec<UserId> {
+    let stride = (shape.users / shape.members_per_channel).max(1);
+    (0..shape.members_per_channel)
+        .map(|k| user_id((i + k * stride) % shape.users))
+        .collect()
+}
+
+/// Seeds what is missing, showing progress, and reads back what the workload needs.
+pub async fn seed(client: &tokio_postgres::Client, shape: Shape) -> anyhow::Result<Dataset> {
+    anyhow::ensure!(
+        shape.users >= shape.members_per_channel,
+        "--users must be at least --members"
+    );
+    let channels: Vec<ChannelId> = (0..shape.channels).map(channel_id).collect();
+    let members: Vec<Vec<UserId>> = (0..shape.channels).map(|i| members_of(i, &shape)).collect();
+    let ids: Vec<Uuid> = channels.iter().map(|c| c.0).collect();
+    let existing: std::collections::HashSet<Uuid> = client
+        .query("SELECT id FROM channels WHERE id = ANY($1)", &[&ids])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<usize> = (0..shape.channels)
+        .filter(|&i| !existing.contains(&channels[i].0))
+        .collect();
+    if !missing.is_empty() {
+        let mut progress = Progress::new("seeding channels", missing.len() as u64);
+        for batch in missing.chunks(BATCH) {
+            seed_batch(client, batch, &channels, &members, &shape).await?;
+            progress.add(batch.len() as u64);
+        }
+        progress.finish();
+    }
+    let rows = client
+        .query(
+            "SELECT channel_id, min(id), max(id) FROM messages WHERE channel_id = ANY($1) GROUP BY channel_id",
+            &[&ids],
+        )
+        .await?;
+    let ranges: std::collections::HashMap<Uuid, (i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let id_ranges = channels
+        .iter()
+        .map(|c| ranges.get(&c.0).copied().unwrap_or((0, 0)))
+        .collect();
+    Ok(Dataset {
+        shape,
+        channels,
+        members,
+        id_ranges,
+    })
+}
+
+async fn seed_batch(
+    client: &tokio_postgres::Client,
+    batch: &[usize],
+    channels: &[ChannelId],
+    members: &[Vec<UserId>],
+    shape: &Shape,
+) -> anyhow::Result<()> {
+    let ids: Vec<Uuid> = batch.iter().map(|&i| channels[i].0).collect();
+    let names: Vec<String> = batch.iter().map(|i| format!("bench-{i}")).collect();
+    let flat_members: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|&i| members[i].iter().map(|u| u.0))
+        .collect();
+    let per = shape.members_per_channel as i64;
+    let messages = shape.messages_per_channel as i64;
+    client
+        .execute(
+            "INSERT INTO channels (id, type, name, last_seq)
+             SELECT c, 'group', n, $3 FROM unnest($1::uuid[], $2::text[]) AS t(c, n)
+             ON CONFLICT (id) DO NOTHING",
+            &[&ids, &names, &messages],
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO channel_members (channel_id, user_id, role)
+             SELECT c, ($2::uuid[])[((o - 1) * $3::bigint + k)::int], 'member'
+             FROM unnest($1::uuid[]) WITH ORDINALITY AS t(c, o), generate_series(1, $3::bigint) k
+             ON CONFLICT DO NOTHING",
+            &[&ids, &flat_members, &per],
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO messages (channel_id, sender_id, content, seq, created_at)
+             SELECT c, ($2::uuid[])[((o - 1) * $3::bigint + 1 + (s % $3::bigint))::int],
+                    'bench message ' || s || ' ' || repeat('lorem ipsum ', 6), s,
+                    now() - make_interval(secs => ($4 - s)::float8)
+             FROM unnest($1::uuid[]) WITH ORDINALITY AS t(c, o), generate_series(1, $4::bigint) s",
+            &[&ids, &flat_members, &per, &messages],
+        )
+        .await?;
+    // Members have read up to somewhere in the newest 100 messages, as active members do
+    // (a marker far back makes an unread count that no hot window can answer).
+    client
+        .execute(
+            "UPDATE channel_members cm SET last_read_message_id = newest.id - (hashtext(cm.user_id::text) & 127) % 100
+             FROM (SELECT channel_id, max(id) AS id FROM messages WHERE channel_id = ANY($1) GROUP BY channel_id) newest
+             WHERE cm.channel_id = newest.channel_id",
+            &[&ids],
+        )
+        .await?;
+    Ok(())
+}
