@@ -98,7 +98,7 @@ async fn outage(link: Link) {
         }
     }
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         "breaker closed, nothing dirty",
         || async {
             let s = cache_stats(&app).await;
@@ -158,7 +158,7 @@ async fn a_redis_restart_that_loses_everything_is_a_round_of_misses() {
     }
     // …and once it has, the scripts are loaded again (NOSCRIPT) and windows refill.
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         "a window refilled after the restart",
         || async {
             let now = app.get(&page).await.expect(200);

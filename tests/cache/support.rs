@@ -215,7 +215,7 @@ where
 
 /// Waits until L1 serves (the instance heard its own heartbeat).
 pub async fn l1_serving(app: &crate::helpers::TestApp) {
-    eventually(Duration::from_secs(10), "L1 serving", || async {
+    eventually(Duration::from_secs(20), "L1 serving", || async {
         cache_stats(app).await["l1"]["bypassed"] == false
     })
     .await;
