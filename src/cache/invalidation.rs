@@ -43,7 +43,9 @@ impl Invalidation {
     /// `inv <instance> w|m|c <channel>` or `inv <instance> *`.
     pub fn encode(&self, instance: &str) -> String {
         match self {
-            Invalidation::Key(Key::Window(c)) => format!("inv {instance} w {c}"),
+            Invalidation::Key(Key::Window(c) | Key::WindowHead(c, _)) => {
+                format!("inv {instance} w {c}")
+            }
             Invalidation::Key(Key::Members(c)) => format!("inv {instance} m {c}"),
             Invalidation::Channel(c) => format!("inv {instance} c {c}"),
             Invalidation::Everything => format!("inv {instance} *"),

@@ -25,6 +25,10 @@ use crate::domain::ChannelId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
     Window(ChannelId),
+    /// The newest n messages of a window: read without L1 (`--cache redis`), where
+    /// fetching the whole window for one page would cost more than it saves. Shares
+    /// loads, never kept.
+    WindowHead(ChannelId, u32),
     Members(ChannelId),
 }
 

@@ -37,6 +37,10 @@ use health::{Breaker, Dirty};
 use l1::{CachedWindow, Entry, Key, Loaded, Source, L1};
 use stats::{bump, CacheStats};
 
+/// Extra messages read with a window's head for tombstones among the newest ones; a head
+/// short of live messages falls back to Postgres.
+const HEAD_SLACK: usize = 16;
+
 /// Most message id → channel mappings kept for `GET /v1/messages/{id}` (they never change).
 const MESSAGE_CHANNELS: u64 = 100_000;
 
@@ -206,12 +210,26 @@ impl HotCache {
         channel: ChannelId,
         fill: Fill,
     ) -> Result<Lookup<Arc<CachedWindow>>, DbError> {
+        self.fetch_window_head(channel, fill, None).await
+    }
+
+    /// The window, or with `head: Some(n)` only its newest n messages.
+    async fn fetch_window_head(
+        &self,
+        channel: ChannelId,
+        fill: Fill,
+        head: Option<usize>,
+    ) -> Result<Lookup<Arc<CachedWindow>>, DbError> {
         if !self.tiers_usable(channel) {
             return Ok(Lookup::Unavailable);
         }
+        let key = match head {
+            None => Key::Window(channel),
+            Some(n) => Key::WindowHead(channel, n as u32),
+        };
         let (loaded, source) = self
             .l1
-            .fetch(Key::Window(channel), || self.load_window(channel, fill))
+            .fetch(key, || self.load_window(channel, fill, head))
             .await?;
         self.count_l1(source);
         Ok(match loaded {
@@ -221,9 +239,14 @@ impl HotCache {
         })
     }
 
-    async fn load_window(&self, channel: ChannelId, fill: Fill) -> Result<Loaded, DbError> {
+    async fn load_window(
+        &self,
+        channel: ChannelId,
+        fill: Fill,
+        head: Option<usize>,
+    ) -> Result<Loaded, DbError> {
         let version = match self
-            .redis_call("read_window", self.redis.read_window(channel))
+            .redis_call("read_window", self.redis.read_window_head(channel, head))
             .await
         {
             None => return Ok(Loaded::Unavailable),
@@ -334,13 +357,19 @@ impl HotCache {
         request: PageRequest,
         encode: impl FnOnce(&Page) -> bytes::Bytes,
     ) -> Result<Lookup<bytes::Bytes>, DbError> {
-        Ok(match self.fetch_window(channel, Fill::Yes).await? {
-            Lookup::Found(w) => w
-                .encoded_page(request, encode)
-                .map_or(Lookup::Unavailable, Lookup::Found),
-            Lookup::Absent => Lookup::Absent,
-            Lookup::Unavailable => Lookup::Unavailable,
-        })
+        // Without L1 nothing keeps the whole window: a latest page reads only the head it
+        // needs (its rows, the one that says whether more exist, and room for tombstones).
+        let head = (!self.l1.is_enabled() && request.cursor == crate::domain::Cursor::Latest)
+            .then_some(request.limit as usize + 1 + HEAD_SLACK);
+        Ok(
+            match self.fetch_window_head(channel, Fill::Yes, head).await? {
+                Lookup::Found(w) => w
+                    .encoded_page(request, encode)
+                    .map_or(Lookup::Unavailable, Lookup::Found),
+                Lookup::Absent => Lookup::Absent,
+                Lookup::Unavailable => Lookup::Unavailable,
+            },
+        )
     }
 
     pub async fn channel(&self, channel: ChannelId) -> Result<Lookup<Channel>, DbError> {

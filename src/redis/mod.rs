@@ -236,12 +236,25 @@ impl Redis {
     }
 
     pub async fn read_window(&self, channel: ChannelId) -> Result<WindowRead, RedisError> {
+        self.read_window_head(channel, None).await
+    }
+
+    /// Like [`Redis::read_window`], but with `head: Some(n)` only the newest `n` messages
+    /// are read. A head is itself a window (every message from its oldest id up is in it);
+    /// it is complete only when it holds the whole window, and it answers no sync beyond
+    /// the current seq (older changes may sit below it).
+    pub async fn read_window_head(
+        &self,
+        channel: ChannelId,
+        head: Option<usize>,
+    ) -> Result<WindowRead, RedisError> {
         let k = self.keys(channel);
+        let last = head.map_or(-1, |n| n.max(1) as i64 - 1);
         let answer = self
             .eval(
                 &self.scripts.read_window,
                 vec![k.msgs, k.meta, k.ver],
-                vec![fresh_version(), self.ttl_ms()],
+                vec![fresh_version(), self.ttl_ms(), Value::from(last)],
             )
             .await?;
         let mut parts = answer.into_array().into_iter();
@@ -249,7 +262,7 @@ impl Redis {
             Some(1) => {
                 let meta = parts.next().ok_or(RedisError::Protocol)?.into_array();
                 let elements = parts.next().ok_or(RedisError::Protocol)?.into_array();
-                Ok(match decode_window(channel, &meta, &elements) {
+                Ok(match decode_window(channel, &meta, &elements, head) {
                     Some(window) => WindowRead::Hit(window),
                     // Undecodable or partial: a miss. The next fill replaces it; a fill
                     // needs a version, so take it now.
@@ -488,7 +501,12 @@ fn version_of(value: Option<Value>) -> Result<String, RedisError> {
         .ok_or(RedisError::Protocol)
 }
 
-fn decode_window(channel: ChannelId, meta: &[Value], elements: &[Value]) -> Option<Window> {
+fn decode_window(
+    channel: ChannelId,
+    meta: &[Value],
+    elements: &[Value],
+    head: Option<usize>,
+) -> Option<Window> {
     let field = |name: &str| {
         meta.chunks(2)
             .find(|pair| pair[0].as_str().as_deref() == Some(name))
@@ -499,9 +517,11 @@ fn decode_window(channel: ChannelId, meta: &[Value], elements: &[Value]) -> Opti
         return None;
     }
     let count = number("count")?;
-    if count != elements.len() as i64 {
+    let expected = head.map_or(count, |n| count.min(n.max(1) as i64));
+    if expected != elements.len() as i64 {
         return None; // Part of the window was evicted.
     }
+    let whole = expected == count;
     let seq = number("seq")?;
     let channel_info = codec::decode_channel(channel, seq, field("chan")?.as_bytes()?)?;
     let messages = elements
@@ -511,8 +531,8 @@ fn decode_window(channel: ChannelId, meta: &[Value], elements: &[Value]) -> Opti
     Some(Window {
         channel: channel_info,
         messages,
-        floor: number("floor")?,
-        complete: number("complete")? == 1,
+        floor: if whole { number("floor")? } else { seq },
+        complete: whole && number("complete")? == 1,
     })
 }
 

@@ -322,3 +322,30 @@ async fn every_key_of_a_channel_shares_its_hash_tag() {
         assert!(key.contains(&format!("{{{c}}}")), "{key}");
     }
 }
+
+#[tokio::test]
+async fn a_head_read_is_the_newest_messages_and_claims_nothing_about_older_ones() {
+    let redis = redis();
+    let c = ChannelId(Uuid::new_v4());
+    let mut w = window(c, 1..=10);
+    w.complete = true;
+    w.floor = 0;
+    let v = version(&redis, c).await;
+    assert!(redis.fill_window(&v, &w).await.unwrap());
+
+    let WindowRead::Hit(head) = redis.read_window_head(c, Some(3)).await.unwrap() else {
+        panic!("a hit")
+    };
+    assert_eq!(seqs(&head), vec![10, 9, 8]);
+    assert!(!head.complete, "older messages exist below a head");
+    assert_eq!(
+        head.floor,
+        head.seq(),
+        "a head answers no sync of older changes"
+    );
+
+    let WindowRead::Hit(all) = redis.read_window_head(c, Some(50)).await.unwrap() else {
+        panic!("a hit")
+    };
+    assert_eq!(all, w, "a head past the window's end is the whole window");
+}
