@@ -32,6 +32,7 @@ pub struct Application {
     /// The cache's background tasks (invalidation listener, Redis prober).
     tasks: Vec<tokio::task::JoinHandle<()>>,
     service: Arc<Service>,
+    redis_settings: crate::redis::RedisSettings,
 }
 
 impl Application {
@@ -51,7 +52,12 @@ impl Application {
         let db = Db::connect(&settings.db)
             .await
             .context("cannot open the Postgres pool")?;
-        let redis = Redis::connect(settings.redis_settings()).context("--redis-url")?;
+        let identity = db
+            .identity()
+            .await
+            .context("reading the database identity")?;
+        let redis_settings = settings.redis_settings(identity);
+        let redis = Redis::connect(redis_settings.clone()).context("--redis-url")?;
         let metrics = Arc::new(Metrics::new());
         let hot = Arc::new(HotCache::new(
             settings.cache_settings(),
@@ -99,7 +105,13 @@ impl Application {
             settings,
             tasks,
             service,
+            redis_settings,
         })
+    }
+
+    /// The Redis settings in effect, with the prefix that includes the database identity.
+    pub fn redis_settings(&self) -> crate::redis::RedisSettings {
+        self.redis_settings.clone()
     }
 
     /// The service behind the router, for in-process callers (the benchmark).

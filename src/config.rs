@@ -306,10 +306,13 @@ impl Settings {
         }
     }
 
-    pub fn redis_settings(&self) -> crate::redis::RedisSettings {
+    /// The Redis settings for the database whose identity is `database`: keys and pub/sub
+    /// channels live under `<prefix>.<first 12 hex digits of the identity>`.
+    pub fn redis_settings(&self, database: uuid::Uuid) -> crate::redis::RedisSettings {
+        let id = database.simple().to_string();
         crate::redis::RedisSettings {
             url: self.redis_url.clone(),
-            prefix: self.redis_prefix.clone(),
+            prefix: format!("{}.{}", self.redis_prefix, &id[..12]),
             timeout: self.redis_timeout(),
             ttl: Duration::from_millis(self.redis_ttl_ms),
         }

@@ -215,8 +215,8 @@ async fn run_contender(
         mode.as_str()
     );
     settings.listen = "127.0.0.1:0".parse().expect("a valid address");
-    let redis = crate::redis::Redis::connect(settings.redis_settings())?;
     let app = Application::build(settings).await?;
+    let redis = crate::redis::Redis::connect(app.redis_settings())?;
     let service = app.service();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (target, server) = match b.transport {

@@ -166,6 +166,18 @@ impl Db {
 }
 
 impl Db {
+    /// This database's identity (migration 3), for the cache's key prefix.
+    pub async fn identity(&self) -> Result<uuid::Uuid, DbError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT id FROM hotchan_identity ORDER BY created_at LIMIT 1",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// Whether any channel exists (the demo loader's "is the database empty").
     pub async fn has_channels(&self) -> Result<bool, DbError> {
         let client = self.client().await?;

@@ -9,8 +9,19 @@ use super::{connect_config, DbError};
 use crate::config::DatabaseSettings;
 
 /// Every migration, in order. A migration is never edited once released: add a new one.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (
+        2,
+        "window_index",
+        include_str!("../../migrations/0002_window_index.sql"),
+    ),
+    (
+        3,
+        "identity",
+        include_str!("../../migrations/0003_identity.sql"),
+    ),
+];
 
 /// The advisory lock key that serialises migrations (ASCII "hotchan1").
 const MIGRATION_LOCK_KEY: i64 = 0x686f_7463_6861_6e31;

@@ -154,3 +154,43 @@ async fn an_admin_flush_on_one_instance_drops_the_channel_on_the_other() {
             >= 1
     );
 }
+
+#[tokio::test]
+async fn a_recreated_database_never_sees_the_cache_of_the_one_before() {
+    let mut settings = test_settings();
+    settings.cache = CacheMode::Full;
+    let cid = uuid::Uuid::new_v4();
+    let [u] = users();
+    let page = format!("/v1/channels/{cid}/messages");
+    let mut before = spawn_with_settings(settings.clone()).await;
+    before
+        .post(
+            "/v1/channels",
+            json!({"type": "group", "id": cid, "members": [u]}),
+        )
+        .await
+        .expect(201);
+    before.say(cid, u, "from the old database").await;
+    before.get(&page).await.expect(200); // now in Redis, under the same prefix setting
+    before.stop().await;
+    before
+        .admin_pg()
+        .await
+        .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", before.db_name))
+        .await
+        .unwrap();
+
+    let after = spawn_with_settings(settings).await;
+    after
+        .post(
+            "/v1/channels",
+            json!({"type": "group", "id": cid, "members": [u]}),
+        )
+        .await
+        .expect(201);
+    after.say(cid, u, "from the new database").await;
+
+    let answer = after.get(&page).await.expect(200);
+    assert_eq!(answer["messages"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(answer["messages"][0]["content"], "from the new database");
+}
