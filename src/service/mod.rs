@@ -13,7 +13,6 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use crate::cache::{HotCache, Lookup};
-use crate::config::CacheMode;
 use crate::domain::{
     Channel, ChannelId, ChannelName, ChannelType, Content, InvalidInput, Member, MemberSummary,
     Message, MessageId, Page, PageRequest, Role, SyncRequest, SyncResult, UnreadChannel, UserId,
@@ -123,10 +122,6 @@ impl Service {
         if let Some(trace) = &self.trace {
             trace.record(channel, depth);
         }
-    }
-
-    pub fn cache_mode(&self) -> CacheMode {
-        self.cache.mode()
     }
 
     pub fn cache(&self) -> &HotCache {
