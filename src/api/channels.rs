@@ -27,7 +27,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateChannel {
+pub(super) struct CreateChannel {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
@@ -92,7 +92,7 @@ async fn member(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutMember {
+pub(super) struct PutMember {
     #[serde(default)]
     role: Option<String>,
 }

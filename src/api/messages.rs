@@ -25,7 +25,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PostMessage {
+pub(super) struct PostMessage {
     sender_id: String,
     content: String,
     #[serde(default)]
@@ -92,7 +92,7 @@ async fn show(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EditMessage {
+pub(super) struct EditMessage {
     content: String,
 }
 

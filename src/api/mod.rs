@@ -2,6 +2,8 @@
 //! handlers turn requests into validated domain values, call the [`Service`], and turn
 //! the result (or the error, through [`ApiError`]) into a response.
 
+#[cfg(test)]
+mod body_shapes;
 mod channels;
 mod error;
 mod extract;

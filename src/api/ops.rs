@@ -120,7 +120,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Flush {
+pub(super) struct Flush {
     #[serde(default)]
     channel_id: Option<String>,
 }

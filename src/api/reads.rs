@@ -22,7 +22,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MarkRead {
+pub(super) struct MarkRead {
     user_id: String,
     message_id: i64,
 }
@@ -89,7 +89,7 @@ async fn user_unread(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SyncBody {
+pub(super) struct SyncBody {
     channels: BTreeMap<String, i64>,
     #[serde(default)]
     user_id: Option<String>,

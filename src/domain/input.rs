@@ -81,14 +81,15 @@ impl ChannelType {
     }
 }
 
-/// A channel name of at most 100 characters.
+/// A channel name of 1 to 100 characters (an absent or null name is no name at all).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelName(String);
 
 impl ChannelName {
     pub fn parse(s: String) -> Result<Self, InvalidInput> {
-        if s.chars().count() > MAX_NAME_CHARS {
-            return invalid(format!("name is longer than {MAX_NAME_CHARS} characters"));
+        let chars = s.chars().count();
+        if chars == 0 || chars > MAX_NAME_CHARS {
+            return invalid(format!("name must have 1 to {MAX_NAME_CHARS} characters"));
         }
         if s.contains('\0') {
             return invalid("name contains a NUL byte");
@@ -270,6 +271,10 @@ mod tests {
     fn names_and_roles_count_characters() {
         assert!(ChannelName::parse("ü".repeat(100)).is_ok());
         assert!(ChannelName::parse("ü".repeat(101)).is_err());
+        assert!(ChannelName::parse(String::new()).is_err());
+        assert!(ChannelName::parse("a\0".into()).is_err());
+        assert!(ClientMsgId::parse("k\0".into()).is_err());
+        assert!(Role::parse("\0".into()).is_err());
         assert!(Role::parse("r".repeat(20)).is_ok());
         assert!(Role::parse("r".repeat(21)).is_err());
         assert!(Role::parse(String::new()).is_err());

@@ -1,5 +1,6 @@
 //! The spawn-app helper: every test gets its own database, Redis key prefix and port.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hotchan::app::Application;
@@ -221,6 +222,30 @@ impl TestApp {
     /// A direct connection to this test's database, for arranging and asserting.
     pub async fn pg(&self) -> tokio_postgres::Client {
         connect(&self.db_url).await
+    }
+
+    /// Every Redis key under this test's prefix with its serialized value (`DUMP`), to
+    /// show that a request changed nothing in Redis.
+    pub async fn redis_snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
+        use futures::TryStreamExt;
+        let client = Builder::from_config(Config::from_url(&redis_url()).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.expect("Redis accepts connections");
+        let keys: Vec<fred::types::Key> = client
+            .scan_buffered(format!("{}*", self.settings.redis_prefix), Some(500), None)
+            .try_collect()
+            .await
+            .expect("SCAN answers");
+        let mut snapshot = BTreeMap::new();
+        for key in keys {
+            let dump: fred::types::Value = client.dump(&key).await.expect("DUMP answers");
+            let name = key.as_str_lossy().into_owned();
+            snapshot.insert(name, dump.as_bytes().unwrap_or_default().to_vec());
+        }
+        let _ = client.quit().await;
+        snapshot
     }
 
     /// A connection to the server's `postgres` database, for statements about this

@@ -172,3 +172,144 @@ async fn a_refused_request_changes_nothing() {
     }
     assert_eq!(snapshot(&app).await, before);
 }
+
+/// Bodies that are not JSON objects, sent to every body-taking route; each route also gets
+/// the array that filled its fields by position before bodies had to be objects.
+const NOT_OBJECTS: [&str; 6] = ["[]", "\"admin\"", "42", "-1.5", "true", "null"];
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused_on_every_route_and_changes_nothing() {
+    let app = spawn_app().await;
+    let [a, b] = users();
+    let cid = app.group(&[a, b]).await;
+    let m = app.say(cid, a, "hello").await["id"].as_i64().unwrap();
+    // Fill the tiers, so that a flush or a write-through would show in Redis.
+    for path in [
+        format!("/v1/channels/{cid}/messages"),
+        format!("/v1/channels/{cid}/members"),
+        format!("/v1/channels/{cid}/unread?user_id={b}"),
+    ] {
+        app.get(&path).await.expect(200);
+    }
+    let before = (snapshot(&app).await, app.redis_snapshot().await);
+    if app.settings.cache != hotchan::config::CacheMode::Off {
+        assert!(!before.1.is_empty(), "the channel is cached in Redis");
+    }
+
+    let routes = [
+        (
+            Method::POST,
+            "/v1/channels".to_owned(),
+            r#"["group"]"#.to_owned(),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/channels/{cid}/members/{b}"),
+            r#"["admin"]"#.to_owned(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/channels/{cid}/messages"),
+            format!(r#"["{a}","hi"]"#),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/messages/{m}"),
+            r#"["edited"]"#.to_owned(),
+        ),
+        (
+            Method::POST,
+            format!("/v1/channels/{cid}/read"),
+            format!(r#"["{b}",{m}]"#),
+        ),
+        (
+            Method::POST,
+            "/v1/sync".to_owned(),
+            format!(r#"[{{"{cid}":0}}]"#),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/cache/flush".to_owned(),
+            "[]".to_owned(),
+        ),
+    ];
+    for (method, path, positional) in routes {
+        for body in NOT_OBJECTS.iter().copied().chain([positional.as_str()]) {
+            let answer = app
+                .send_raw(method.clone(), &path, body.as_bytes().to_vec())
+                .await;
+            let refusal = answer.expect_error(400, "bad_request");
+            let message = refusal["message"].as_str().unwrap();
+            assert!(
+                message.contains("must be a JSON object"),
+                "{method} {path} {body}: {message}"
+            );
+        }
+        let after = (snapshot(&app).await, app.redis_snapshot().await);
+        assert_eq!(after.0, before.0, "{method} {path} changed Postgres");
+        assert_eq!(after.1, before.1, "{method} {path} changed Redis");
+    }
+}
+
+#[tokio::test]
+async fn string_fields_follow_the_nul_and_length_rules() {
+    let app = spawn_app().await;
+    let [a, b] = users();
+    let cid = app.group(&[a, b]).await;
+    let m = app.say(cid, a, "hello").await["id"].as_i64().unwrap();
+    let before = snapshot(&app).await;
+    let messages = format!("/v1/channels/{cid}/messages");
+    let refused = [
+        app.post("/v1/channels", json!({"type": "group", "name": ""}))
+            .await,
+        app.post("/v1/channels", json!({"type": "group", "name": "a\u{0}b"}))
+            .await,
+        app.post(
+            "/v1/channels",
+            json!({"type": "group", "name": "n".repeat(101)}),
+        )
+        .await,
+        app.put(
+            &format!("/v1/channels/{cid}/members/{b}"),
+            Some(json!({"role": ""})),
+        )
+        .await,
+        app.put(
+            &format!("/v1/channels/{cid}/members/{b}"),
+            Some(json!({"role": "ad\u{0}min"})),
+        )
+        .await,
+        app.post(
+            &messages,
+            json!({"sender_id": a, "content": "x", "client_msg_id": "k\u{0}"}),
+        )
+        .await,
+        app.post(
+            &messages,
+            json!({"sender_id": a, "content": "x", "client_msg_id": "k".repeat(65)}),
+        )
+        .await,
+        app.patch(&format!("/v1/messages/{m}"), json!({"content": "a\u{0}"}))
+            .await,
+        app.post("/v1/sync", json!({"channels": {format!("{cid}\u{0}"): 0}}))
+            .await,
+        app.post("/v1/sync", json!({"channels": {"": 0}})).await,
+    ];
+    for answer in refused {
+        answer.expect_error(400, "bad_request");
+    }
+    assert_eq!(snapshot(&app).await, before);
+    // The bounds themselves are accepted.
+    app.post("/v1/channels", json!({"type": "group", "name": "n"}))
+        .await
+        .expect(201);
+    app.post(
+        "/v1/channels",
+        json!({"type": "group", "name": "ü".repeat(100)}),
+    )
+    .await
+    .expect(201);
+    app.post("/v1/channels", json!({"type": "group", "name": null}))
+        .await
+        .expect(201);
+}
