@@ -95,21 +95,6 @@ struct Contender {
     reads: u64,
 }
 
-fn delta(after: StatsSnapshot, before: StatsSnapshot) -> StatsSnapshot {
-    StatsSnapshot {
-        l1_hits: after.l1_hits - before.l1_hits,
-        l1_misses: after.l1_misses - before.l1_misses,
-        l2_hits: after.l2_hits - before.l2_hits,
-        l2_misses: after.l2_misses - before.l2_misses,
-        postgres_reads: after.postgres_reads - before.postgres_reads,
-        fills: after.fills - before.fills,
-        fills_refused: after.fills_refused - before.fills_refused,
-        invalidations_sent: after.invalidations_sent - before.invalidations_sent,
-        invalidations_received: after.invalidations_received - before.invalidations_received,
-        redis_errors: after.redis_errors - before.redis_errors,
-    }
-}
-
 pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
     if b.quick {
         (
@@ -268,7 +253,7 @@ async fn run_contender(
         salt,
     )
     .await;
-    let stats = delta(service.cache().stats().snapshot(), before);
+    let stats = service.cache().stats().snapshot().since(&before);
     let _ = stop_tx.send(());
     if let Some(server) = server {
         server.await??;
