@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "identity",
         include_str!("../../migrations/0003_identity.sql"),
     ),
+    (
+        4,
+        "cache_notices",
+        include_str!("../../migrations/0004_cache_notices.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations (ASCII "hotchan1").

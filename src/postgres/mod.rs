@@ -5,6 +5,7 @@ mod channels;
 mod error;
 mod messages;
 mod migrate;
+mod notices;
 mod reads;
 mod rows;
 mod sync;
@@ -21,6 +22,7 @@ pub use channels::{MemberLookup, MemberRemoval};
 pub use error::DbError;
 pub use messages::{DeleteOutcome, EditOutcome, NewMessage, PostOutcome};
 pub use migrate::{ensure_database, migrate, MIGRATIONS};
+pub use notices::{CacheNotice, Heard, NoticeListener, LISTENER_APPLICATION_NAME, NOTICE_CHANNEL};
 pub use reads::{MarkReadOutcome, UnreadOutcome};
 pub use sync::SyncLimits;
 
@@ -28,6 +30,8 @@ pub use sync::SyncLimits;
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// For connections outside the pool (the notice listener).
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
 
 /// A snapshot of the pool, for `/metrics`.
@@ -56,8 +60,9 @@ impl Db {
     /// Builds the pool and checks one connection, since building a deadpool pool never
     /// fails on its own.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
+        let config = connect_config(settings);
         let manager = Manager::from_config(
-            connect_config(settings),
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -71,7 +76,10 @@ impl Db {
             .runtime(Runtime::Tokio1)
             .build()
             .expect("a pool with a runtime and valid sizes always builds");
-        let db = Db { pool };
+        let db = Db {
+            pool,
+            config: std::sync::Arc::new(config),
+        };
         db.ping().await?;
         Ok(db)
     }
