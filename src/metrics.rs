@@ -113,6 +113,9 @@ impl Metrics {
                 .absolute(s.invalidations_sent);
             counter!("hotchan_invalidations_total", "direction" => "received")
                 .absolute(s.invalidations_received);
+            counter!("hotchan_cache_notices_total", "direction" => "sent").absolute(s.notices_sent);
+            counter!("hotchan_cache_notices_total", "direction" => "received")
+                .absolute(s.notices_received);
             counter!("hotchan_redis_errors_total").absolute(s.redis_errors);
             gauge!("hotchan_l1_bypassed").set(f64::from(u8::from(cache.l1_bypassed)));
             gauge!("hotchan_redis_breaker_open").set(f64::from(u8::from(cache.breaker_open)));

@@ -115,6 +115,11 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
         "fills_refused": stats.fills_refused,
         "invalidations_sent": stats.invalidations_sent,
         "invalidations_received": stats.invalidations_received,
+        "notices": {
+            "listening": cache.notice_listener_connected(),
+            "sent": stats.notices_sent,
+            "received": stats.notices_received,
+        },
     }))
 }
 

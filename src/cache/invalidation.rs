@@ -79,7 +79,7 @@ fn parse(text: &str) -> Option<Notice> {
 }
 
 impl HotCache {
-    fn apply(&self, what: Invalidation) {
+    pub(super) fn apply(&self, what: Invalidation) {
         match what {
             Invalidation::Key(key) => self.l1.invalidate(key),
             Invalidation::Channel(c) => {
@@ -143,6 +143,7 @@ pub fn spawn(cache: Arc<HotCache>) -> Vec<tokio::task::JoinHandle<()>> {
         return tasks;
     }
     tasks.push(tokio::spawn(maintain(cache.clone())));
+    tasks.push(tokio::spawn(super::notices::listen(cache.clone())));
     if cache.l1.is_enabled() {
         tasks.push(tokio::spawn(listen(cache)));
     }

@@ -11,14 +11,17 @@
 //! After Postgres commits: the channel's script in Redis (which bumps the fence version),
 //! then the local L1 entry is invalidated, then an invalidation is published for the
 //! other instances. A write that cannot reach Redis marks its channel dirty: the channel
-//! skips the tiers until the background task has dropped it from Redis.
+//! skips the tiers until the background task has dropped it from Redis. It also announces
+//! the channel through Postgres ([`notices`]), so the other instances do the same.
 
 pub mod health;
 pub mod invalidation;
 pub mod l1;
+pub mod notices;
 pub mod stats;
 
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,8 +96,10 @@ pub struct HotCache {
     breaker: Breaker,
     dirty: Dirty,
     stats: CacheStats,
-    /// This instance's name on the invalidation channel.
+    /// This instance's name on the invalidation channel and in cache notices.
     instance: String,
+    /// Whether the cache notice listener is connected ([`notices`]).
+    notice_listener: AtomicBool,
     hooks: Hooks,
     metrics: Arc<Metrics>,
 }
@@ -118,6 +123,7 @@ impl HotCache {
             dirty: Dirty::default(),
             stats: CacheStats::default(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            notice_listener: AtomicBool::new(false),
             settings,
             db,
             redis,
@@ -512,6 +518,7 @@ impl HotCache {
         self.l1.invalidate(key);
         if !reached || !self.publish(invalidation::Invalidation::Key(key)).await {
             self.dirty.mark(channel);
+            self.announce(Some(channel)).await;
         }
     }
 
@@ -543,6 +550,7 @@ impl HotCache {
                 Some(c) => self.dirty.mark(c),
                 None => self.dirty.mark_all(),
             }
+            self.announce(channel).await;
         }
     }
 
