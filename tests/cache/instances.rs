@@ -7,9 +7,7 @@ use hotchan::config::CacheMode;
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_with_settings, test_settings, users, TestApp};
-use crate::support::{cache_stats, eventually, l1_serving};
-
-const PROMISE: Duration = Duration::from_secs(1);
+use crate::support::{cache_stats, eventually, l1_serving, within_promise};
 
 async fn two_instances() -> (TestApp, TestApp) {
     let mut settings = test_settings();
@@ -28,13 +26,6 @@ async fn warm(app: &TestApp, path: &str) {
         let before = cache_stats(app).await["l1"]["hits"].as_u64().unwrap();
         app.get(path).await.expect(200);
         cache_stats(app).await["l1"]["hits"].as_u64().unwrap() == before + 1
-    })
-    .await;
-}
-
-async fn within_promise(app: &TestApp, path: &str, what: &str, check: impl Fn(&Value) -> bool) {
-    eventually(PROMISE, what, || async {
-        check(&app.get(path).await.expect(200))
     })
     .await;
 }

@@ -9,5 +9,6 @@ mod support;
 
 mod faults;
 mod instances;
+mod partition;
 mod races;
 mod scripts;

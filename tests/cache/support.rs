@@ -137,6 +137,13 @@ impl Proxy {
         Proxy { port, link, task }
     }
 
+    /// A proxy in front of the shared test Redis.
+    pub async fn to_shared_redis() -> Proxy {
+        let shared = crate::helpers::redis_url();
+        let port: u16 = shared.rsplit(':').next().unwrap().parse().unwrap();
+        Proxy::start(port).await
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -217,6 +224,33 @@ where
 pub async fn l1_serving(app: &crate::helpers::TestApp) {
     eventually(Duration::from_secs(20), "L1 serving", || async {
         cache_stats(app).await["l1"]["bypassed"] == false
+    })
+    .await;
+}
+
+/// The contract's promise 3: other instances reflect a write within 1 second.
+pub const PROMISE: Duration = Duration::from_secs(1);
+
+/// Reads `path` on `app` until `check` holds, failing after [`PROMISE`].
+pub async fn within_promise(
+    app: &crate::helpers::TestApp,
+    path: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
+    eventually(PROMISE, what, || async {
+        check(&app.get(path).await.expect(200))
+    })
+    .await;
+}
+
+/// Reads `path` on `app` until a read is answered by the tiers (L1 or Redis) without
+/// Postgres, so that a later check shows the tiers were told of a write.
+pub async fn cached(app: &crate::helpers::TestApp, path: &str) {
+    eventually(Duration::from_secs(10), "served by the tiers", || async {
+        let before = cache_stats(app).await["postgres_reads"].clone();
+        app.get(path).await.expect(200);
+        cache_stats(app).await["postgres_reads"] == before
     })
     .await;
 }
