@@ -26,10 +26,15 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cache_notices",
         include_str!("../../migrations/0004_cache_notices.sql"),
     ),
+    (
+        5,
+        "unread_index",
+        include_str!("../../migrations/0005_unread_index.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations (ASCII "hotchan1").
-const MIGRATION_LOCK_KEY: i64 = 0x686f_7463_6861_6e31;
+pub(super) const MIGRATION_LOCK_KEY: i64 = 0x686f_7463_6861_6e31;
 
 /// Opens one connection outside the pool and drives it on a task of its own.
 async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
@@ -79,6 +84,8 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<usize, DbError> {
     // Held until commit: a second instance waits here, then finds nothing pending.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
+    // An index build on a large table takes longer than a request's statement timeout.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS hotchan_migrations (
            version INT PRIMARY KEY,
@@ -107,5 +114,27 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<usize, DbError> {
         count += 1;
     }
     tx.commit().await?;
+    if settings.message_partitions > 0 {
+        lay_out_messages(settings).await?;
+    }
     Ok(count)
+}
+
+/// Makes an empty `messages` table hash-partitioned as the settings ask (a new database);
+/// a table that holds rows is left as it is.
+async fn lay_out_messages(settings: &DatabaseSettings) -> Result<(), DbError> {
+    use super::partition::{partition_messages, Converted, Layout, When};
+    let partitions = settings.message_partitions;
+    let mut quiet = |_| std::ops::ControlFlow::Continue(());
+    match partition_messages(settings, partitions, When::Empty, i64::MAX, &mut quiet).await {
+        Ok(Converted::Rows(_)) => info!(partitions, "messages is hash-partitioned by channel"),
+        Ok(Converted::Skipped(Layout::Plain)) => info!(
+            "messages is a plain table that holds rows, kept as it is; \
+             `hotchan migrate --partition-messages N` converts it"
+        ),
+        Ok(Converted::Skipped(Layout::Partitioned(_))) => {}
+        Err(super::partition::PartitionError::Db(e)) => return Err(e),
+        Err(other) => return Err(DbError::Schema(other.to_string())),
+    }
+    Ok(())
 }

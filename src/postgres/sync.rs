@@ -69,7 +69,10 @@ impl Db {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS}
                  FROM unnest($1::uuid[], $2::bigint[]) AS s(channel_id, since)
-                 JOIN messages m ON m.channel_id = s.channel_id AND m.seq > s.since
+                 CROSS JOIN LATERAL (
+                   SELECT * FROM messages
+                   WHERE channel_id = s.channel_id AND seq > s.since
+                   ORDER BY seq) AS m
                  ORDER BY m.channel_id, m.seq"
             );
             let stmt = tx.prepare_cached(&sql).await?;
