@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, AppState};
 use crate::cache::{self, Hooks, HotCache};
-use crate::config::{ListenAddr, Settings};
+use crate::config::{DatabaseSettings, ListenAddr, Settings};
 use crate::metrics::Metrics;
 use crate::postgres::{self, Db, SyncLimits};
 use crate::redis::Redis;
@@ -196,6 +196,52 @@ async fn bind(listen: &ListenAddr) -> anyhow::Result<Listener> {
             Ok(Listener::Unix(l, path.clone()))
         }
     }
+}
+
+/// `hotchan migrate --partition-messages N`: converts `messages`, showing progress.
+pub async fn convert_messages(db: &DatabaseSettings, partitions: u32) -> anyhow::Result<()> {
+    use crate::postgres::partition::{partition_messages, Converted, Step, When};
+    use crate::progress::{human, Progress};
+    /// Ids per copy statement: large enough that a statement costs little, small enough
+    /// that the bar moves.
+    const BATCH_IDS: i64 = 200_000;
+    let started = std::time::Instant::now();
+    let mut copy: Option<Progress> = None;
+    let mut show = |step: Step| {
+        match step {
+            Step::Copy {
+                done_ids,
+                total_ids,
+            } => copy
+                .get_or_insert_with(|| Progress::new("copying messages", total_ids))
+                .set(done_ids),
+            Step::Build { next, done, total } => {
+                if let Some(bar) = copy.take() {
+                    bar.finish();
+                }
+                eprintln!(
+                    "building {next} ({}/{total}; {} so far)",
+                    done + 1,
+                    human(started.elapsed())
+                );
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    };
+    info!(
+        partitions,
+        "converting messages: writes to it wait until this is done"
+    );
+    match partition_messages(db, partitions, When::Always, BATCH_IDS, &mut show).await? {
+        Converted::Rows(rows) => info!(
+            rows,
+            partitions,
+            took = %human(started.elapsed()),
+            "messages is hash-partitioned by channel"
+        ),
+        Converted::Skipped(layout) => info!(?layout, "nothing to convert"),
+    }
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.

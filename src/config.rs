@@ -21,8 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending migrations, then serve the HTTP API.
     Serve(Box<Settings>),
-    /// Create the database when it is missing and apply pending migrations, then exit.
-    Migrate(DatabaseSettings),
+    /// Create the database when it is missing and apply pending migrations, then exit;
+    /// with --partition-messages, also convert `messages` into hash partitions.
+    Migrate(MigrateSettings),
     /// Load the small demo dataset when the database holds no channel yet, then exit.
     SeedDemo(DatabaseSettings),
     /// Benchmark --cache off, redis and full side by side, and study hit rates.
@@ -134,9 +135,27 @@ pub struct DatabaseSettings {
     #[arg(long, env = "HOTCHAN_PG_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub pg_statement_timeout_ms: u64,
 
+    /// Hash partitions of `messages` by channel when hotchan lays the table out in a new
+    /// database (an empty one); 0 keeps a plain table. A table that holds rows is never
+    /// changed: `hotchan migrate --partition-messages N` converts it.
+    #[arg(long, env = "HOTCHAN_MESSAGE_PARTITIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=crate::postgres::partition::MAX_PARTITIONS as i64))]
+    pub message_partitions: u32,
+
     /// Log format.
     #[arg(long, env = "HOTCHAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Settings of `hotchan migrate`.
+#[derive(Clone, Debug, Args)]
+pub struct MigrateSettings {
+    #[command(flatten)]
+    pub db: DatabaseSettings,
+
+    /// Convert an existing plain `messages` table into N hash partitions by channel, all
+    /// or nothing: reads go on, writes to messages wait until it is done (README).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::postgres::partition::MAX_PARTITIONS as i64))]
+    pub partition_messages: Option<u32>,
 }
 
 impl DatabaseSettings {

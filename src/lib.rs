@@ -16,6 +16,7 @@
 //!   migrations.
 //! - [`redis`]: the only module that imports `fred`: keys, Lua scripts, codec, pub/sub.
 //! - [`metrics`]: the per-instance Prometheus registry.
+//! - [`progress`]: the progress bar of long operations (seeding, table conversion).
 //! - [`demo`]: the small demo dataset loaded by `scripts/run`.
 //! - [`bench`]: `hotchan bench`, the load benchmark and hit-rate study.
 //!
@@ -34,5 +35,6 @@ pub mod demo;
 pub mod domain;
 pub mod metrics;
 pub mod postgres;
+pub mod progress;
 pub mod redis;
 pub mod service;

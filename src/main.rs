@@ -24,11 +24,18 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(*settings).await?;
             app.run_until(shutdown_signal()).await
         }
-        Command::Migrate(db) => {
-            init_tracing(db.log_format);
-            postgres::ensure_database(&db).await?;
-            let applied = postgres::migrate(&db).await?;
+        Command::Migrate(mut m) => {
+            init_tracing(m.db.log_format);
+            postgres::ensure_database(&m.db).await?;
+            if m.partition_messages.is_some() {
+                // The conversion below lays the table out, with the count asked for.
+                m.db.message_partitions = 0;
+            }
+            let applied = postgres::migrate(&m.db).await?;
             tracing::info!(applied, "migrations are up to date");
+            if let Some(partitions) = m.partition_messages {
+                hotchan::app::convert_messages(&m.db, partitions).await?;
+            }
             Ok(())
         }
         Command::Bench(settings) => {

@@ -4,8 +4,8 @@
 
 use uuid::Uuid;
 
-use super::progress::Progress;
 use crate::domain::{ChannelId, UserId};
+use crate::progress::Progress;
 
 /// Channels seeded per statement.
 const BATCH: usize = 50;

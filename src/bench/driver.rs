@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::progress::Progress;
 use super::workload::{Op, PAGE_LIMIT};
 use crate::domain::{ClientMsgId, Content, Cursor, PageRequest, SyncRequest};
 use crate::postgres::NewMessage;
+use crate::progress::Progress;
 use crate::service::Service;
 
 /// How a contender is reached.

@@ -6,7 +6,6 @@
 mod dataset;
 mod driver;
 pub mod hitrate;
-mod progress;
 mod rng;
 mod svg;
 mod workload;

@@ -11,6 +11,9 @@ pub enum DbError {
     /// A statement failed.
     #[error("a Postgres statement failed")]
     Query(#[from] tokio_postgres::Error),
+    /// The schema cannot be set up as the settings ask.
+    #[error("the schema cannot be set up: {0}")]
+    Schema(String),
 }
 
 impl From<PoolError> for DbError {
@@ -25,6 +28,7 @@ impl DbError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             DbError::Pool(_) => true,
+            DbError::Schema(_) => false,
             DbError::Query(e) if e.is_closed() => true,
             DbError::Query(e) => match e.code() {
                 // SQLSTATE classes: 08 connection exception, 53 insufficient resources,

@@ -102,7 +102,7 @@ impl Db {
             .await?;
         if let Some(original) = checks.get::<_, Option<i64>>(0) {
             // Dropping the transaction rolls the seq back.
-            let message = load_message_in(&tx, MessageId(original)).await?;
+            let message = load_message_in(&tx, channel, MessageId(original)).await?;
             return Ok(message.map_or(PostOutcome::NoChannel, PostOutcome::Duplicate));
         }
         if !checks.get::<_, bool>(1) {
@@ -149,12 +149,12 @@ impl Db {
         };
         let sql = format!(
             "UPDATE messages AS m SET content = $2, updated_at = now(), seq = $3
-             WHERE m.id = $1 AND m.deleted_at IS NULL
+             WHERE m.channel_id = $4 AND m.id = $1 AND m.deleted_at IS NULL
              RETURNING {MESSAGE_COLUMNS}"
         );
         let stmt = tx.prepare_cached(&sql).await?;
         let Some(row) = tx
-            .query_opt(&stmt, &[&id.0, &content.as_str(), &seq])
+            .query_opt(&stmt, &[&id.0, &content.as_str(), &seq, &channel.0])
             .await?
         else {
             return Ok(EditOutcome::Deleted);
@@ -174,11 +174,11 @@ impl Db {
         };
         let sql = format!(
             "UPDATE messages AS m SET deleted_at = now(), seq = $2
-             WHERE m.id = $1 AND m.deleted_at IS NULL
+             WHERE m.channel_id = $3 AND m.id = $1 AND m.deleted_at IS NULL
              RETURNING {MESSAGE_COLUMNS}"
         );
         let stmt = tx.prepare_cached(&sql).await?;
-        let Some(row) = tx.query_opt(&stmt, &[&id.0, &seq]).await? else {
+        let Some(row) = tx.query_opt(&stmt, &[&id.0, &seq, &channel.0]).await? else {
             return Ok(DeleteOutcome::AlreadyDeleted);
         };
         tx.commit().await?;
@@ -239,11 +239,16 @@ pub(super) async fn channel_exists(
     Ok(client.query_one(&stmt, &[&channel.0]).await?.get(0))
 }
 
-async fn load_message_in(tx: &Transaction<'_>, id: MessageId) -> Result<Option<Message>, DbError> {
-    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1");
+async fn load_message_in(
+    tx: &Transaction<'_>,
+    channel: ChannelId,
+    id: MessageId,
+) -> Result<Option<Message>, DbError> {
+    let sql =
+        format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.channel_id = $1 AND m.id = $2");
     let stmt = tx.prepare_cached(&sql).await?;
     Ok(tx
-        .query_opt(&stmt, &[&id.0])
+        .query_opt(&stmt, &[&channel.0, &id.0])
         .await?
         .map(|r| rows::message(&r)))
 }

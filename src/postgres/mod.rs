@@ -6,6 +6,7 @@ mod error;
 mod messages;
 mod migrate;
 mod notices;
+pub mod partition;
 mod reads;
 mod rows;
 mod sync;

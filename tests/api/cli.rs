@@ -118,6 +118,66 @@ fn serve_migrates_answers_and_exits_cleanly_on_sigterm_without_logging_secrets()
     );
 }
 
+#[test]
+fn migrate_converts_messages_into_partitions_once_and_refuses_a_bad_count() {
+    let db = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let _cleanup = DropDatabase(db.clone());
+    let url = format!("{}/{db}", pg_server());
+    let migrate = |args: &[&str]| {
+        hotchan()
+            .arg("migrate")
+            .args(args)
+            .env("HOTCHAN_DATABASE_URL", &url)
+            .env("HOTCHAN_MESSAGE_PARTITIONS", "0")
+            .output()
+            .unwrap()
+    };
+    assert!(migrate(&[]).status.success(), "a plain table first");
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([url.as_str(), "-tAc", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    psql(
+        "INSERT INTO channels (id, type, last_seq) VALUES ('c0000000-0000-4000-8000-0000000000aa', 'group', 3);
+         INSERT INTO messages (channel_id, sender_id, content, seq)
+         SELECT 'c0000000-0000-4000-8000-0000000000aa', gen_random_uuid(), 'm' || s, s
+         FROM generate_series(1, 3) s",
+    );
+
+    let converted = migrate(&["--partition-messages", "4"]);
+    let log = String::from_utf8_lossy(&converted.stdout).into_owned()
+        + &String::from_utf8_lossy(&converted.stderr);
+    assert!(converted.status.success(), "{log}");
+    assert!(
+        log.contains("copying messages") && log.contains("100%"),
+        "progress: {log}"
+    );
+    assert!(log.contains("hash-partitioned"), "{log}");
+    assert_eq!(
+        psql("SELECT relkind FROM pg_class WHERE relname = 'messages'"),
+        "p"
+    );
+    assert_eq!(psql("SELECT count(*) FROM messages"), "3");
+
+    let again = migrate(&["--partition-messages", "4"]);
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("already hash-partitioned into 4"), "{said}");
+
+    let zero = migrate(&["--partition-messages", "0"]);
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--partition-messages"));
+    assert_eq!(psql("SELECT count(*) FROM messages"), "3");
+}
+
 /// A tiny HTTP GET without a client crate's blocking feature: status code only.
 mod http {
     use std::io::{Read, Write};

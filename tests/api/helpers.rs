@@ -43,7 +43,8 @@ pub fn test_cache_mode() -> CacheMode {
     }
 }
 
-/// Settings for a new test: its own database name and Redis prefix, port 0.
+/// Settings for a new test: its own database name and Redis prefix, port 0. The layout of
+/// `messages` is the default's unless `HOTCHAN_TEST_PARTITIONS` says otherwise.
 pub fn test_settings() -> Settings {
     let db_name = format!("{TEST_DB_PREFIX}{}", Uuid::new_v4().simple());
     let mut settings =
@@ -52,6 +53,11 @@ pub fn test_settings() -> Settings {
     settings.redis_url = redis_url();
     settings.redis_prefix = format!("hct_{}", Uuid::new_v4().simple());
     settings.cache = test_cache_mode();
+    if let Ok(partitions) = std::env::var("HOTCHAN_TEST_PARTITIONS") {
+        settings.db.message_partitions = partitions
+            .parse()
+            .expect("HOTCHAN_TEST_PARTITIONS is a partition count (0: a plain table)");
+    }
     settings
 }
 

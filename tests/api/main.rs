@@ -10,5 +10,6 @@ mod hostile;
 mod messages;
 mod ops;
 mod paging;
+mod partition;
 mod reads;
 mod sync;
