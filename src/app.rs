@@ -165,17 +165,28 @@ impl Application {
                 }
             }
         }
-        for task in &self.tasks {
-            task.abort();
-        }
-        self.db.close();
-        self.redis.close().await;
+        close_parts(&self.tasks, &self.db, &self.redis).await;
         if let ListenAddr::Unix(path) = &self.settings.listen {
             let _ = std::fs::remove_file(path);
         }
         info!("stopped");
         Ok(())
     }
+
+    /// Stops an instance that never ran (in-process callers, such as the benchmark): its
+    /// background tasks, pool and Redis connection.
+    pub async fn close(self) {
+        close_parts(&self.tasks, &self.db, &self.redis).await;
+    }
+}
+
+/// Stops the background tasks and closes the pool and the Redis connection.
+async fn close_parts(tasks: &[tokio::task::JoinHandle<()>], db: &Db, redis: &Redis) {
+    for task in tasks {
+        task.abort();
+    }
+    db.close();
+    redis.close().await;
 }
 
 async fn bind(listen: &ListenAddr) -> anyhow::Result<Listener> {

@@ -17,6 +17,16 @@ pub struct Shape {
     pub members_per_channel: usize,
     pub messages_per_channel: usize,
     pub users: usize,
+    pub markers: Markers,
+}
+
+/// Where members' read markers are seeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Markers {
+    /// In the newest 100 messages of the channel, as active members' are.
+    Recent,
+    /// 90% in the newest 100, 10% anywhere in the channel's history (the scale profile).
+    MostlyRecent,
 }
 
 /// The seeded dataset, as the workload needs it.
@@ -26,6 +36,8 @@ pub struct Dataset {
     pub members: Vec<Vec<UserId>>,
     /// The smallest and largest message id of each channel at seeding.
     pub id_ranges: Vec<(i64, i64)>,
+    /// The channels (indexes into `channels`) of each user.
+    pub user_channels: std::collections::HashMap<UserId, Vec<usize>>,
 }
 
 fn channel_id(i: usize) -> ChannelId {
@@ -73,6 +85,10 @@ pub async fn seed(client: &tokio_postgres::Client, shape: Shape) -> anyhow::Resu
             progress.add(batch.len() as u64);
         }
         progress.finish();
+        // Sets the visibility map, so unread counts are index-only as in a vacuumed
+        // production table, and gives the planner statistics.
+        eprintln!("==> VACUUM ANALYZE after seeding");
+        client.batch_execute("VACUUM ANALYZE").await?;
     }
     let rows = client
         .query(
@@ -88,11 +104,18 @@ pub async fn seed(client: &tokio_postgres::Client, shape: Shape) -> anyhow::Resu
         .iter()
         .map(|c| ranges.get(&c.0).copied().unwrap_or((0, 0)))
         .collect();
+    let mut user_channels: std::collections::HashMap<UserId, Vec<usize>> = Default::default();
+    for (i, ms) in members.iter().enumerate() {
+        for &m in ms {
+            user_channels.entry(m).or_default().push(i);
+        }
+    }
     Ok(Dataset {
         shape,
         channels,
         members,
         id_ranges,
+        user_channels,
     })
 }
 
@@ -139,13 +162,20 @@ async fn seed_batch(
         )
         .await?;
     // Members have read up to somewhere in the newest 100 messages, as active members do
-    // (a marker far back makes an unread count that no hot window can answer).
+    // (a marker far back makes an unread count that no hot window can answer); with
+    // `MostlyRecent`, one membership in ten has its marker anywhere in the history.
+    let anywhere = shape.markers == Markers::MostlyRecent;
     client
         .execute(
-            "UPDATE channel_members cm SET last_read_message_id = newest.id - (hashtext(cm.user_id::text) & 127) % 100
-             FROM (SELECT channel_id, max(id) AS id FROM messages WHERE channel_id = ANY($1) GROUP BY channel_id) newest
-             WHERE cm.channel_id = newest.channel_id",
-            &[&ids],
+            "UPDATE channel_members cm SET last_read_message_id = CASE
+               WHEN $2 AND (hashtext(cm.channel_id::text || cm.user_id::text) & 1023) % 10 = 0
+                 THEN r.oldest + (hashtext(cm.user_id::text || cm.channel_id::text) & 1048575)
+                                 % (r.newest - r.oldest + 1)
+               ELSE r.newest - (hashtext(cm.user_id::text) & 127) % 100 END
+             FROM (SELECT channel_id, min(id) AS oldest, max(id) AS newest FROM messages
+                   WHERE channel_id = ANY($1) GROUP BY channel_id) r
+             WHERE cm.channel_id = r.channel_id",
+            &[&ids, &anywhere],
         )
         .await?;
     Ok(())

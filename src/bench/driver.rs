@@ -48,6 +48,18 @@ impl Run {
     pub fn ms(&self, quantile: f64) -> f64 {
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
     }
+
+    /// `req/s | p50 ms | p99 ms | p99.9 ms | errors`, as report table cells.
+    pub fn cells(&self) -> String {
+        format!(
+            "{:.0} | {:.2} | {:.2} | {:.2} | {}",
+            self.throughput(),
+            self.ms(0.5),
+            self.ms(0.99),
+            self.ms(0.999),
+            self.errors
+        )
+    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -88,7 +100,21 @@ async fn in_process(service: &Service, op: &Op, n: u64) -> Result<(), String> {
             .page(channel, page(Cursor::Before(cursor)), encode)
             .await
             .map(drop),
+        Op::After {
+            channel, cursor, ..
+        } => service
+            .page(channel, page(Cursor::After(cursor)), encode)
+            .await
+            .map(drop),
         Op::Unread { channel, user } => service.unread(channel, user).await.map(drop),
+        Op::UserUnread { user } => service.user_unread(user).await.map(drop),
+        Op::SyncUser { user, channels } => {
+            let request = SyncRequest {
+                channels: channels.into_iter().collect(),
+                user_id: Some(user),
+            };
+            service.sync(request).await.map(drop)
+        }
         Op::Sync {
             channel,
             since,
@@ -119,7 +145,17 @@ async fn over_http(client: &reqwest::Client, base: &str, op: &Op, n: u64) -> Res
         Op::Before { channel, cursor, .. } => {
             client.get(format!("{base}/v1/channels/{channel}/messages?limit={PAGE_LIMIT}&before={}", cursor.0))
         }
+        Op::After { channel, cursor, .. } => {
+            client.get(format!("{base}/v1/channels/{channel}/messages?limit={PAGE_LIMIT}&after={}", cursor.0))
+        }
         Op::Unread { channel, user } => client.get(format!("{base}/v1/channels/{channel}/unread?user_id={user}")),
+        Op::UserUnread { user } => client.get(format!("{base}/v1/users/{user}/unread")),
+        Op::SyncUser { user, channels } => {
+            let list: Vec<String> = channels.iter().map(|(c, since)| format!(r#""{c}": {since}"#)).collect();
+            client
+                .post(format!("{base}/v1/sync"))
+                .body(format!(r#"{{"channels": {{{}}}, "user_id": "{user}"}}"#, list.join(", ")))
+        }
         Op::Sync { channel, since, user } => client
             .post(format!("{base}/v1/sync"))
             .body(format!(r#"{{"channels": {{"{channel}": {since}}}, "user_id": "{user}"}}"#)),

@@ -7,6 +7,7 @@ mod dataset;
 mod driver;
 pub mod hitrate;
 mod rng;
+mod scale;
 mod svg;
 mod workload;
 
@@ -85,6 +86,12 @@ pub struct BenchSettings {
     /// A run of a few seconds with a tiny dataset (CI uses it so the benchmark never rots).
     #[arg(long)]
     pub quick: bool,
+    /// The scale profile instead: this many messages (`10m`, `100m`, at least `200k`),
+    /// plain against partitioned, 1 and 32 clients, `off` and `full` (see `scale.rs`).
+    /// Seeds databases named after `--database-url`'s with `_<size>_plain` and
+    /// `_<size>_p<N>`; drop them when done. Never in CI.
+    #[arg(long, value_parser = scale::parse_scale)]
+    pub scale: Option<u64>,
 }
 
 struct Contender {
@@ -95,6 +102,9 @@ struct Contender {
 }
 
 pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
+    if let Some(messages) = b.scale {
+        return scale::run(&b, messages).await;
+    }
     if b.quick {
         (
             b.channels,
@@ -117,6 +127,7 @@ pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
         members_per_channel: b.members,
         messages_per_channel: b.messages,
         users: b.users,
+        markers: dataset::Markers::Recent,
     };
     let data = dataset::seed(&client, shape)
         .await
@@ -139,12 +150,19 @@ pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
         let ops = workload::generate(&data, b.zipf, *mix, b.warmup + b.requests, b.seed);
         let (warm, measured) = ops.split_at(b.warmup);
         let (warm, measured) = (Arc::new(warm.to_vec()), Arc::new(measured.to_vec()));
-        let reads = measured.iter().filter(|op| op.is_read()).count() as u64;
         let mut contenders = Vec::new();
         for mode in [CacheMode::Off, CacheMode::Redis, CacheMode::Full] {
             let salt = (index * 3 + contenders.len()) as u64 + 1;
-            let contender =
-                run_contender(&b, mode, &run_id, index, &warm, &measured, reads, salt).await?;
+            let contender = run_contender(Contest {
+                settings: contender_settings(&b.serve, mode, &format!("{run_id}.{index}")),
+                transport: b.transport,
+                concurrency: b.concurrency,
+                label: format!("{:>7}", mode.as_str()),
+                warm: &warm,
+                measured: &measured,
+                salt,
+            })
+            .await?;
             contenders.push(contender);
         }
         if b.transport == Transport::Http && index == 0 {
@@ -180,32 +198,41 @@ pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_contender(
-    b: &BenchSettings,
-    mode: CacheMode,
-    run_id: &str,
-    scenario: usize,
-    warm: &Arc<Vec<Op>>,
-    measured: &Arc<Vec<Op>>,
-    reads: u64,
-    salt: u64,
-) -> anyhow::Result<Contender> {
-    let mut settings = b.serve.clone();
+/// The serve settings of one contender: its cache mode, and a Redis prefix of its own
+/// (`run` names the run and scenario), on port 0.
+fn contender_settings(serve: &Settings, mode: CacheMode, run: &str) -> Settings {
+    let mut settings = serve.clone();
     settings.cache = mode;
-    settings.redis_prefix = format!(
-        "{}.bench.{run_id}.{scenario}.{}",
-        b.serve.redis_prefix,
-        mode.as_str()
-    );
+    settings.redis_prefix = format!("{}.bench.{run}.{}", serve.redis_prefix, mode.as_str());
     settings.listen = "127.0.0.1:0".parse().expect("a valid address");
-    let app = Application::build(settings).await?;
+    settings
+}
+
+/// One contender: an instance built from `settings`, warmed with `warm`, then measured.
+struct Contest<'a> {
+    settings: Settings,
+    transport: Transport,
+    concurrency: usize,
+    /// Names the progress bars.
+    label: String,
+    warm: &'a Arc<Vec<Op>>,
+    measured: &'a Arc<Vec<Op>>,
+    /// Makes this run's posts new messages.
+    salt: u64,
+}
+
+async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
+    let mode = c.settings.cache;
+    let (warm, measured, salt) = (c.warm, c.measured, c.salt);
+    let reads = measured.iter().filter(|op| op.is_read()).count() as u64;
+    let app = Application::build(c.settings).await?;
     let redis = crate::redis::Redis::connect(app.redis_settings())?;
     let service = app.service();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (target, server) = match b.transport {
+    let mut idle = None;
+    let (target, server) = match c.transport {
         Transport::InProcess => {
-            drop(app);
+            idle = Some(app);
             (Target::InProcess(service.clone()), None)
         }
         Transport::Http => {
@@ -218,7 +245,7 @@ async fn run_contender(
             }));
             (
                 Target::Http {
-                    client: http_client(b),
+                    client: http_client(c.concurrency),
                     base,
                 },
                 Some(server),
@@ -234,12 +261,12 @@ async fn run_contender(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let label = mode.as_str();
+    let label = c.label;
     driver::run(
         &target,
         warm.clone(),
-        b.concurrency,
-        &format!("{label:>7} warm-up "),
+        c.concurrency,
+        &format!("{label} warm-up "),
         salt,
     )
     .await;
@@ -247,8 +274,8 @@ async fn run_contender(
     let run = driver::run(
         &target,
         measured.clone(),
-        b.concurrency,
-        &format!("{label:>7} measured"),
+        c.concurrency,
+        &format!("{label} measured"),
         salt,
     )
     .await;
@@ -257,21 +284,24 @@ async fn run_contender(
     if let Some(server) = server {
         server.await??;
     }
+    if let Some(app) = idle {
+        app.close().await;
+    }
     if mode != CacheMode::Off {
         let _ = redis.delete_prefix().await;
     }
     redis.close().await;
     Ok(Contender {
-        name: label.into(),
+        name: mode.as_str().into(),
         run,
         stats,
         reads,
     })
 }
 
-fn http_client(b: &BenchSettings) -> reqwest::Client {
+fn http_client(concurrency: usize) -> reqwest::Client {
     reqwest::Client::builder()
-        .pool_max_idle_per_host(b.concurrency)
+        .pool_max_idle_per_host(concurrency)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("a plain HTTP client builds")
@@ -310,7 +340,7 @@ async fn run_ceiling(
     let url = format!("http://{}/page", listener.local_addr()?);
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let target = Target::Ceiling {
-        client: http_client(b),
+        client: http_client(b.concurrency),
         url,
     };
     driver::run(
@@ -356,13 +386,9 @@ fn write_scenario(report: &mut String, scenario: &str, contenders: &[Contender])
         };
         let _ = writeln!(
             report,
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             c.name,
-            c.run.throughput(),
-            c.run.ms(0.5),
-            c.run.ms(0.99),
-            c.run.ms(0.999),
-            c.run.errors,
+            c.run.cells(),
             percent(ratio(s.l1_hits, s.l1_misses)),
             percent(ratio(s.l2_hits, s.l2_misses)),
             pg

@@ -97,14 +97,14 @@ impl Db {
     /// Every channel of the user with a count above 0, sorted by channel id.
     pub async fn user_unread(&self, user: UserId) -> Result<Vec<UnreadChannel>, DbError> {
         let client = self.client().await?;
-        // One statement for all of the user's channels, each counted by its own range scan
-        // (a join over messages lets the planner hash-join millions of rows instead).
+        // One statement for all of the user's channels, each counted once by its own range
+        // scan (a join over messages let the planner hash-join millions of rows; a scalar
+        // subquery in both the select list and the filter counted every channel twice).
         let sql = format!(
-            "SELECT channel_id, unread_count FROM (
-               SELECT cm.channel_id, ({UNREAD_OF_MEMBER}) AS unread_count
-               FROM channel_members cm WHERE cm.user_id = $1) counts
-             WHERE unread_count > 0
-             ORDER BY channel_id"
+            "SELECT cm.channel_id, u.unread_count
+             FROM channel_members cm CROSS JOIN LATERAL ({UNREAD_OF_MEMBER}) AS u(unread_count)
+             WHERE cm.user_id = $1 AND u.unread_count > 0
+             ORDER BY cm.channel_id"
         );
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client

@@ -114,17 +114,22 @@ async fn answers(app: &TestApp, channels: &[(Uuid, Vec<Uuid>)]) -> Vec<Value> {
     all
 }
 
+/// A test app on a plain `messages` table, answering from Postgres.
+async fn plain_app() -> TestApp {
+    spawn_app_with(|s| {
+        s.db.message_partitions = 0;
+        s.cache = CacheMode::Off;
+    })
+    .await
+}
+
 fn keep_going(_: hotchan::postgres::partition::Step) -> ControlFlow<()> {
     ControlFlow::Continue(())
 }
 
 #[tokio::test]
 async fn converting_a_plain_table_keeps_every_answer_and_writes_go_on() {
-    let app = spawn_app_with(|s| {
-        s.db.message_partitions = 0;
-        s.cache = CacheMode::Off;
-    })
-    .await;
+    let app = plain_app().await;
     let channels = arrange(&app).await;
     let before = answers(&app, &channels).await;
 
@@ -182,11 +187,7 @@ async fn converting_a_plain_table_keeps_every_answer_and_writes_go_on() {
 
 #[tokio::test]
 async fn an_interrupted_repeated_or_wrong_conversion_changes_nothing() {
-    let app = spawn_app_with(|s| {
-        s.db.message_partitions = 0;
-        s.cache = CacheMode::Off;
-    })
-    .await;
+    let app = plain_app().await;
     let channels = arrange(&app).await;
     let before = answers(&app, &channels).await;
     let db = &app.settings.db;
