@@ -66,6 +66,8 @@ pub async fn seed(client: &tokio_postgres::Client, shape: Shape) -> anyhow::Resu
         shape.users >= shape.members_per_channel,
         "--users must be at least --members"
     );
+    // Seeding and its VACUUM take longer than a request's statement timeout.
+    client.batch_execute("SET statement_timeout = 0").await?;
     let channels: Vec<ChannelId> = (0..shape.channels).map(channel_id).collect();
     let members: Vec<Vec<UserId>> = (0..shape.channels).map(|i| members_of(i, &shape)).collect();
     let ids: Vec<Uuid> = channels.iter().map(|c| c.0).collect();
@@ -92,8 +94,10 @@ pub async fn seed(client: &tokio_postgres::Client, shape: Shape) -> anyhow::Resu
     }
     let rows = client
         .query(
-            "SELECT channel_id, min(id), max(id) FROM messages WHERE channel_id = ANY($1) GROUP BY channel_id",
-            &[&ids],
+            // The seeded messages only (seqs 1..=n): posts of earlier runs come after them.
+            "SELECT channel_id, min(id), max(id) FROM messages
+             WHERE channel_id = ANY($1) AND seq <= $2 GROUP BY channel_id",
+            &[&ids, &(shape.messages_per_channel as i64)],
         )
         .await?;
     let ranges: std::collections::HashMap<Uuid, (i64, i64)> = rows

@@ -168,6 +168,9 @@ pub async fn run(b: &BenchSettings, messages: u64) -> anyhow::Result<()> {
                 }
             }
         }
+        if b.drop_after {
+            crate::postgres::drop_database(&serve.db).await?;
+        }
     }
     let report = write_report(b, messages, shape, &rows);
     std::fs::create_dir_all(&b.out_dir)?;

@@ -77,6 +77,22 @@ pub async fn ensure_database(settings: &DatabaseSettings) -> Result<bool, DbErro
     }
 }
 
+/// Drops the configured database (the benchmark's scale profile, after measuring it),
+/// connecting to the server's `postgres` database.
+pub async fn drop_database(settings: &DatabaseSettings) -> Result<(), DbError> {
+    let config = connect_config(settings);
+    let dbname = config.get_dbname().unwrap_or("hotchan").to_owned();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let client = connect(&maintenance).await?;
+    let quoted = format!("\"{}\"", dbname.replace('"', "\"\""));
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .await?;
+    info!(database = %dbname, "dropped the database");
+    Ok(())
+}
+
 /// Applies every pending migration. Returns how many it applied.
 pub async fn migrate(settings: &DatabaseSettings) -> Result<usize, DbError> {
     let mut client = connect(&connect_config(settings)).await?;
