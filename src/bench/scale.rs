@@ -23,7 +23,8 @@ const MEMBERS_PER_CHANNEL: usize = 20;
 const CHANNELS_PER_USER: usize = 200;
 /// Smallest `--scale`: enough channels for every user to be in 200 of them.
 const MIN_MESSAGES: u64 = 200_000;
-/// The partitions compared with the plain table when `--message-partitions` is 0.
+/// The partitions compared with the plain table when `--message-partitions` is 0 (the
+/// default).
 const DEFAULT_PARTITIONS: u32 = 16;
 /// (clients, warm-up requests, measured requests) of each run.
 const LOADS: [(usize, usize, usize); 2] = [(1, 500, 2_000), (32, 5_000, 10_000)];
