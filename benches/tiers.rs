@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use hotchan::cache::l1::{CachedWindow, Entry, Key, Loaded, L1};
+use hotchan::cache::paths::Path;
 use hotchan::domain::window::{Members, Window};
 use hotchan::domain::{
     Channel, ChannelId, ChannelType, Cursor, Member, Message, MessageId, PageRequest, UserId,
@@ -75,8 +76,10 @@ fn l1_hit(c: &mut Criterion) {
     let w = window(200);
     let key = Key::Window(w.channel.id);
     let entry = Entry::Window(Arc::new(CachedWindow::new(w)));
-    rt.block_on(l1.fetch(key, || async { Ok::<_, ()>(Loaded::Found(entry)) }))
-        .unwrap();
+    rt.block_on(l1.fetch(key, || async {
+        Ok::<_, ()>(Loaded::Found(entry, Path::Redis))
+    }))
+    .unwrap();
 
     let mut group = c.benchmark_group("l1");
     group.throughput(Throughput::Elements(1));
@@ -85,7 +88,7 @@ fn l1_hit(c: &mut Criterion) {
             let (loaded, _) = rt
                 .block_on(l1.fetch(key, || async { Err::<Loaded, ()>(()) }))
                 .unwrap();
-            let Loaded::Found(Entry::Window(w)) = loaded else {
+            let Loaded::Found(Entry::Window(w), _) = loaded else {
                 panic!("an L1 hit")
             };
             black_box(w.encoded_page(LATEST, encode).unwrap())

@@ -18,10 +18,10 @@ pub struct CacheState {
     pub dirty_channels: usize,
 }
 
-/// Latency buckets in seconds: 100 µs to 10 s.
+/// Latency buckets in seconds: 25 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 pub struct Metrics {
@@ -52,6 +52,11 @@ impl Metrics {
                 "hotchan_http_request_duration_seconds",
                 metrics::Unit::Seconds,
                 "HTTP request latency, by route and method"
+            );
+            describe_histogram!(
+                "hotchan_read_duration_seconds",
+                metrics::Unit::Seconds,
+                "Read latency in the service, by the path that answered (l1, redis, fill, postgres)"
             );
             describe_histogram!(
                 "hotchan_postgres_call_duration_seconds",
@@ -87,6 +92,14 @@ impl Metrics {
     pub fn record_postgres_call(&self, operation: &'static str, elapsed: Duration) {
         self.with(|| {
             histogram!("hotchan_postgres_call_duration_seconds", "operation" => operation)
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// A read, by the path that answered it (l1, redis, fill, postgres).
+    pub fn record_read(&self, path: &'static str, elapsed: Duration) {
+        self.with(|| {
+            histogram!("hotchan_read_duration_seconds", "path" => path)
                 .record(elapsed.as_secs_f64());
         });
     }

@@ -110,6 +110,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "misses": stats.l2_misses,
             "hit_ratio": ratio(stats.l2_hits, stats.l2_misses),
         },
+        "latency_by_path": cache.latency().snapshot().summary(),
         "postgres_reads": stats.postgres_reads,
         "fills": stats.fills,
         "fills_refused": stats.fills_refused,

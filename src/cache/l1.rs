@@ -22,6 +22,8 @@ use tokio::sync::OnceCell;
 use crate::domain::window::{Members, Window};
 use crate::domain::ChannelId;
 
+use super::paths::Path;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
     Window(ChannelId),
@@ -99,8 +101,9 @@ impl Entry {
 /// What a load found.
 #[derive(Clone, Debug)]
 pub enum Loaded {
-    /// A value to serve and, when the load was not overtaken, to keep in L1.
-    Found(Entry),
+    /// A value to serve and, when the load was not overtaken, to keep in L1; the path
+    /// says whether Redis held it or a Postgres fill made it.
+    Found(Entry, Path),
     /// The channel does not exist (never cached).
     Absent,
     /// The tiers cannot answer (Redis down, the fill was refused): read Postgres directly.
@@ -163,7 +166,7 @@ impl L1 {
     {
         if !self.bypass.load(Ordering::Acquire) {
             if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&key)) {
-                return Ok((Loaded::Found(entry), Source::L1));
+                return Ok((Loaded::Found(entry, Path::L1), Source::L1));
             }
         }
         let flight = {
@@ -184,6 +187,14 @@ impl L1 {
         Ok((loaded, Source::Load))
     }
 
+    /// The entry for `key` when L1 holds it; never loads.
+    pub fn peek(&self, key: Key) -> Option<Entry> {
+        if self.bypass.load(Ordering::Acquire) {
+            return None;
+        }
+        self.cache.as_ref()?.get(&key)
+    }
+
     fn install(&self, key: Key, flight: &Arc<Flight>, loaded: &Loaded) {
         let mut flights = self.flights();
         let ours = flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, flight));
@@ -194,7 +205,7 @@ impl L1 {
         let current = !flight.cancelled.load(Ordering::Acquire)
             && flight.epoch == self.epoch.load(Ordering::Acquire)
             && !self.bypass.load(Ordering::Acquire);
-        if let (true, Some(cache), Loaded::Found(entry)) = (current, &self.cache, loaded) {
+        if let (true, Some(cache), Loaded::Found(entry, _)) = (current, &self.cache, loaded) {
             cache.insert(key, entry.clone());
         }
     }
@@ -267,23 +278,26 @@ mod tests {
     use uuid::Uuid;
 
     fn window(seq: i64) -> Loaded {
-        Loaded::Found(Entry::Window(Arc::new(CachedWindow::new(Window {
-            channel: Channel {
-                id: ChannelId(Uuid::nil()),
-                kind: ChannelType::Group,
-                name: None,
-                created_at: chrono::Utc::now(),
-                last_seq: seq,
-            },
-            messages: vec![],
-            floor: 0,
-            complete: true,
-        }))))
+        Loaded::Found(
+            Entry::Window(Arc::new(CachedWindow::new(Window {
+                channel: Channel {
+                    id: ChannelId(Uuid::nil()),
+                    kind: ChannelType::Group,
+                    name: None,
+                    created_at: chrono::Utc::now(),
+                    last_seq: seq,
+                },
+                messages: vec![],
+                floor: 0,
+                complete: true,
+            }))),
+            Path::Redis,
+        )
     }
 
     fn seq_of(loaded: &Loaded) -> i64 {
         match loaded {
-            Loaded::Found(Entry::Window(w)) => w.seq(),
+            Loaded::Found(Entry::Window(w), _) => w.seq(),
             other => panic!("{other:?}"),
         }
     }
@@ -373,7 +387,7 @@ mod tests {
     #[test]
     fn a_window_encodes_each_page_once_and_declines_pages_past_it() {
         use crate::domain::{Cursor, MessageId, PageRequest};
-        let Loaded::Found(Entry::Window(w)) = window(3) else {
+        let Loaded::Found(Entry::Window(w), _) = window(3) else {
             unreachable!()
         };
         let calls = AtomicUsize::new(0);

@@ -18,6 +18,7 @@ pub mod health;
 pub mod invalidation;
 pub mod l1;
 pub mod notices;
+pub mod paths;
 pub mod stats;
 
 use std::future::Future;
@@ -38,6 +39,7 @@ use crate::postgres::{Db, DbError};
 use crate::redis::{MembersRead, Redis, RedisError, WindowRead};
 use health::{Breaker, Dirty};
 use l1::{CachedWindow, Entry, Key, Loaded, Source, L1};
+use paths::{Path, PathLatency};
 use stats::{bump, CacheStats};
 
 /// Extra messages read with a window's head for tombstones among the newest ones; a head
@@ -55,6 +57,16 @@ pub enum Lookup<T> {
     Absent,
     /// Ask Postgres directly.
     Unavailable,
+}
+
+impl<T> Lookup<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Lookup<U> {
+        match self {
+            Lookup::Found(value) => Lookup::Found(f(value)),
+            Lookup::Absent => Lookup::Absent,
+            Lookup::Unavailable => Lookup::Unavailable,
+        }
+    }
 }
 
 /// Settings of the cache tiers.
@@ -78,13 +90,14 @@ pub struct Hooks {
     pub after_fill_read: Option<Arc<dyn Fn(ChannelId) -> BoxFuture<'static, ()> + Send + Sync>>,
 }
 
-/// Whether a fetch may read Postgres to fill the tiers.
+/// How far a lookup may go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fill {
-    Yes,
-    /// Only what L1 and Redis already hold (large syncs, which batch the rest in one
-    /// Postgres snapshot instead of filling channel by channel).
-    No,
+pub enum Reach {
+    /// Only what L1 already holds: reads that a whole window would not pay for (pages
+    /// past a cursor, syncs), which go to Postgres rather than fetch one.
+    L1,
+    /// L1, then Redis, then a fenced fill from Postgres.
+    Fill,
 }
 
 pub struct HotCache {
@@ -96,6 +109,7 @@ pub struct HotCache {
     breaker: Breaker,
     dirty: Dirty,
     stats: CacheStats,
+    latency: PathLatency,
     /// This instance's name on the invalidation channel and in cache notices.
     instance: String,
     /// Whether the cache notice listener is connected ([`notices`]).
@@ -122,6 +136,7 @@ impl HotCache {
             breaker: Breaker::new(settings.breaker_failures),
             dirty: Dirty::default(),
             stats: CacheStats::default(),
+            latency: PathLatency::default(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             notice_listener: AtomicBool::new(false),
             settings,
@@ -137,6 +152,10 @@ impl HotCache {
     }
     pub fn stats(&self) -> &CacheStats {
         &self.stats
+    }
+    /// Read latency by the path that answered ([`paths`]).
+    pub fn latency(&self) -> &PathLatency {
+        &self.latency
     }
     pub fn l1(&self) -> &L1 {
         &self.l1
@@ -202,53 +221,77 @@ impl HotCache {
         }
     }
 
-    fn count_l1(&self, source: Source) {
+    /// Counts an L1 lookup; the path of what it found.
+    fn count_l1(&self, source: Source, loaded: &Loaded) -> Path {
         if self.l1.is_enabled() {
             bump(match source {
                 Source::L1 => &self.stats.l1_hits,
                 Source::Load => &self.stats.l1_misses,
             });
         }
+        match loaded {
+            Loaded::Found(_, path) => *path,
+            Loaded::Absent => Path::Fill,
+            Loaded::Unavailable => Path::Postgres,
+        }
     }
 
     async fn fetch_window(
         &self,
         channel: ChannelId,
-        fill: Fill,
-    ) -> Result<Lookup<Arc<CachedWindow>>, DbError> {
-        self.fetch_window_head(channel, fill, None).await
+        reach: Reach,
+    ) -> Result<(Lookup<Arc<CachedWindow>>, Path), DbError> {
+        self.fetch_window_head(channel, reach, None).await
+    }
+
+    /// What L1 holds under `key`, counted as a hit or a miss.
+    fn peek(&self, key: Key) -> Option<Entry> {
+        let entry = self.l1.peek(key);
+        if self.l1.is_enabled() {
+            bump(match entry {
+                Some(_) => &self.stats.l1_hits,
+                None => &self.stats.l1_misses,
+            });
+        }
+        entry
     }
 
     /// The window, or with `head: Some(n)` only its newest n messages.
     async fn fetch_window_head(
         &self,
         channel: ChannelId,
-        fill: Fill,
+        reach: Reach,
         head: Option<usize>,
-    ) -> Result<Lookup<Arc<CachedWindow>>, DbError> {
+    ) -> Result<(Lookup<Arc<CachedWindow>>, Path), DbError> {
         if !self.tiers_usable(channel) {
-            return Ok(Lookup::Unavailable);
+            return Ok((Lookup::Unavailable, Path::Postgres));
         }
         let key = match head {
             None => Key::Window(channel),
             Some(n) => Key::WindowHead(channel, n as u32),
         };
+        if reach == Reach::L1 {
+            return Ok(match self.peek(key) {
+                Some(Entry::Window(w)) => (Lookup::Found(w), Path::L1),
+                _ => (Lookup::Unavailable, Path::Postgres),
+            });
+        }
         let (loaded, source) = self
             .l1
-            .fetch(key, || self.load_window(channel, fill, head))
+            .fetch(key, || self.load_window(channel, head))
             .await?;
-        self.count_l1(source);
-        Ok(match loaded {
-            Loaded::Found(Entry::Window(w)) => Lookup::Found(w),
-            Loaded::Found(Entry::Members(_)) | Loaded::Unavailable => Lookup::Unavailable,
+        let path = self.count_l1(source, &loaded);
+        let lookup = match loaded {
+            Loaded::Found(Entry::Window(w), _) => Lookup::Found(w),
+            Loaded::Found(Entry::Members(_), _) | Loaded::Unavailable => Lookup::Unavailable,
             Loaded::Absent => Lookup::Absent,
-        })
+        };
+        Ok((lookup, path))
     }
 
     async fn load_window(
         &self,
         channel: ChannelId,
-        fill: Fill,
         head: Option<usize>,
     ) -> Result<Loaded, DbError> {
         let version = match self
@@ -258,16 +301,12 @@ impl HotCache {
             None => return Ok(Loaded::Unavailable),
             Some(WindowRead::Hit(window)) => {
                 bump(&self.stats.l2_hits);
-                return Ok(Loaded::Found(Entry::Window(Arc::new(CachedWindow::new(
-                    window,
-                )))));
+                let window = Arc::new(CachedWindow::new(window));
+                return Ok(Loaded::Found(Entry::Window(window), Path::Redis));
             }
             Some(WindowRead::Miss(version)) => version,
         };
         bump(&self.stats.l2_misses);
-        if fill == Fill::No {
-            return Ok(Loaded::Unavailable);
-        }
         let load = self.db.load_window(channel, self.settings.hot_window);
         let Some(window) = self.pg_call("load_window", load).await? else {
             return Ok(Loaded::Absent);
@@ -281,9 +320,8 @@ impl HotCache {
         {
             Some(true) => {
                 bump(&self.stats.fills);
-                Ok(Loaded::Found(Entry::Window(Arc::new(CachedWindow::new(
-                    window,
-                )))))
+                let window = Arc::new(CachedWindow::new(window));
+                Ok(Loaded::Found(Entry::Window(window), Path::Fill))
             }
             Some(false) => {
                 // A write came in after our Postgres read: what we read may be older.
@@ -297,24 +335,31 @@ impl HotCache {
     async fn fetch_members(
         &self,
         channel: ChannelId,
-        fill: Fill,
-    ) -> Result<Lookup<Arc<Members>>, DbError> {
+        reach: Reach,
+    ) -> Result<(Lookup<Arc<Members>>, Path), DbError> {
         if !self.tiers_usable(channel) {
-            return Ok(Lookup::Unavailable);
+            return Ok((Lookup::Unavailable, Path::Postgres));
+        }
+        if reach == Reach::L1 {
+            return Ok(match self.peek(Key::Members(channel)) {
+                Some(Entry::Members(m)) => (Lookup::Found(m), Path::L1),
+                _ => (Lookup::Unavailable, Path::Postgres),
+            });
         }
         let (loaded, source) = self
             .l1
-            .fetch(Key::Members(channel), || self.load_members(channel, fill))
+            .fetch(Key::Members(channel), || self.load_members(channel))
             .await?;
-        self.count_l1(source);
-        Ok(match loaded {
-            Loaded::Found(Entry::Members(m)) => Lookup::Found(m),
-            Loaded::Found(Entry::Window(_)) | Loaded::Unavailable => Lookup::Unavailable,
+        let path = self.count_l1(source, &loaded);
+        let lookup = match loaded {
+            Loaded::Found(Entry::Members(m), _) => Lookup::Found(m),
+            Loaded::Found(Entry::Window(_), _) | Loaded::Unavailable => Lookup::Unavailable,
             Loaded::Absent => Lookup::Absent,
-        })
+        };
+        Ok((lookup, path))
     }
 
-    async fn load_members(&self, channel: ChannelId, fill: Fill) -> Result<Loaded, DbError> {
+    async fn load_members(&self, channel: ChannelId) -> Result<Loaded, DbError> {
         let version = match self
             .redis_call("read_members", self.redis.read_members(channel))
             .await
@@ -322,14 +367,14 @@ impl HotCache {
             None => return Ok(Loaded::Unavailable),
             Some(MembersRead::Hit(members)) => {
                 bump(&self.stats.l2_hits);
-                return Ok(Loaded::Found(Entry::Members(Arc::new(members))));
+                return Ok(Loaded::Found(
+                    Entry::Members(Arc::new(members)),
+                    Path::Redis,
+                ));
             }
             Some(MembersRead::Miss(version)) => version,
         };
         bump(&self.stats.l2_misses);
-        if fill == Fill::No {
-            return Ok(Loaded::Unavailable);
-        }
         let Some(members) = self
             .pg_call("load_member_set", self.db.load_member_set(channel))
             .await?
@@ -345,7 +390,7 @@ impl HotCache {
         {
             Some(true) => {
                 bump(&self.stats.fills);
-                Ok(Loaded::Found(Entry::Members(Arc::new(members))))
+                Ok(Loaded::Found(Entry::Members(Arc::new(members)), Path::Fill))
             }
             Some(false) => {
                 bump(&self.stats.fills_refused);
@@ -357,37 +402,43 @@ impl HotCache {
 
     /// A page from the window, encoded by `encode` (once per window and request: the
     /// encoding is kept with the window); `Unavailable` also when the page reaches past it.
+    ///
+    /// A latest page reads through (it is how a channel enters the tiers). A page past a
+    /// cursor is answered only from a window L1 already holds: fetching a whole window
+    /// for a page that may lie below it would cost more than the Postgres page it spares.
     pub async fn page(
         &self,
         channel: ChannelId,
         request: PageRequest,
         encode: impl FnOnce(&Page) -> bytes::Bytes,
-    ) -> Result<Lookup<bytes::Bytes>, DbError> {
+    ) -> Result<(Lookup<bytes::Bytes>, Path), DbError> {
+        let latest = request.cursor == crate::domain::Cursor::Latest;
+        let reach = if latest { Reach::Fill } else { Reach::L1 };
         // Without L1 nothing keeps the whole window: a latest page reads only the head it
         // needs (its rows, the one that says whether more exist, and room for tombstones).
-        let head = (!self.l1.is_enabled() && request.cursor == crate::domain::Cursor::Latest)
-            .then_some(request.limit as usize + 1 + HEAD_SLACK);
-        Ok(
-            match self.fetch_window_head(channel, Fill::Yes, head).await? {
-                Lookup::Found(w) => w
-                    .encoded_page(request, encode)
-                    .map_or(Lookup::Unavailable, Lookup::Found),
-                Lookup::Absent => Lookup::Absent,
-                Lookup::Unavailable => Lookup::Unavailable,
+        let head =
+            (!self.l1.is_enabled() && latest).then_some(request.limit as usize + 1 + HEAD_SLACK);
+        let (lookup, path) = self.fetch_window_head(channel, reach, head).await?;
+        Ok(match lookup {
+            Lookup::Found(w) => match w.encoded_page(request, encode) {
+                Some(body) => (Lookup::Found(body), path),
+                None => (Lookup::Unavailable, Path::Postgres),
             },
-        )
-    }
-
-    pub async fn channel(&self, channel: ChannelId) -> Result<Lookup<Channel>, DbError> {
-        Ok(match self.fetch_window(channel, Fill::Yes).await? {
-            Lookup::Found(w) => Lookup::Found(w.channel.clone()),
-            Lookup::Absent => Lookup::Absent,
-            Lookup::Unavailable => Lookup::Unavailable,
+            Lookup::Absent => (Lookup::Absent, path),
+            Lookup::Unavailable => (Lookup::Unavailable, Path::Postgres),
         })
     }
 
-    pub async fn members(&self, channel: ChannelId) -> Result<Lookup<Arc<Members>>, DbError> {
-        self.fetch_members(channel, Fill::Yes).await
+    pub async fn channel(&self, channel: ChannelId) -> Result<(Lookup<Channel>, Path), DbError> {
+        let (lookup, path) = self.fetch_window(channel, Reach::Fill).await?;
+        Ok((lookup.map(|w| w.channel.clone()), path))
+    }
+
+    pub async fn members(
+        &self,
+        channel: ChannelId,
+    ) -> Result<(Lookup<Arc<Members>>, Path), DbError> {
+        self.fetch_members(channel, Reach::Fill).await
     }
 
     /// Unread count: `Found(None)` when the user is not a member.
@@ -395,32 +446,36 @@ impl HotCache {
         &self,
         channel: ChannelId,
         user: UserId,
-    ) -> Result<Lookup<Option<i64>>, DbError> {
-        let members = match self.fetch_members(channel, Fill::Yes).await? {
+    ) -> Result<(Lookup<Option<i64>>, Path), DbError> {
+        let (members, members_path) = self.fetch_members(channel, Reach::Fill).await?;
+        let members = match members {
             Lookup::Found(m) => m,
-            Lookup::Absent => return Ok(Lookup::Absent),
-            Lookup::Unavailable => return Ok(Lookup::Unavailable),
+            other => return Ok((other.map(|_| None), members_path)),
         };
         let Some(member) = members.get(user) else {
-            return Ok(Lookup::Found(None));
+            return Ok((Lookup::Found(None), members_path));
         };
-        Ok(match self.fetch_window(channel, Fill::Yes).await? {
-            Lookup::Found(w) => w
-                .unread(member)
-                .map_or(Lookup::Unavailable, |n| Lookup::Found(Some(n))),
-            Lookup::Absent => Lookup::Absent,
-            Lookup::Unavailable => Lookup::Unavailable,
+        let (window, path) = self.fetch_window(channel, Reach::Fill).await?;
+        Ok(match window {
+            Lookup::Found(w) => match w.unread(member) {
+                Some(n) => (Lookup::Found(Some(n)), path.max(members_path)),
+                None => (Lookup::Unavailable, Path::Postgres),
+            },
+            other => (other.map(|_| None), path.max(members_path)),
         })
     }
 
     /// One message, when its channel's window holds it.
-    pub async fn message(&self, id: MessageId) -> Result<Option<Message>, DbError> {
+    pub async fn message(&self, id: MessageId) -> Result<(Option<Message>, Path), DbError> {
         let Some(channel) = self.message_channels.get(&id) else {
-            return Ok(None);
+            return Ok((None, Path::Postgres));
         };
-        Ok(match self.fetch_window(channel, Fill::Yes).await? {
-            Lookup::Found(w) => w.message(id).cloned(),
-            _ => None,
+        Ok(match self.fetch_window(channel, Reach::Fill).await? {
+            (Lookup::Found(w), path) => match w.message(id) {
+                Some(m) => (Some(m.clone()), path),
+                None => (None, Path::Postgres),
+            },
+            _ => (None, Path::Postgres),
         })
     }
 
@@ -431,39 +486,45 @@ impl HotCache {
         }
     }
 
-    /// A channel's sync answer from the tiers (filling them when `fill` says so); `None`
-    /// when Postgres must answer. With a user, also the unread count, or `None` when it
-    /// needs Postgres.
-    pub async fn sync_channel(
+    /// A channel's sync answer from what L1 holds; `None` when Postgres must answer. With
+    /// a user, also the unread count, or `None` when it needs Postgres.
+    ///
+    /// Only L1: a sync asks for a few changes of many channels, and the channels L1 lacks
+    /// cost one batched Postgres query together, less than fetching and decoding each
+    /// one's whole window from Redis.
+    pub fn sync_channel(
         &self,
         channel: ChannelId,
         since: i64,
         user: Option<UserId>,
         limits: crate::postgres::SyncLimits,
-        fill: Fill,
-    ) -> Result<Option<SyncChannel>, DbError> {
-        let Lookup::Found(window) = self.fetch_window(channel, fill).await? else {
-            return Ok(None);
+    ) -> Option<SyncChannel> {
+        if !self.tiers_usable(channel) {
+            return None;
+        }
+        let Some(Entry::Window(window)) = self.peek(Key::Window(channel)) else {
+            return None;
         };
-        let Some(mut answer) = window.sync(
+        let mut answer = window.sync(
             since,
             i64::from(limits.reset_threshold),
             limits.reset_messages as usize,
-        ) else {
-            return Ok(None);
-        };
+        )?;
         if let Some(user) = user {
-            let Lookup::Found(members) = self.fetch_members(channel, fill).await? else {
-                return Ok(None);
+            let Some(Entry::Members(members)) = self.peek(Key::Members(channel)) else {
+                return None;
             };
             if let Some(member) = members.get(user) {
-                match window.unread(member) {
-                    Some(n) => answer.unread_count = Some(n),
-                    None => return Ok(None),
-                }
+                answer.unread_count = Some(window.unread(member)?);
             }
         }
-        Ok(Some(answer))
+        Some(answer)
+    }
+
+    /// Records how long a read took, under the path that answered it.
+    pub fn record_read(&self, path: Path, elapsed: Duration) {
+        self.latency.record(path, elapsed);
+        self.metrics.record_read(path.as_str(), elapsed);
     }
 
     /// Write-through of a post.

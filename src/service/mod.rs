@@ -10,8 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
-
+use crate::cache::paths::Path;
 use crate::cache::{HotCache, Lookup};
 use crate::domain::{
     Channel, ChannelId, ChannelName, ChannelType, Content, InvalidInput, Member, MemberSummary,
@@ -72,13 +71,6 @@ pub struct ServiceSettings {
     pub sync: SyncLimits,
 }
 
-/// How many channels of one sync request are looked up in the tiers at once.
-const SYNC_LOOKUPS_AT_ONCE: usize = 16;
-/// A sync of at most this many channels reads through (fills the tiers) like any read; a
-/// larger one (a reconnect storm) takes only what the tiers hold and batches the rest in
-/// one Postgres snapshot.
-const SYNC_FILL_UP_TO: usize = 8;
-
 pub struct Service {
     db: Db,
     cache: Arc<HotCache>,
@@ -93,6 +85,33 @@ fn from_cache<T>(lookup: Lookup<T>, missing: &'static str) -> Option<Result<T, E
         Lookup::Found(value) => Some(Ok(value)),
         Lookup::Absent => Some(Err(Error::NotFound(missing))),
         Lookup::Unavailable => None,
+    }
+}
+
+/// A read in progress: timed from its start, and recorded under the path that answered.
+struct Read<'a> {
+    cache: &'a HotCache,
+    started: Instant,
+}
+
+impl Read<'_> {
+    /// The tiers' answer when they had one (recorded under `path`); else `None`, and
+    /// the caller asks Postgres.
+    fn tiers<T>(
+        &self,
+        (lookup, path): (Lookup<T>, Path),
+        missing: &'static str,
+    ) -> Option<Result<T, Error>> {
+        let answer = from_cache(lookup, missing)?;
+        self.cache.record_read(path, self.started.elapsed());
+        Some(answer)
+    }
+
+    /// Records a read that Postgres answered, and counts it.
+    fn postgres<T>(&self, answer: T) -> T {
+        self.cache
+            .record_read(Path::Postgres, self.started.elapsed());
+        answer
     }
 }
 
@@ -128,6 +147,13 @@ impl Service {
         &self.cache
     }
 
+    fn read(&self) -> Read<'_> {
+        Read {
+            cache: &self.cache,
+            started: Instant::now(),
+        }
+    }
+
     /// Runs one Postgres call and records its latency under `operation`.
     async fn pg<T>(
         &self,
@@ -153,39 +179,40 @@ impl Service {
     }
 
     pub async fn channel(&self, id: ChannelId) -> Result<Channel, Error> {
-        if let Some(answer) = from_cache(self.cache.channel(id).await?, "channel") {
+        let read = self.read();
+        if let Some(answer) = read.tiers(self.cache.channel(id).await?, "channel") {
             return answer;
         }
         self.cache.note_postgres_read();
-        self.pg("load_channel", self.db.load_channel(id))
-            .await?
-            .ok_or(Error::NotFound("channel"))
+        let channel = self.pg("load_channel", self.db.load_channel(id)).await?;
+        read.postgres(channel.ok_or(Error::NotFound("channel")))
     }
 
     pub async fn members(&self, id: ChannelId) -> Result<Vec<MemberSummary>, Error> {
         self.traced(id, 0);
-        if let Some(answer) = from_cache(self.cache.members(id).await?, "channel") {
+        let read = self.read();
+        if let Some(answer) = read.tiers(self.cache.members(id).await?, "channel") {
             return answer.map(|m| m.summaries());
         }
         self.cache.note_postgres_read();
-        self.pg("load_members", self.db.load_members(id))
-            .await?
-            .ok_or(Error::NotFound("channel"))
+        let members = self.pg("load_members", self.db.load_members(id)).await?;
+        read.postgres(members.ok_or(Error::NotFound("channel")))
     }
 
     pub async fn member(&self, channel: ChannelId, user: UserId) -> Result<Member, Error> {
-        if let Some(answer) = from_cache(self.cache.members(channel).await?, "channel") {
+        let read = self.read();
+        if let Some(answer) = read.tiers(self.cache.members(channel).await?, "channel") {
             return answer?.get(user).cloned().ok_or(Error::NotFound("member"));
         }
         self.cache.note_postgres_read();
-        match self
+        let member = self
             .pg("load_member", self.db.load_member(channel, user))
-            .await?
-        {
+            .await?;
+        read.postgres(match member {
             MemberLookup::Member(m) => Ok(m),
             MemberLookup::NoChannel => Err(Error::NotFound("channel")),
             MemberLookup::NotMember => Err(Error::NotFound("member")),
-        }
+        })
     }
 
     pub async fn put_member(
@@ -259,8 +286,9 @@ impl Service {
             _ => u32::MAX,
         };
         self.traced(channel, depth);
+        let read = self.read();
         let cached = self.cache.page(channel, request, encode).await?;
-        if let Some(answer) = from_cache(cached, "channel") {
+        if let Some(answer) = read.tiers(cached, "channel") {
             return answer;
         }
         self.cache.note_postgres_read();
@@ -268,11 +296,13 @@ impl Service {
             .pg("load_page", self.db.load_page(channel, request))
             .await?
             .ok_or(Error::NotFound("channel"))?;
-        Ok(encode(&page))
+        Ok(read.postgres(encode(&page)))
     }
 
     pub async fn message(&self, id: MessageId) -> Result<Message, Error> {
-        if let Some(message) = self.cache.message(id).await? {
+        let read = self.read();
+        if let (Some(message), path) = self.cache.message(id).await? {
+            self.cache.record_read(path, read.started.elapsed());
             return Ok(message);
         }
         self.cache.note_postgres_read();
@@ -281,7 +311,7 @@ impl Service {
             .await?
             .ok_or(Error::NotFound("message"))?;
         self.cache.learn_message_channel(&message);
-        Ok(message)
+        Ok(read.postgres(message))
     }
 
     pub async fn edit(&self, id: MessageId, content: Content) -> Result<Message, Error> {
@@ -338,52 +368,40 @@ impl Service {
 
     pub async fn unread(&self, channel: ChannelId, user: UserId) -> Result<i64, Error> {
         self.traced(channel, 0);
-        if let Some(answer) = from_cache(self.cache.unread(channel, user).await?, "channel") {
+        let read = self.read();
+        if let Some(answer) = read.tiers(self.cache.unread(channel, user).await?, "channel") {
             return answer?.ok_or_else(not_a_member);
         }
         self.cache.note_postgres_read();
-        match self
+        let count = self
             .pg("unread_count", self.db.unread_count(channel, user))
-            .await?
-        {
+            .await?;
+        read.postgres(match count {
             UnreadOutcome::Count(n) => Ok(n),
             UnreadOutcome::NoChannel => Err(Error::NotFound("channel")),
             UnreadOutcome::NotMember => Err(not_a_member()),
-        }
+        })
     }
 
     pub async fn user_unread(&self, user: UserId) -> Result<Vec<UnreadChannel>, Error> {
-        self.pg("user_unread", self.db.user_unread(user)).await
+        let read = self.read();
+        let unread = self.pg("user_unread", self.db.user_unread(user)).await;
+        read.postgres(unread)
     }
 
-    /// Channels the tiers hold are answered from them; the rest in one Postgres snapshot.
+    /// Channels L1 holds are answered from it; the rest in one Postgres snapshot.
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResult, Error> {
+        let read = self.read();
         let limits = self.settings.sync;
         let user = request.user_id;
-        for &channel in request.channels.keys() {
-            self.traced(channel, 0);
-        }
-        let wanted: Vec<(ChannelId, i64)> = request.channels.into_iter().collect();
-        let fill = if wanted.len() <= SYNC_FILL_UP_TO {
-            crate::cache::Fill::Yes
-        } else {
-            crate::cache::Fill::No
-        };
-        let lookups = wanted.into_iter().map(|(channel, since)| async move {
-            let answer = self
-                .cache
-                .sync_channel(channel, since, user, limits, fill)
-                .await;
-            (channel, since, answer)
-        });
         let mut answered = std::collections::BTreeMap::new();
         let mut rest = SyncRequest {
             channels: Default::default(),
             user_id: user,
         };
-        let mut lookups = futures::stream::iter(lookups).buffer_unordered(SYNC_LOOKUPS_AT_ONCE);
-        while let Some((channel, since, answer)) = lookups.next().await {
-            match answer? {
+        for (channel, since) in request.channels {
+            self.traced(channel, 0);
+            match self.cache.sync_channel(channel, since, user, limits) {
                 Some(answer) => {
                     answered.insert(channel, answer);
                 }
@@ -392,17 +410,17 @@ impl Service {
                 }
             }
         }
-        let mut result = if rest.channels.is_empty() {
-            SyncResult {
-                channels: Default::default(),
+        if rest.channels.is_empty() {
+            self.cache.record_read(Path::L1, read.started.elapsed());
+            return Ok(SyncResult {
+                channels: answered,
                 unknown: Vec::new(),
-            }
-        } else {
-            self.cache.note_postgres_read();
-            self.pg("sync", self.db.sync(&rest, limits)).await?
-        };
+            });
+        }
+        self.cache.note_postgres_read();
+        let mut result = self.pg("sync", self.db.sync(&rest, limits)).await?;
         result.channels.extend(answered);
-        Ok(result)
+        Ok(read.postgres(result))
     }
 }
 
