@@ -96,6 +96,11 @@ pub struct BenchSettings {
     /// disk at a time (a 100m database takes about 35 GB).
     #[arg(long)]
     pub drop_after: bool,
+    /// With `--scale`: which layouts to seed and measure. `partitioned` alone measures a
+    /// database that `hotchan migrate --partition-messages N` converted (rename the plain
+    /// one to the `_p<N>` name first): faster than seeding it anew at 100m.
+    #[arg(long, value_enum, default_value_t = scale::Layouts::Both)]
+    pub scale_layouts: scale::Layouts,
 }
 
 struct Contender {

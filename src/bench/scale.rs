@@ -57,6 +57,14 @@ fn short(n: u64) -> String {
     }
 }
 
+/// Which layouts a scale run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layouts {
+    Both,
+    Plain,
+    Partitioned,
+}
+
 /// One timed run.
 struct Row {
     layout: String,
@@ -127,7 +135,12 @@ pub async fn run(b: &BenchSettings, messages: u64) -> anyhow::Result<()> {
     ];
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut rows = Vec::new();
-    for parts in [0, partitions] {
+    let layouts: &[u32] = match b.scale_layouts {
+        Layouts::Both => &[0, partitions],
+        Layouts::Plain => &[0],
+        Layouts::Partitioned => &[partitions],
+    };
+    for &parts in layouts {
         let (db, data) = prepare(&b.serve.db, messages, parts, shape).await?;
         let layout = match parts {
             0 => "plain".to_owned(),
