@@ -256,6 +256,12 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_REDIS_PROBE_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub redis_probe_ms: u64,
 
+    /// Which miss of a channel in both tiers queues its fill (1: every miss; 2: a channel
+    /// is filled once it is read again while remembered). Misses are answered by
+    /// Postgres either way; fills run in the background.
+    #[arg(long, env = "HOTCHAN_FILL_AFTER_MISSES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub fill_after_misses: u32,
+
     /// Timeout of every Redis call.
     #[arg(long, env = "HOTCHAN_REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub redis_timeout_ms: u64,
@@ -324,6 +330,7 @@ impl Settings {
             l1_ttl: Duration::from_millis(self.l1_ttl_ms),
             breaker_failures: self.breaker_failures,
             probe_interval: Duration::from_millis(self.redis_probe_ms),
+            fill_after_misses: self.fill_after_misses,
         }
     }
 

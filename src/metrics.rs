@@ -16,6 +16,8 @@ pub struct CacheState {
     pub l1_bypassed: bool,
     pub breaker_open: bool,
     pub dirty_channels: usize,
+    /// Background fills waiting or running.
+    pub fills_pending: usize,
 }
 
 /// Latency buckets in seconds: 25 µs to 10 s.
@@ -122,6 +124,8 @@ impl Metrics {
             counter!("hotchan_postgres_reads_total").absolute(s.postgres_reads);
             counter!("hotchan_cache_fills_total", "outcome" => "installed").absolute(s.fills);
             counter!("hotchan_cache_fills_total", "outcome" => "refused").absolute(s.fills_refused);
+            counter!("hotchan_cache_fills_total", "outcome" => "dropped").absolute(s.fills_dropped);
+            gauge!("hotchan_cache_fills_pending").set(cache.fills_pending as f64);
             counter!("hotchan_invalidations_total", "direction" => "sent")
                 .absolute(s.invalidations_sent);
             counter!("hotchan_invalidations_total", "direction" => "received")

@@ -79,6 +79,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             l1_bypassed: cache.l1().is_bypassed(),
             breaker_open: cache.breaker().is_open(),
             dirty_channels: cache.dirty().len(),
+            fills_pending: cache.fills_pending(),
         },
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
@@ -114,6 +115,8 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
         "postgres_reads": stats.postgres_reads,
         "fills": stats.fills,
         "fills_refused": stats.fills_refused,
+        "fills_dropped": stats.fills_dropped,
+        "fills_pending": cache.fills_pending(),
         "invalidations_sent": stats.invalidations_sent,
         "invalidations_received": stats.invalidations_received,
         "notices": {

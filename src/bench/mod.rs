@@ -20,6 +20,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use crate::app::Application;
+use crate::cache::paths::{Path, PathSnapshot};
 use crate::cache::stats::{ratio, StatsSnapshot};
 use crate::config::{CacheMode, Settings};
 use crate::domain::{Cursor, PageRequest};
@@ -107,6 +108,8 @@ struct Contender {
     name: String,
     run: Run,
     stats: StatsSnapshot,
+    /// Read latency by the path that answered, measured inside the contender.
+    latency: PathSnapshot,
     reads: u64,
 }
 
@@ -280,6 +283,7 @@ async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
     )
     .await;
     let before = service.cache().stats().snapshot();
+    let latency_before = service.cache().latency().snapshot();
     let run = driver::run(
         &target,
         measured.clone(),
@@ -289,6 +293,7 @@ async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
     )
     .await;
     let stats = service.cache().stats().snapshot().since(&before);
+    let latency = service.cache().latency().snapshot().since(&latency_before);
     let _ = stop_tx.send(());
     if let Some(server) = server {
         server.await??;
@@ -304,6 +309,7 @@ async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
         name: mode.as_str().into(),
         run,
         stats,
+        latency,
         reads,
     })
 }
@@ -374,6 +380,7 @@ async fn run_ceiling(
         name: "ceiling".into(),
         run,
         stats: StatsSnapshot::default(),
+        latency: PathSnapshot::default(),
         reads: measured.len() as u64,
     })
 }
@@ -415,6 +422,42 @@ fn write_scenario(report: &mut String, scenario: &str, contenders: &[Contender])
         fmt(rate("full", "ceiling")),
         fmt(p99("full", "off"))
     );
+    write_paths(report, contenders);
+}
+
+/// Per contender, the reads each path answered and their latency, measured inside it.
+fn write_paths(report: &mut String, contenders: &[Contender]) {
+    let _ = writeln!(report, "Reads by the path that answered them (timed inside hotchan, from the service call to its answer):\n");
+    let _ = writeln!(
+        report,
+        "| contender | path | reads | share | p50 ms | p99 ms | p99.9 ms |"
+    );
+    let _ = writeln!(report, "|---|---|---:|---:|---:|---:|---:|");
+    for c in contenders.iter().filter(|c| c.name != "ceiling") {
+        let total: u64 = Path::ALL.iter().map(|&p| c.latency.count(p)).sum();
+        for path in Path::ALL {
+            let n = c.latency.count(path);
+            if n == 0 {
+                continue;
+            }
+            let q = |x| {
+                c.latency
+                    .quantile_ms(path, x)
+                    .map_or("–".into(), |v| format!("{v:.3}"))
+            };
+            let _ = writeln!(
+                report,
+                "| {} | {} | {n} | {:.1}% | {} | {} | {} |",
+                c.name,
+                path.as_str(),
+                n as f64 * 100.0 / total.max(1) as f64,
+                q(0.5),
+                q(0.99),
+                q(0.999)
+            );
+        }
+    }
+    let _ = writeln!(report);
 }
 
 /// The reads of a long workload as the study's trace (or a shorter one with --quick).

@@ -143,6 +143,7 @@ pub fn spawn(cache: Arc<HotCache>) -> Vec<tokio::task::JoinHandle<()>> {
         return tasks;
     }
     tasks.push(tokio::spawn(maintain(cache.clone())));
+    tasks.push(tokio::spawn(super::fills::work(cache.clone())));
     tasks.push(tokio::spawn(super::notices::listen(cache.clone())));
     if cache.l1.is_enabled() {
         tasks.push(tokio::spawn(listen(cache)));

@@ -40,7 +40,9 @@ pub enum Entry {
     Members(Arc<Members>),
 }
 
-/// Most encoded pages remembered per window (the first ones asked for).
+/// Most encoded pages remembered per window (the first ones asked for). Together they
+/// may take at most the window's own weight, and an entry is weighed for both, so L1's
+/// capacity bounds the encoded pages too.
 const ENCODED_PAGES: usize = 8;
 
 /// A window as the tiers hold it, with the pages already encoded from it. A window never
@@ -74,7 +76,11 @@ impl CachedWindow {
         drop(cached);
         let body = encode(&self.window.page(request)?);
         let mut cached = self.pages.write().unwrap_or_else(|e| e.into_inner());
-        if cached.len() < ENCODED_PAGES && !cached.iter().any(|(r, _)| *r == request) {
+        let used: usize = cached.iter().map(|(_, b)| b.len()).sum();
+        if cached.len() < ENCODED_PAGES
+            && used + body.len() <= self.window.weight() as usize
+            && !cached.iter().any(|(r, _)| *r == request)
+        {
             cached.push((request, body.clone()));
         }
         Some(body)
@@ -91,8 +97,8 @@ impl std::ops::Deref for CachedWindow {
 impl Entry {
     fn weight(&self) -> u32 {
         match self {
-            // Encoded pages are not counted: at most a few per window.
-            Entry::Window(w) => w.weight(),
+            // The window, and room for its encoded pages (at most as much again).
+            Entry::Window(w) => w.weight().saturating_mul(2),
             Entry::Members(m) => m.weight(),
         }
     }
@@ -108,6 +114,8 @@ pub enum Loaded {
     Absent,
     /// The tiers cannot answer (Redis down, the fill was refused): read Postgres directly.
     Unavailable,
+    /// Neither tier holds it: read Postgres directly (a fill may have been queued).
+    Missed,
 }
 
 struct Flight {
@@ -405,6 +413,22 @@ mod tests {
             calls.load(Ordering::SeqCst),
             1,
             "the second answer was remembered"
+        );
+
+        let big = |_: &crate::domain::Page| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            bytes::Bytes::from(vec![b' '; w.window.weight() as usize + 1])
+        };
+        let before_newest = PageRequest {
+            limit: 10,
+            cursor: Cursor::Before(MessageId(i64::MAX)),
+        };
+        w.encoded_page(before_newest, big).unwrap();
+        w.encoded_page(before_newest, big).unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "a page past the window's own weight is not kept"
         );
 
         let mut partial = w.window.clone();

@@ -14,6 +14,7 @@
 //! skips the tiers until the background task has dropped it from Redis. It also announces
 //! the channel through Postgres ([`notices`]), so the other instances do the same.
 
+pub mod fills;
 pub mod health;
 pub mod invalidation;
 pub mod l1;
@@ -81,6 +82,8 @@ pub struct CacheSettings {
     pub breaker_failures: u32,
     /// How often the background task probes Redis and drops dirty channels.
     pub probe_interval: Duration,
+    /// The miss of a channel that queues its fill ([`fills`]).
+    pub fill_after_misses: u32,
 }
 
 /// Test hooks: points where a test can hold a request to order a race.
@@ -110,6 +113,7 @@ pub struct HotCache {
     dirty: Dirty,
     stats: CacheStats,
     latency: PathLatency,
+    fills: fills::Fills,
     /// This instance's name on the invalidation channel and in cache notices.
     instance: String,
     /// Whether the cache notice listener is connected ([`notices`]).
@@ -137,6 +141,7 @@ impl HotCache {
             dirty: Dirty::default(),
             stats: CacheStats::default(),
             latency: PathLatency::default(),
+            fills: fills::Fills::new(settings.fill_after_misses),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             notice_listener: AtomicBool::new(false),
             settings,
@@ -152,6 +157,10 @@ impl HotCache {
     }
     pub fn stats(&self) -> &CacheStats {
         &self.stats
+    }
+    /// Background fills waiting or running ([`fills`]).
+    pub fn fills_pending(&self) -> usize {
+        self.fills.pending()
     }
     /// Read latency by the path that answered ([`paths`]).
     pub fn latency(&self) -> &PathLatency {
@@ -231,8 +240,8 @@ impl HotCache {
         }
         match loaded {
             Loaded::Found(_, path) => *path,
-            Loaded::Absent => Path::Fill,
-            Loaded::Unavailable => Path::Postgres,
+            Loaded::Absent | Loaded::Unavailable => Path::Postgres,
+            Loaded::Missed => Path::Fill,
         }
     }
 
@@ -283,53 +292,52 @@ impl HotCache {
         let path = self.count_l1(source, &loaded);
         let lookup = match loaded {
             Loaded::Found(Entry::Window(w), _) => Lookup::Found(w),
-            Loaded::Found(Entry::Members(_), _) | Loaded::Unavailable => Lookup::Unavailable,
+            Loaded::Found(Entry::Members(_), _) | Loaded::Unavailable | Loaded::Missed => {
+                Lookup::Unavailable
+            }
             Loaded::Absent => Lookup::Absent,
         };
         Ok((lookup, path))
     }
 
+    /// L1's load of a window: Redis, and on a miss a queued fill ([`fills`]).
     async fn load_window(
         &self,
         channel: ChannelId,
         head: Option<usize>,
     ) -> Result<Loaded, DbError> {
-        let version = match self
-            .redis_call("read_window", self.redis.read_window_head(channel, head))
-            .await
-        {
-            None => return Ok(Loaded::Unavailable),
+        let read = self.redis.read_window_head(channel, head);
+        match self.redis_call("read_window", read).await {
+            None => Ok(Loaded::Unavailable),
             Some(WindowRead::Hit(window)) => {
                 bump(&self.stats.l2_hits);
                 let window = Arc::new(CachedWindow::new(window));
-                return Ok(Loaded::Found(Entry::Window(window), Path::Redis));
+                Ok(Loaded::Found(Entry::Window(window), Path::Redis))
             }
-            Some(WindowRead::Miss(version)) => version,
-        };
-        bump(&self.stats.l2_misses);
+            Some(WindowRead::Miss(version)) => {
+                bump(&self.stats.l2_misses);
+                self.queue_fill(channel, fills::What::Window, version);
+                Ok(Loaded::Missed)
+            }
+        }
+    }
+
+    /// A fill of the window: Postgres, then the fenced fill script. `None` when the
+    /// channel does not exist or Redis failed; else whether the fence let it in.
+    async fn fill_window(
+        &self,
+        channel: ChannelId,
+        version: &str,
+    ) -> Result<Option<bool>, DbError> {
         let load = self.db.load_window(channel, self.settings.hot_window);
         let Some(window) = self.pg_call("load_window", load).await? else {
-            return Ok(Loaded::Absent);
+            return Ok(None);
         };
         if let Some(hook) = &self.hooks.after_fill_read {
             hook(channel).await;
         }
-        match self
-            .redis_call("fill_window", self.redis.fill_window(&version, &window))
-            .await
-        {
-            Some(true) => {
-                bump(&self.stats.fills);
-                let window = Arc::new(CachedWindow::new(window));
-                Ok(Loaded::Found(Entry::Window(window), Path::Fill))
-            }
-            Some(false) => {
-                // A write came in after our Postgres read: what we read may be older.
-                bump(&self.stats.fills_refused);
-                Ok(Loaded::Unavailable)
-            }
-            None => Ok(Loaded::Unavailable),
-        }
+        let fill = self.redis.fill_window(version, &window);
+        Ok(self.redis_call("fill_window", fill).await)
     }
 
     async fn fetch_members(
@@ -353,51 +361,46 @@ impl HotCache {
         let path = self.count_l1(source, &loaded);
         let lookup = match loaded {
             Loaded::Found(Entry::Members(m), _) => Lookup::Found(m),
-            Loaded::Found(Entry::Window(_), _) | Loaded::Unavailable => Lookup::Unavailable,
+            Loaded::Found(Entry::Window(_), _) | Loaded::Unavailable | Loaded::Missed => {
+                Lookup::Unavailable
+            }
             Loaded::Absent => Lookup::Absent,
         };
         Ok((lookup, path))
     }
 
+    /// L1's load of a member set: Redis, and on a miss a queued fill ([`fills`]).
     async fn load_members(&self, channel: ChannelId) -> Result<Loaded, DbError> {
-        let version = match self
+        match self
             .redis_call("read_members", self.redis.read_members(channel))
             .await
         {
-            None => return Ok(Loaded::Unavailable),
+            None => Ok(Loaded::Unavailable),
             Some(MembersRead::Hit(members)) => {
                 bump(&self.stats.l2_hits);
-                return Ok(Loaded::Found(
-                    Entry::Members(Arc::new(members)),
-                    Path::Redis,
-                ));
+                let members = Arc::new(members);
+                Ok(Loaded::Found(Entry::Members(members), Path::Redis))
             }
-            Some(MembersRead::Miss(version)) => version,
-        };
-        bump(&self.stats.l2_misses);
-        let Some(members) = self
-            .pg_call("load_member_set", self.db.load_member_set(channel))
-            .await?
-        else {
-            return Ok(Loaded::Absent);
-        };
-        match self
-            .redis_call(
-                "fill_members",
-                self.redis.fill_members(channel, &version, &members),
-            )
-            .await
-        {
-            Some(true) => {
-                bump(&self.stats.fills);
-                Ok(Loaded::Found(Entry::Members(Arc::new(members)), Path::Fill))
+            Some(MembersRead::Miss(version)) => {
+                bump(&self.stats.l2_misses);
+                self.queue_fill(channel, fills::What::Members, version);
+                Ok(Loaded::Missed)
             }
-            Some(false) => {
-                bump(&self.stats.fills_refused);
-                Ok(Loaded::Unavailable)
-            }
-            None => Ok(Loaded::Unavailable),
         }
+    }
+
+    /// A fill of the member set, as [`HotCache::fill_window`].
+    async fn fill_members(
+        &self,
+        channel: ChannelId,
+        version: &str,
+    ) -> Result<Option<bool>, DbError> {
+        let load = self.db.load_member_set(channel);
+        let Some(members) = self.pg_call("load_member_set", load).await? else {
+            return Ok(None);
+        };
+        let fill = self.redis.fill_members(channel, version, &members);
+        Ok(self.redis_call("fill_members", fill).await)
     }
 
     /// A page from the window, encoded by `encode` (once per window and request: the
@@ -425,7 +428,7 @@ impl HotCache {
                 None => (Lookup::Unavailable, Path::Postgres),
             },
             Lookup::Absent => (Lookup::Absent, path),
-            Lookup::Unavailable => (Lookup::Unavailable, Path::Postgres),
+            Lookup::Unavailable => (Lookup::Unavailable, path),
         })
     }
 

@@ -45,6 +45,8 @@ counters! {
     postgres_reads,
     fills,
     fills_refused,
+    /// Fills not queued because the queue was full.
+    fills_dropped,
     invalidations_sent,
     invalidations_received,
     /// Writes announced through Postgres because Redis could not be told.

@@ -92,25 +92,33 @@ fn from_cache<T>(lookup: Lookup<T>, missing: &'static str) -> Option<Result<T, E
 struct Read<'a> {
     cache: &'a HotCache,
     started: Instant,
+    /// The path of a read the tiers sent to Postgres: `Fill` when both tiers missed.
+    missed: Path,
 }
 
 impl Read<'_> {
     /// The tiers' answer when they had one (recorded under `path`); else `None`, and
     /// the caller asks Postgres.
     fn tiers<T>(
-        &self,
+        &mut self,
         (lookup, path): (Lookup<T>, Path),
         missing: &'static str,
     ) -> Option<Result<T, Error>> {
-        let answer = from_cache(lookup, missing)?;
+        let Some(answer) = from_cache(lookup, missing) else {
+            self.missed = if path == Path::Fill {
+                Path::Fill
+            } else {
+                Path::Postgres
+            };
+            return None;
+        };
         self.cache.record_read(path, self.started.elapsed());
         Some(answer)
     }
 
-    /// Records a read that Postgres answered, and counts it.
+    /// Records a read that Postgres answered.
     fn postgres<T>(&self, answer: T) -> T {
-        self.cache
-            .record_read(Path::Postgres, self.started.elapsed());
+        self.cache.record_read(self.missed, self.started.elapsed());
         answer
     }
 }
@@ -151,6 +159,7 @@ impl Service {
         Read {
             cache: &self.cache,
             started: Instant::now(),
+            missed: Path::Postgres,
         }
     }
 
@@ -179,7 +188,7 @@ impl Service {
     }
 
     pub async fn channel(&self, id: ChannelId) -> Result<Channel, Error> {
-        let read = self.read();
+        let mut read = self.read();
         if let Some(answer) = read.tiers(self.cache.channel(id).await?, "channel") {
             return answer;
         }
@@ -190,7 +199,7 @@ impl Service {
 
     pub async fn members(&self, id: ChannelId) -> Result<Vec<MemberSummary>, Error> {
         self.traced(id, 0);
-        let read = self.read();
+        let mut read = self.read();
         if let Some(answer) = read.tiers(self.cache.members(id).await?, "channel") {
             return answer.map(|m| m.summaries());
         }
@@ -200,7 +209,7 @@ impl Service {
     }
 
     pub async fn member(&self, channel: ChannelId, user: UserId) -> Result<Member, Error> {
-        let read = self.read();
+        let mut read = self.read();
         if let Some(answer) = read.tiers(self.cache.members(channel).await?, "channel") {
             return answer?.get(user).cloned().ok_or(Error::NotFound("member"));
         }
@@ -286,7 +295,7 @@ impl Service {
             _ => u32::MAX,
         };
         self.traced(channel, depth);
-        let read = self.read();
+        let mut read = self.read();
         let cached = self.cache.page(channel, request, encode).await?;
         if let Some(answer) = read.tiers(cached, "channel") {
             return answer;
@@ -368,7 +377,7 @@ impl Service {
 
     pub async fn unread(&self, channel: ChannelId, user: UserId) -> Result<i64, Error> {
         self.traced(channel, 0);
-        let read = self.read();
+        let mut read = self.read();
         if let Some(answer) = read.tiers(self.cache.unread(channel, user).await?, "channel") {
             return answer?.ok_or_else(not_a_member);
         }

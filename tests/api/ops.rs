@@ -95,10 +95,18 @@ async fn metrics_count_requests_per_route_and_show_the_pool() {
         text.contains(r#"hotchan_postgres_pool_connections{state="max"} 16"#),
         "{text}"
     );
-    let (channel_read, redis_seen) = match app.settings.cache {
-        CacheMode::Off => ("load_channel", false),
-        CacheMode::Redis | CacheMode::Full => ("load_window", true),
+    // A miss in the tiers is answered by Postgres's own query; fills run apart.
+    let channel_read = "load_channel";
+    let (path, redis_seen) = match app.settings.cache {
+        CacheMode::Off => ("postgres", false),
+        CacheMode::Redis | CacheMode::Full => ("fill", true),
     };
+    assert!(
+        text.contains(&format!(
+            r#"hotchan_read_duration_seconds_bucket{{path="{path}""#
+        )),
+        "{text}"
+    );
     assert!(
         text.contains(&format!(
             r#"hotchan_postgres_call_duration_seconds_bucket{{operation="{channel_read}""#

@@ -8,7 +8,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{page_ids, spawn_app_with, users, TestApp};
-use crate::support::{cache_stats, eventually, l1_serving, Link, PrivateRedis, Proxy};
+use crate::support::{
+    cache_stats, eventually, l1_serving, until_cached, Link, PrivateRedis, Proxy,
+};
 
 /// What the issue allows one request while Redis misbehaves.
 const REQUEST_BOUND: Duration = Duration::from_secs(2);
@@ -240,10 +242,8 @@ async fn without_postgres_hot_reads_are_served_from_the_cache_and_writes_answer_
         let cid = app.group(&[u]).await;
         app.say(cid, u, "hot").await;
         let page = format!("/v1/channels/{cid}/messages");
-        let warm = app.get(&page).await.expect(200);
-        app.get(&format!("/v1/channels/{cid}/members"))
-            .await
-            .expect(200);
+        let warm = until_cached(&app, &page).await;
+        until_cached(&app, &format!("/v1/channels/{cid}/members")).await;
         app.admin_pg()
             .await
             .batch_execute(&format!(

@@ -10,5 +10,6 @@ mod support;
 mod faults;
 mod instances;
 mod partition;
+mod paths;
 mod races;
 mod scripts;

@@ -254,3 +254,24 @@ pub async fn cached(app: &crate::helpers::TestApp, path: &str) {
     })
     .await;
 }
+
+/// Reads `path` until the tiers (L1 or Redis) answer it: a miss is answered by Postgres
+/// and fills run in the background, after the second miss by default. Fails after 10 s.
+pub async fn until_cached(app: &crate::helpers::TestApp, path: &str) -> serde_json::Value {
+    let hits = |s: &serde_json::Value| {
+        s["l1"]["hits"].as_u64().unwrap() + s["redis"]["hits"].as_u64().unwrap()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let before = hits(&cache_stats(app).await);
+        let body = app.get(path).await.expect(200);
+        if hits(&cache_stats(app).await) > before {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path} was not cached within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

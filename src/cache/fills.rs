@@ -1,0 +1,190 @@
+//! Fills off the request path.
+//!
+//! A read that misses both tiers is answered by Postgres at once, with its own query (what
+//! `--cache off` would do), and queues a fill of the channel's window or member set. A
+//! worker reads Postgres and installs through the fence exactly as a fill on the request
+//! path did: the version was taken by the read's Redis miss, before the worker's Postgres
+//! read, so a write in between still refuses it. No reader waits for a 200-message window
+//! it did not ask for; measured (`hotchan bench`, README "Performance"), a fill on the
+//! request path took about ten times a Postgres page under load.
+//!
+//! - **Admission.** A channel's first miss only remembers it; a later miss while it is
+//!   remembered queues the fill (a doorkeeper, as in TinyLFU): a channel read once is not
+//!   worth a whole window. `--fill-after-misses` sets how many misses (1 = every miss).
+//! - **Bounds.** At most [`QUEUE`] fills wait and [`WORKERS`] run; a full queue drops the
+//!   fill (the next miss asks again). A key waits or runs at most once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::stats::bump;
+use super::HotCache;
+use crate::domain::ChannelId;
+use crate::postgres::DbError;
+
+/// Fills waiting for a worker.
+pub const QUEUE: usize = 1024;
+/// Fills running at once.
+pub const WORKERS: usize = 4;
+/// Slots of the doorkeeper: channels remembered by their last miss.
+const DOORKEEPER_SLOTS: usize = 1 << (64 - 50);
+
+/// What a fill loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum What {
+    Window,
+    Members,
+}
+
+/// One queued fill: the version the read's Redis miss handed out.
+struct Job {
+    channel: ChannelId,
+    what: What,
+    version: String,
+}
+
+pub struct Fills {
+    after_misses: u32,
+    tx: mpsc::Sender<Job>,
+    rx: Mutex<Option<mpsc::Receiver<Job>>>,
+    queued: Mutex<HashSet<(ChannelId, What)>>,
+    /// Per slot, a channel's hash and its misses so far (low 8 bits); overwritten by the
+    /// next channel that lands there.
+    doorkeeper: Box<[AtomicU64]>,
+}
+
+impl Fills {
+    /// `after_misses`: the miss that queues a fill (1: the first).
+    pub fn new(after_misses: u32) -> Fills {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Fills {
+            after_misses: after_misses.max(1),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            queued: Mutex::new(HashSet::new()),
+            doorkeeper: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Counts a miss; true when it is the one that should fill.
+    fn admit(&self, channel: ChannelId, what: What) -> bool {
+        if self.after_misses == 1 {
+            return true;
+        }
+        let (high, low) = channel.0.as_u64_pair();
+        let hash = (high ^ low ^ ((what as u64 + 1) << 40)) & !0xff;
+        // Fibonacci hashing: the top bits of the product pick the slot.
+        let slot = &self.doorkeeper[(hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as usize];
+        let seen = slot.load(Ordering::Relaxed);
+        let misses = if seen & !0xff == hash {
+            (seen & 0xff) + 1
+        } else {
+            1
+        };
+        if misses >= u64::from(self.after_misses) {
+            slot.store(0, Ordering::Relaxed);
+            true
+        } else {
+            slot.store(hash | misses, Ordering::Relaxed);
+            false
+        }
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<(ChannelId, What)>> {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fills waiting or running.
+    pub fn pending(&self) -> usize {
+        self.queued().len()
+    }
+}
+
+impl HotCache {
+    /// After a miss in both tiers: queues a fill of `what` when admitted. True when queued.
+    pub(super) fn queue_fill(&self, channel: ChannelId, what: What, version: String) -> bool {
+        if !self.fills.admit(channel, what) || !self.fills.queued().insert((channel, what)) {
+            return false;
+        }
+        let job = Job {
+            channel,
+            what,
+            version,
+        };
+        if self.fills.tx.try_send(job).is_err() {
+            self.fills.queued().remove(&(channel, what));
+            bump(&self.stats.fills_dropped);
+            return false;
+        }
+        true
+    }
+
+    async fn run_fill(&self, job: &Job) -> Result<(), DbError> {
+        let installed = match job.what {
+            What::Window => self.fill_window(job.channel, &job.version).await?,
+            What::Members => self.fill_members(job.channel, &job.version).await?,
+        };
+        match installed {
+            Some(true) => bump(&self.stats.fills),
+            // A write came in after the version was taken: what we read may be older.
+            Some(false) => bump(&self.stats.fills_refused),
+            // The channel is gone, or Redis failed (counted by the breaker).
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// Runs queued fills, [`WORKERS`] at a time, until the cache is dropped.
+pub async fn work(cache: Arc<HotCache>) {
+    let Some(rx) = cache
+        .fills
+        .rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    else {
+        return;
+    };
+    tokio_stream_of(rx)
+        .for_each_concurrent(WORKERS, |job| {
+            let cache = cache.clone();
+            async move {
+                if let Err(error) = cache.run_fill(&job).await {
+                    debug!(%error, channel = %job.channel, "a background fill failed");
+                }
+                cache.fills.queued().remove(&(job.channel, job.what));
+            }
+        })
+        .await;
+}
+
+fn tokio_stream_of<T>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_miss_of_a_channel_is_admitted() {
+        let fills = Fills::new(2);
+        let a = ChannelId(uuid::Uuid::new_v4());
+        let b = ChannelId(uuid::Uuid::new_v4());
+        assert!(!fills.admit(a, What::Window));
+        assert!(!fills.admit(a, What::Members), "members are counted apart");
+        assert!(fills.admit(a, What::Window));
+        assert!(
+            !fills.admit(a, What::Window),
+            "admitting forgets the channel"
+        );
+        assert!(!fills.admit(b, What::Window));
+        assert!(Fills::new(1).admit(b, What::Window));
+    }
+}

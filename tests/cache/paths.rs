@@ -1,0 +1,125 @@
+//! What each kind of read costs: which tiers it touches, and the path it is timed under.
+//! The rule behind them: a read the cache cannot help must not pay for it.
+
+use hotchan::config::CacheMode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, users};
+use crate::support::{cache_stats, l1_serving, until_cached};
+
+/// Redis lookups (hits + misses) and Postgres reads so far.
+fn costs(stats: &Value) -> (u64, u64) {
+    let n = |v: &Value| v.as_u64().unwrap();
+    (
+        n(&stats["redis"]["hits"]) + n(&stats["redis"]["misses"]),
+        n(&stats["postgres_reads"]),
+    )
+}
+
+#[tokio::test]
+async fn a_page_past_a_cursor_never_fetches_a_window() {
+    for mode in [CacheMode::Redis, CacheMode::Full] {
+        let app = spawn_app_with(|s| {
+            s.cache = mode;
+            s.hot_window = 20;
+        })
+        .await;
+        let [a] = users();
+        let cid = app.group(&[a]).await;
+        app.bulk_messages(cid, a, 100).await;
+        let latest = until_cached(&app, &format!("/v1/channels/{cid}/messages?limit=5")).await;
+        let newest = latest["messages"][0]["id"].as_i64().unwrap();
+
+        let before = costs(&cache_stats(&app).await);
+        // Far below the 20-message window, then just inside it.
+        let deep = format!("/v1/channels/{cid}/messages?limit=5&before={}", newest - 80);
+        let near = format!("/v1/channels/{cid}/messages?limit=5&before={}", newest - 2);
+        let deep_page = app.get(&deep).await.expect(200);
+        let near_page = app.get(&near).await.expect(200);
+        let after = costs(&cache_stats(&app).await);
+
+        assert_eq!(deep_page["messages"].as_array().unwrap().len(), 5);
+        assert_eq!(near_page["messages"][0]["id"], newest - 3);
+        assert_eq!(
+            after.0, before.0,
+            "{mode:?}: no Redis read for a cursor page"
+        );
+        let postgres = after.1 - before.1;
+        match mode {
+            // Without L1 nothing holds the window in process: both go to Postgres.
+            CacheMode::Redis => assert_eq!(postgres, 2),
+            // The deep page goes to Postgres; the near one is answered by L1 when L1
+            // serves (a loaded machine may bypass it for a moment).
+            _ => assert!((1..=2).contains(&postgres), "{postgres}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sync_is_answered_from_l1_or_by_one_postgres_query_never_from_redis() {
+    let app = spawn_app_with(|s| s.cache = CacheMode::Full).await;
+    l1_serving(&app).await;
+    let [a, b] = users();
+    let (one, two) = (app.group(&[a, b]).await, app.group(&[a, b]).await);
+    for cid in [one, two] {
+        app.say(cid, b, "hello").await;
+    }
+    let sync = json!({"channels": {one.to_string(): 0, two.to_string(): 0}, "user_id": a});
+
+    // Cold: nothing in L1, so one batched Postgres query and no Redis lookup.
+    let before = costs(&cache_stats(&app).await);
+    let cold = app.post("/v1/sync", sync.clone()).await.expect(200);
+    let after = costs(&cache_stats(&app).await);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (0, 1));
+
+    // Once reads have brought both channels' windows and members into L1, no query.
+    for cid in [one, two] {
+        until_cached(&app, &format!("/v1/channels/{cid}/messages")).await;
+        until_cached(&app, &format!("/v1/channels/{cid}/unread?user_id={a}")).await;
+    }
+    let mut from_l1 = false;
+    for _ in 0..20 {
+        let before = costs(&cache_stats(&app).await);
+        let warm = app.post("/v1/sync", sync.clone()).await.expect(200);
+        let after = costs(&cache_stats(&app).await);
+        assert_eq!(warm, cold, "the same answer from either path");
+        assert_eq!(after.0, before.0, "a sync never reads Redis");
+        if after.1 == before.1 {
+            from_l1 = true;
+            break;
+        }
+        // L1 entries may have been bypassed or expired meanwhile: bring them back.
+        for cid in [one, two] {
+            until_cached(&app, &format!("/v1/channels/{cid}/messages")).await;
+        }
+    }
+    assert!(
+        from_l1,
+        "a sync of channels L1 holds was never answered from it"
+    );
+    assert_eq!(cold["channels"][one.to_string()]["unread_count"], 1);
+}
+
+#[tokio::test]
+async fn the_first_miss_of_a_channel_fills_nothing_and_reads_are_timed_by_path() {
+    let app = spawn_app_with(|s| s.cache = CacheMode::Redis).await;
+    let [a] = users();
+    let cid = app.group(&[a]).await;
+    app.say(cid, a, "hi").await;
+    let page = format!("/v1/channels/{cid}/messages");
+
+    app.get(&page).await.expect(200);
+    // Give a wrongly queued fill time to land before checking that none did.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let first = cache_stats(&app).await;
+    assert_eq!(first["fills"], 0, "{first}");
+    assert_eq!(first["latency_by_path"]["fill"]["reads"], 1, "{first}");
+
+    until_cached(&app, &page).await;
+    let stats = cache_stats(&app).await;
+    assert_eq!(stats["fills"], 1, "the second miss filled: {stats}");
+    let paths = &stats["latency_by_path"];
+    assert!(paths["redis"]["reads"].as_u64().unwrap() >= 1, "{paths}");
+    assert!(paths["redis"]["p99_ms"].as_f64().unwrap() > 0.0, "{paths}");
+    assert_eq!(paths["l1"]["reads"], 0, "no L1 in redis mode: {paths}");
+}
