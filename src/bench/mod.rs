@@ -94,7 +94,7 @@ pub struct BenchSettings {
     #[arg(long, value_parser = scale::parse_scale)]
     pub scale: Option<u64>,
     /// With `--scale`: drop each database once it is measured, so that only one is on
-    /// disk at a time (a 100m database takes about 35 GB).
+    /// disk at a time (a 100m database takes about 40 GB).
     #[arg(long)]
     pub drop_after: bool,
     /// With `--scale`: which layouts to seed and measure. `partitioned` alone measures a
