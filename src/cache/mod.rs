@@ -20,7 +20,9 @@ pub mod invalidation;
 pub mod l1;
 pub mod notices;
 pub mod paths;
+mod reads;
 pub mod stats;
+mod writes;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -32,9 +34,7 @@ use tracing::{debug, warn};
 
 use crate::config::CacheMode;
 use crate::domain::window::Members;
-use crate::domain::{
-    Channel, ChannelId, Member, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
-};
+use crate::domain::{ChannelId, MessageId};
 use crate::metrics::Metrics;
 use crate::postgres::{Db, DbError};
 use crate::redis::{MembersRead, Redis, RedisError, WindowRead};
@@ -307,17 +307,32 @@ impl HotCache {
         head: Option<usize>,
     ) -> Result<Loaded, DbError> {
         let read = self.redis.read_window_head(channel, head);
-        match self.redis_call("read_window", read).await {
-            None => Ok(Loaded::Unavailable),
-            Some(WindowRead::Hit(window)) => {
+        let found = self.redis_call("read_window", read).await.map(|r| match r {
+            WindowRead::Hit(w) => Ok(Entry::Window(Arc::new(CachedWindow::new(w)))),
+            WindowRead::Miss(version) => Err(version),
+        });
+        Ok(self.after_redis_read(channel, fills::What::Window, found))
+    }
+
+    /// What a Redis read found, as L1's load result: `None` (the call failed),
+    /// `Some(Ok(entry))` (a hit) or `Some(Err(version))` (a miss, which may queue a fill
+    /// presenting that version).
+    fn after_redis_read(
+        &self,
+        channel: ChannelId,
+        what: fills::What,
+        found: Option<Result<Entry, String>>,
+    ) -> Loaded {
+        match found {
+            None => Loaded::Unavailable,
+            Some(Ok(entry)) => {
                 bump(&self.stats.l2_hits);
-                let window = Arc::new(CachedWindow::new(window));
-                Ok(Loaded::Found(Entry::Window(window), Path::Redis))
+                Loaded::Found(entry, Path::Redis)
             }
-            Some(WindowRead::Miss(version)) => {
+            Some(Err(version)) => {
                 bump(&self.stats.l2_misses);
-                self.queue_fill(channel, fills::What::Window, version);
-                Ok(Loaded::Missed)
+                self.queue_fill(channel, what, version);
+                Loaded::Missed
             }
         }
     }
@@ -371,22 +386,15 @@ impl HotCache {
 
     /// L1's load of a member set: Redis, and on a miss a queued fill ([`fills`]).
     async fn load_members(&self, channel: ChannelId) -> Result<Loaded, DbError> {
-        match self
-            .redis_call("read_members", self.redis.read_members(channel))
+        let read = self.redis.read_members(channel);
+        let found = self
+            .redis_call("read_members", read)
             .await
-        {
-            None => Ok(Loaded::Unavailable),
-            Some(MembersRead::Hit(members)) => {
-                bump(&self.stats.l2_hits);
-                let members = Arc::new(members);
-                Ok(Loaded::Found(Entry::Members(members), Path::Redis))
-            }
-            Some(MembersRead::Miss(version)) => {
-                bump(&self.stats.l2_misses);
-                self.queue_fill(channel, fills::What::Members, version);
-                Ok(Loaded::Missed)
-            }
-        }
+            .map(|r| match r {
+                MembersRead::Hit(m) => Ok(Entry::Members(Arc::new(m))),
+                MembersRead::Miss(version) => Err(version),
+            });
+        Ok(self.after_redis_read(channel, fills::What::Members, found))
     }
 
     /// A fill of the member set, as [`HotCache::fill_window`].
@@ -403,238 +411,9 @@ impl HotCache {
         Ok(self.redis_call("fill_members", fill).await)
     }
 
-    /// A page from the window, encoded by `encode` (once per window and request: the
-    /// encoding is kept with the window); `Unavailable` also when the page reaches past it.
-    ///
-    /// A latest page reads through (it is how a channel enters the tiers). A page past a
-    /// cursor is answered only from a window L1 already holds: fetching a whole window
-    /// for a page that may lie below it would cost more than the Postgres page it spares.
-    pub async fn page(
-        &self,
-        channel: ChannelId,
-        request: PageRequest,
-        encode: impl FnOnce(&Page) -> bytes::Bytes,
-    ) -> Result<(Lookup<bytes::Bytes>, Path), DbError> {
-        let latest = request.cursor == crate::domain::Cursor::Latest;
-        let reach = if latest { Reach::Fill } else { Reach::L1 };
-        // Without L1 nothing keeps the whole window: a latest page reads only the head it
-        // needs (its rows, the one that says whether more exist, and room for tombstones).
-        let head =
-            (!self.l1.is_enabled() && latest).then_some(request.limit as usize + 1 + HEAD_SLACK);
-        let (lookup, path) = self.fetch_window_head(channel, reach, head).await?;
-        Ok(match lookup {
-            Lookup::Found(w) => match w.encoded_page(request, encode) {
-                Some(body) => (Lookup::Found(body), path),
-                None => (Lookup::Unavailable, Path::Postgres),
-            },
-            Lookup::Absent => (Lookup::Absent, path),
-            Lookup::Unavailable => (Lookup::Unavailable, path),
-        })
-    }
-
-    pub async fn channel(&self, channel: ChannelId) -> Result<(Lookup<Channel>, Path), DbError> {
-        let (lookup, path) = self.fetch_window(channel, Reach::Fill).await?;
-        Ok((lookup.map(|w| w.channel.clone()), path))
-    }
-
-    pub async fn members(
-        &self,
-        channel: ChannelId,
-    ) -> Result<(Lookup<Arc<Members>>, Path), DbError> {
-        self.fetch_members(channel, Reach::Fill).await
-    }
-
-    /// Unread count: `Found(None)` when the user is not a member.
-    pub async fn unread(
-        &self,
-        channel: ChannelId,
-        user: UserId,
-    ) -> Result<(Lookup<Option<i64>>, Path), DbError> {
-        let (members, members_path) = self.fetch_members(channel, Reach::Fill).await?;
-        let members = match members {
-            Lookup::Found(m) => m,
-            other => return Ok((other.map(|_| None), members_path)),
-        };
-        let Some(member) = members.get(user) else {
-            return Ok((Lookup::Found(None), members_path));
-        };
-        let (window, path) = self.fetch_window(channel, Reach::Fill).await?;
-        Ok(match window {
-            Lookup::Found(w) => match w.unread(member) {
-                Some(n) => (Lookup::Found(Some(n)), path.max(members_path)),
-                None => (Lookup::Unavailable, Path::Postgres),
-            },
-            other => (other.map(|_| None), path.max(members_path)),
-        })
-    }
-
-    /// One message, when its channel's window holds it.
-    pub async fn message(&self, id: MessageId) -> Result<(Option<Message>, Path), DbError> {
-        let Some(channel) = self.message_channels.get(&id) else {
-            return Ok((None, Path::Postgres));
-        };
-        Ok(match self.fetch_window(channel, Reach::Fill).await? {
-            (Lookup::Found(w), path) => match w.message(id) {
-                Some(m) => (Some(m.clone()), path),
-                None => (None, Path::Postgres),
-            },
-            _ => (None, Path::Postgres),
-        })
-    }
-
-    /// Remembers the channel of a message read from Postgres.
-    pub fn learn_message_channel(&self, message: &Message) {
-        if self.settings.mode != CacheMode::Off {
-            self.message_channels.insert(message.id, message.channel_id);
-        }
-    }
-
-    /// A channel's sync answer from what L1 holds; `None` when Postgres must answer. With
-    /// a user, also the unread count, or `None` when it needs Postgres.
-    ///
-    /// Only L1: a sync asks for a few changes of many channels, and the channels L1 lacks
-    /// cost one batched Postgres query together, less than fetching and decoding each
-    /// one's whole window from Redis.
-    pub fn sync_channel(
-        &self,
-        channel: ChannelId,
-        since: i64,
-        user: Option<UserId>,
-        limits: crate::postgres::SyncLimits,
-    ) -> Option<SyncChannel> {
-        if !self.tiers_usable(channel) {
-            return None;
-        }
-        let Some(Entry::Window(window)) = self.peek(Key::Window(channel)) else {
-            return None;
-        };
-        let mut answer = window.sync(
-            since,
-            i64::from(limits.reset_threshold),
-            limits.reset_messages as usize,
-        )?;
-        if let Some(user) = user {
-            let Some(Entry::Members(members)) = self.peek(Key::Members(channel)) else {
-                return None;
-            };
-            if let Some(member) = members.get(user) {
-                answer.unread_count = Some(window.unread(member)?);
-            }
-        }
-        Some(answer)
-    }
-
     /// Records how long a read took, under the path that answered it.
     pub fn record_read(&self, path: Path, elapsed: Duration) {
         self.latency.record(path, elapsed);
         self.metrics.record_read(path.as_str(), elapsed);
-    }
-
-    /// Write-through of a post.
-    pub async fn after_post(&self, message: &Message) {
-        let call = self.redis.append(message, self.settings.hot_window);
-        self.write_through(
-            message.channel_id,
-            Key::Window(message.channel_id),
-            "append",
-            call,
-        )
-        .await;
-    }
-
-    /// Write-through of an edit or a delete.
-    pub async fn after_rewrite(&self, message: &Message) {
-        let call = self.redis.rewrite(message);
-        self.write_through(
-            message.channel_id,
-            Key::Window(message.channel_id),
-            "rewrite",
-            call,
-        )
-        .await;
-    }
-
-    /// Write-through of a membership change.
-    pub async fn after_members_change(&self, channel: ChannelId) {
-        let call = self.redis.drop_members(channel);
-        self.write_through(channel, Key::Members(channel), "drop_members", call)
-            .await;
-    }
-
-    /// Write-through of a read marker; `member` as it is after the change.
-    pub async fn after_mark_read(&self, channel: ChannelId, member: &Member) {
-        let call = self.redis.mark_read(channel, member);
-        self.write_through(channel, Key::Members(channel), "mark_read", call)
-            .await;
-    }
-
-    async fn write_through<T>(
-        &self,
-        channel: ChannelId,
-        key: Key,
-        operation: &'static str,
-        call: impl Future<Output = Result<T, RedisError>>,
-    ) {
-        if self.settings.mode == CacheMode::Off {
-            return;
-        }
-        let reached = !self.breaker.is_open() && self.redis_call(operation, call).await.is_some();
-        self.l1.invalidate(key);
-        if !reached || !self.publish(invalidation::Invalidation::Key(key)).await {
-            self.dirty.mark(channel);
-            self.announce(Some(channel)).await;
-        }
-    }
-
-    /// Drops a channel (or, with `None`, everything) from L1 here and on every instance, and
-    /// from Redis. When Redis cannot be reached the drop is remembered and done later.
-    pub async fn flush(&self, channel: Option<ChannelId>) {
-        if self.settings.mode == CacheMode::Off {
-            return;
-        }
-        let done = match channel {
-            Some(c) => {
-                self.l1.invalidate(Key::Window(c));
-                self.l1.invalidate(Key::Members(c));
-                self.redis_call("drop_channel", self.redis.drop_channel(c))
-                    .await
-                    .is_some()
-                    && self.publish(invalidation::Invalidation::Channel(c)).await
-            }
-            None => {
-                self.l1.flush();
-                self.redis_call("delete_prefix", self.redis.delete_prefix())
-                    .await
-                    .is_some()
-                    && self.publish(invalidation::Invalidation::Everything).await
-            }
-        };
-        if !done {
-            match channel {
-                Some(c) => self.dirty.mark(c),
-                None => self.dirty.mark_all(),
-            }
-            self.announce(channel).await;
-        }
-    }
-
-    /// Publishes an invalidation for the other instances; false when it could not be sent.
-    async fn publish(&self, what: invalidation::Invalidation) -> bool {
-        if self.breaker.is_open() {
-            return false;
-        }
-        let message = what.encode(&self.instance);
-        let sent = self
-            .redis_call(
-                "publish",
-                self.redis
-                    .publish(&self.redis.invalidation_channel(), message),
-            )
-            .await
-            .is_some();
-        if sent {
-            bump(&self.stats.invalidations_sent);
-        }
-        sent
     }
 }

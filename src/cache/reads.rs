@@ -1,0 +1,136 @@
+//! The reads the tiers answer, each with the path that answered it ([`super::paths`]).
+
+use std::sync::Arc;
+
+use super::l1::{Entry, Key};
+use super::paths::Path;
+use super::{HotCache, Lookup, Reach, HEAD_SLACK};
+use crate::config::CacheMode;
+use crate::domain::window::Members;
+use crate::domain::{
+    Channel, ChannelId, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
+};
+use crate::postgres::DbError;
+
+impl HotCache {
+    /// A page from the window, encoded by `encode` (once per window and request: the
+    /// encoding is kept with the window); `Unavailable` also when the page reaches past it.
+    ///
+    /// A latest page reads through (it is how a channel enters the tiers). A page past a
+    /// cursor is answered only from a window L1 already holds: fetching a whole window
+    /// for a page that may lie below it would cost more than the Postgres page it spares.
+    pub async fn page(
+        &self,
+        channel: ChannelId,
+        request: PageRequest,
+        encode: impl FnOnce(&Page) -> bytes::Bytes,
+    ) -> Result<(Lookup<bytes::Bytes>, Path), DbError> {
+        let latest = request.cursor == crate::domain::Cursor::Latest;
+        let reach = if latest { Reach::Fill } else { Reach::L1 };
+        // Without L1 nothing keeps the whole window: a latest page reads only the head it
+        // needs (its rows, the one that says whether more exist, and room for tombstones).
+        let head =
+            (!self.l1.is_enabled() && latest).then_some(request.limit as usize + 1 + HEAD_SLACK);
+        let (lookup, path) = self.fetch_window_head(channel, reach, head).await?;
+        Ok(match lookup {
+            Lookup::Found(w) => match w.encoded_page(request, encode) {
+                Some(body) => (Lookup::Found(body), path),
+                None => (Lookup::Unavailable, Path::Postgres),
+            },
+            Lookup::Absent => (Lookup::Absent, path),
+            Lookup::Unavailable => (Lookup::Unavailable, path),
+        })
+    }
+
+    pub async fn channel(&self, channel: ChannelId) -> Result<(Lookup<Channel>, Path), DbError> {
+        let (lookup, path) = self.fetch_window(channel, Reach::Fill).await?;
+        Ok((lookup.map(|w| w.channel.clone()), path))
+    }
+
+    pub async fn members(
+        &self,
+        channel: ChannelId,
+    ) -> Result<(Lookup<Arc<Members>>, Path), DbError> {
+        self.fetch_members(channel, Reach::Fill).await
+    }
+
+    /// Unread count: `Found(None)` when the user is not a member.
+    pub async fn unread(
+        &self,
+        channel: ChannelId,
+        user: UserId,
+    ) -> Result<(Lookup<Option<i64>>, Path), DbError> {
+        let (members, members_path) = self.fetch_members(channel, Reach::Fill).await?;
+        let members = match members {
+            Lookup::Found(m) => m,
+            other => return Ok((other.map(|_| None), members_path)),
+        };
+        let Some(member) = members.get(user) else {
+            return Ok((Lookup::Found(None), members_path));
+        };
+        let (window, path) = self.fetch_window(channel, Reach::Fill).await?;
+        Ok(match window {
+            Lookup::Found(w) => match w.unread(member) {
+                Some(n) => (Lookup::Found(Some(n)), path.max(members_path)),
+                None => (Lookup::Unavailable, Path::Postgres),
+            },
+            other => (other.map(|_| None), path.max(members_path)),
+        })
+    }
+
+    /// One message, when its channel's window holds it.
+    pub async fn message(&self, id: MessageId) -> Result<(Option<Message>, Path), DbError> {
+        let Some(channel) = self.message_channels.get(&id) else {
+            return Ok((None, Path::Postgres));
+        };
+        Ok(match self.fetch_window(channel, Reach::Fill).await? {
+            (Lookup::Found(w), path) => match w.message(id) {
+                Some(m) => (Some(m.clone()), path),
+                None => (None, Path::Postgres),
+            },
+            _ => (None, Path::Postgres),
+        })
+    }
+
+    /// Remembers the channel of a message read from Postgres.
+    pub fn learn_message_channel(&self, message: &Message) {
+        if self.settings.mode != CacheMode::Off {
+            self.message_channels.insert(message.id, message.channel_id);
+        }
+    }
+
+    /// A channel's sync answer from what L1 holds; `None` when Postgres must answer. With
+    /// a user, also the unread count, or `None` when it needs Postgres.
+    ///
+    /// Only L1: a sync asks for a few changes of many channels, and the channels L1 lacks
+    /// cost one batched Postgres query together, less than fetching and decoding each
+    /// one's whole window from Redis.
+    pub fn sync_channel(
+        &self,
+        channel: ChannelId,
+        since: i64,
+        user: Option<UserId>,
+        limits: crate::postgres::SyncLimits,
+    ) -> Option<SyncChannel> {
+        if !self.tiers_usable(channel) {
+            return None;
+        }
+        let Some(Entry::Window(window)) = self.peek(Key::Window(channel)) else {
+            return None;
+        };
+        let mut answer = window.sync(
+            since,
+            i64::from(limits.reset_threshold),
+            limits.reset_messages as usize,
+        )?;
+        if let Some(user) = user {
+            let Some(Entry::Members(members)) = self.peek(Key::Members(channel)) else {
+                return None;
+            };
+            if let Some(member) = members.get(user) {
+                answer.unread_count = Some(window.unread(member)?);
+            }
+        }
+        Some(answer)
+    }
+}

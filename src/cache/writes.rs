@@ -1,0 +1,123 @@
+//! Write-through: after Postgres commits, the channel's script in Redis, the local L1
+//! entry, and an invalidation for the other instances; a write that cannot reach Redis
+//! marks its channel dirty and announces it through Postgres.
+
+use std::future::Future;
+
+use super::invalidation::Invalidation;
+use super::l1::Key;
+use super::stats::bump;
+use super::HotCache;
+use crate::config::CacheMode;
+use crate::domain::{ChannelId, Member, Message};
+use crate::redis::RedisError;
+
+impl HotCache {
+    /// Write-through of a post.
+    pub async fn after_post(&self, message: &Message) {
+        let call = self.redis.append(message, self.settings.hot_window);
+        self.write_through(
+            message.channel_id,
+            Key::Window(message.channel_id),
+            "append",
+            call,
+        )
+        .await;
+    }
+
+    /// Write-through of an edit or a delete.
+    pub async fn after_rewrite(&self, message: &Message) {
+        let call = self.redis.rewrite(message);
+        self.write_through(
+            message.channel_id,
+            Key::Window(message.channel_id),
+            "rewrite",
+            call,
+        )
+        .await;
+    }
+
+    /// Write-through of a membership change.
+    pub async fn after_members_change(&self, channel: ChannelId) {
+        let call = self.redis.drop_members(channel);
+        self.write_through(channel, Key::Members(channel), "drop_members", call)
+            .await;
+    }
+
+    /// Write-through of a read marker; `member` as it is after the change.
+    pub async fn after_mark_read(&self, channel: ChannelId, member: &Member) {
+        let call = self.redis.mark_read(channel, member);
+        self.write_through(channel, Key::Members(channel), "mark_read", call)
+            .await;
+    }
+
+    async fn write_through<T>(
+        &self,
+        channel: ChannelId,
+        key: Key,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) {
+        if self.settings.mode == CacheMode::Off {
+            return;
+        }
+        let reached = !self.breaker.is_open() && self.redis_call(operation, call).await.is_some();
+        self.l1.invalidate(key);
+        if !reached || !self.publish(Invalidation::Key(key)).await {
+            self.dirty.mark(channel);
+            self.announce(Some(channel)).await;
+        }
+    }
+
+    /// Drops a channel (or, with `None`, everything) from L1 here and on every instance, and
+    /// from Redis. When Redis cannot be reached the drop is remembered and done later.
+    pub async fn flush(&self, channel: Option<ChannelId>) {
+        if self.settings.mode == CacheMode::Off {
+            return;
+        }
+        let done = match channel {
+            Some(c) => {
+                self.l1.invalidate(Key::Window(c));
+                self.l1.invalidate(Key::Members(c));
+                self.redis_call("drop_channel", self.redis.drop_channel(c))
+                    .await
+                    .is_some()
+                    && self.publish(Invalidation::Channel(c)).await
+            }
+            None => {
+                self.l1.flush();
+                self.redis_call("delete_prefix", self.redis.delete_prefix())
+                    .await
+                    .is_some()
+                    && self.publish(Invalidation::Everything).await
+            }
+        };
+        if !done {
+            match channel {
+                Some(c) => self.dirty.mark(c),
+                None => self.dirty.mark_all(),
+            }
+            self.announce(channel).await;
+        }
+    }
+
+    /// Publishes an invalidation for the other instances; false when it could not be sent.
+    async fn publish(&self, what: Invalidation) -> bool {
+        if self.breaker.is_open() {
+            return false;
+        }
+        let message = what.encode(&self.instance);
+        let sent = self
+            .redis_call(
+                "publish",
+                self.redis
+                    .publish(&self.redis.invalidation_channel(), message),
+            )
+            .await
+            .is_some();
+        if sent {
+            bump(&self.stats.invalidations_sent);
+        }
+        sent
+    }
+}
