@@ -143,6 +143,7 @@ fn lua(c: &mut Criterion) {
             prefix,
             timeout: Duration::from_secs(1),
             ttl: Duration::from_secs(300),
+            connections: 1,
         })
         .ok()?;
         for _ in 0..20 {

@@ -262,6 +262,10 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_FILL_AFTER_MISSES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub fill_after_misses: u32,
 
+    /// Connections to Redis for cache calls, used in turn (pub/sub has its own).
+    #[arg(long, env = "HOTCHAN_REDIS_CONNECTIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub redis_connections: u32,
+
     /// Timeout of every Redis call.
     #[arg(long, env = "HOTCHAN_REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub redis_timeout_ms: u64,
@@ -343,6 +347,7 @@ impl Settings {
             prefix: format!("{}.{}", self.redis_prefix, &id[..12]),
             timeout: self.redis_timeout(),
             ttl: Duration::from_millis(self.redis_ttl_ms),
+            connections: self.redis_connections as usize,
         }
     }
 

@@ -56,6 +56,8 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// Keys of a channel expire this long after its last fill or write.
     pub ttl: Duration,
+    /// Connections to Redis, used in turn.
+    pub connections: usize,
 }
 
 struct Scripts {
@@ -127,7 +129,8 @@ pub enum MembersRead {
 /// A Redis connection that reconnects by itself, with the hot-channel scripts.
 #[derive(Clone)]
 pub struct Redis {
-    client: fred::clients::Client,
+    /// Connections used in turn (`--redis-connections`).
+    client: fred::clients::Pool,
     settings: std::sync::Arc<RedisSettings>,
     scripts: std::sync::Arc<Scripts>,
 }
@@ -160,9 +163,11 @@ fn builder(settings: &RedisSettings) -> Result<Builder, RedisConfigError> {
 impl Redis {
     /// Starts connecting in the background; returns at once, reachable or not.
     pub fn connect(settings: RedisSettings) -> Result<Redis, RedisConfigError> {
-        let client = builder(&settings)?.build().map_err(RedisConfigError)?;
-        // The connection task runs until `quit`; it reconnects by the policy above.
-        let _task = client.connect();
+        let client = builder(&settings)?
+            .build_pool(settings.connections.max(1))
+            .map_err(RedisConfigError)?;
+        // The connection tasks run until `quit`; they reconnect by the policy above.
+        let _tasks = client.connect_pool();
         Ok(Redis {
             client,
             settings: std::sync::Arc::new(settings),
@@ -214,7 +219,7 @@ impl Redis {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, RedisError> {
-        self.bounded(script.evalsha_with_reload(&self.client, keys, args))
+        self.bounded(script.evalsha_with_reload(self.client.next_connected(), keys, args))
             .await
     }
 
@@ -225,7 +230,8 @@ impl Redis {
     /// Loads every script (also done lazily on `NOSCRIPT`).
     pub async fn load_scripts(&self) -> Result<(), RedisError> {
         for script in self.scripts.all() {
-            self.bounded(script.load(&self.client)).await?;
+            self.bounded(script.load(self.client.next_connected()))
+                .await?;
         }
         Ok(())
     }
@@ -436,9 +442,13 @@ impl Redis {
     }
 
     pub async fn publish(&self, channel: &str, message: String) -> Result<(), RedisError> {
-        self.bounded(self.client.publish::<i64, _, _>(channel, message))
-            .await
-            .map(drop)
+        self.bounded(
+            self.client
+                .next_connected()
+                .publish::<i64, _, _>(channel, message),
+        )
+        .await
+        .map(drop)
     }
 
     /// Deletes every key under the prefix (SCAN, then DEL in batches). Versions are
@@ -446,7 +456,10 @@ impl Redis {
     pub async fn delete_prefix(&self) -> Result<u64, RedisError> {
         let pattern = format!("{}:*", self.settings.prefix);
         let mut deleted = 0;
-        let mut pages = self.client.scan_buffered(pattern, Some(500), None);
+        let mut pages = self
+            .client
+            .next_connected()
+            .scan_buffered(pattern, Some(500), None);
         let mut batch = Vec::new();
         let deadline = self.settings.timeout * 50;
         let scan = async {
@@ -475,6 +488,7 @@ impl Redis {
         let pattern = format!("{}:*:meta", self.settings.prefix);
         let count = self
             .client
+            .next_connected()
             .scan_buffered(pattern, Some(1000), None)
             .try_fold(0u64, |n, _| async move { Ok(n + 1) });
         match tokio::time::timeout(self.settings.timeout * 20, count).await {

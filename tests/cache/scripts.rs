@@ -18,6 +18,7 @@ fn redis() -> Redis {
         prefix: format!("hct_{}", Uuid::new_v4().simple()),
         timeout: Duration::from_secs(2),
         ttl: Duration::from_secs(60),
+        connections: 1,
     })
     .unwrap()
 }
