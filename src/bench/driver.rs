@@ -139,30 +139,68 @@ async fn in_process(service: &Service, op: &Op, n: u64) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
-async fn over_http(client: &reqwest::Client, base: &str, op: &Op, n: u64) -> Result<(), String> {
-    let request = match *op {
-        Op::Latest { channel } => client.get(format!("{base}/v1/channels/{channel}/messages?limit={PAGE_LIMIT}")),
-        Op::Before { channel, cursor, .. } => {
-            client.get(format!("{base}/v1/channels/{channel}/messages?limit={PAGE_LIMIT}&before={}", cursor.0))
-        }
-        Op::After { channel, cursor, .. } => {
-            client.get(format!("{base}/v1/channels/{channel}/messages?limit={PAGE_LIMIT}&after={}", cursor.0))
-        }
-        Op::Unread { channel, user } => client.get(format!("{base}/v1/channels/{channel}/unread?user_id={user}")),
-        Op::UserUnread { user } => client.get(format!("{base}/v1/users/{user}/unread")),
-        Op::SyncUser { user, channels } => {
-            let list: Vec<String> = channels.iter().map(|(c, since)| format!(r#""{c}": {since}"#)).collect();
-            client
-                .post(format!("{base}/v1/sync"))
-                .body(format!(r#"{{"channels": {{{}}}, "user_id": "{user}"}}"#, list.join(", ")))
-        }
-        Op::Sync { channel, since, user } => client
-            .post(format!("{base}/v1/sync"))
-            .body(format!(r#"{{"channels": {{"{channel}": {since}}}, "user_id": "{user}"}}"#)),
-        Op::Post { channel, user } => client.post(format!("{base}/v1/channels/{channel}/messages")).body(format!(
-            r#"{{"sender_id": "{user}", "content": "bench post {n}", "client_msg_id": "bench-{n}"}}"#
-        )),
+/// An operation as an HTTP request: method, path and body. A post's `client_msg_id` is
+/// `bench-<id>`.
+pub fn http_form(op: &Op, id: &str) -> (&'static str, String, Option<String>) {
+    let page = |channel, cursor: &str| {
+        format!("/v1/channels/{channel}/messages?limit={PAGE_LIMIT}{cursor}")
     };
+    match *op {
+        Op::Latest { channel } => ("GET", page(channel, ""), None),
+        Op::Before {
+            channel, cursor, ..
+        } => ("GET", page(channel, &format!("&before={}", cursor.0)), None),
+        Op::After {
+            channel, cursor, ..
+        } => ("GET", page(channel, &format!("&after={}", cursor.0)), None),
+        Op::Unread { channel, user } => (
+            "GET",
+            format!("/v1/channels/{channel}/unread?user_id={user}"),
+            None,
+        ),
+        Op::UserUnread { user } => ("GET", format!("/v1/users/{user}/unread"), None),
+        Op::SyncUser { user, channels } => {
+            let list: Vec<String> = channels
+                .iter()
+                .map(|(c, since)| format!(r#""{c}": {since}"#))
+                .collect();
+            let body = format!(
+                r#"{{"channels": {{{}}}, "user_id": "{user}"}}"#,
+                list.join(", ")
+            );
+            ("POST", "/v1/sync".into(), Some(body))
+        }
+        Op::Sync {
+            channel,
+            since,
+            user,
+        } => {
+            let body = format!(r#"{{"channels": {{"{channel}": {since}}}, "user_id": "{user}"}}"#);
+            ("POST", "/v1/sync".into(), Some(body))
+        }
+        Op::Post { channel, user } => {
+            let body = format!(
+                r#"{{"sender_id": "{user}", "content": "bench post {id}", "client_msg_id": "bench-{id}"}}"#
+            );
+            (
+                "POST",
+                format!("/v1/channels/{channel}/messages"),
+                Some(body),
+            )
+        }
+    }
+}
+
+async fn over_http(client: &reqwest::Client, base: &str, op: &Op, n: u64) -> Result<(), String> {
+    let (method, path, body) = http_form(op, &n.to_string());
+    let url = format!("{base}{path}");
+    let mut request = match method {
+        "GET" => client.get(url),
+        _ => client.post(url),
+    };
+    if let Some(body) = body {
+        request = request.body(body);
+    }
     let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status();
     response.bytes().await.map_err(|e| e.to_string())?;

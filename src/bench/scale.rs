@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::contender::{contender_settings, run_contender, Contender, Contest};
 use super::dataset::{self, Markers, Shape};
 use super::workload::{self, Scenario};
-use super::{contender_settings, run_contender, BenchSettings, Contender, Contest, Transport};
+use super::{BenchSettings, Transport};
 use crate::config::{CacheMode, DatabaseSettings};
 use crate::postgres::partition::{layout, Layout};
 
@@ -171,6 +172,8 @@ pub async fn run(b: &BenchSettings, messages: u64) -> anyhow::Result<()> {
                         warm: &warm,
                         measured: &measured,
                         salt: 1_000 + (parts as u64 * 100 + s as u64 * 4 + l as u64 * 2 + m as u64),
+                        wrk_seconds: 0,
+                        out_dir: &b.out_dir,
                     })
                     .await?;
                     rows.push(Row {

@@ -1,0 +1,246 @@
+//! One contender of the load benchmark: an instance with its own cache mode and Redis
+//! prefix, warmed, then measured by the bench's driver and (over HTTP) by wrk; and the
+//! ceiling, the same HTTP stack answering one page from memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::dataset::Dataset;
+use super::driver::{self, Run, Target};
+use super::workload::{self, Op};
+use super::{wrk, BenchSettings, Transport};
+use crate::app::Application;
+use crate::cache::paths::PathSnapshot;
+use crate::cache::stats::StatsSnapshot;
+use crate::config::{CacheMode, Settings};
+use crate::domain::{Cursor, PageRequest};
+
+pub struct Contender {
+    pub name: String,
+    pub run: Run,
+    pub stats: StatsSnapshot,
+    /// Read latency by the path that answered, measured inside the contender.
+    pub latency: PathSnapshot,
+    pub reads: u64,
+    /// The same contender driven by wrk, when it ran.
+    pub wrk: Option<wrk::WrkRun>,
+}
+
+/// The serve settings of one contender: its cache mode, and a Redis prefix of its own
+/// (`run` names the run and scenario), on port 0.
+pub fn contender_settings(serve: &Settings, mode: CacheMode, run: &str) -> Settings {
+    let mut settings = serve.clone();
+    settings.cache = mode;
+    settings.redis_prefix = format!("{}.bench.{run}.{}", serve.redis_prefix, mode.as_str());
+    settings.listen = "127.0.0.1:0".parse().expect("a valid address");
+    settings
+}
+
+/// One contender: an instance built from `settings`, warmed with `warm`, then measured.
+pub struct Contest<'a> {
+    pub settings: Settings,
+    pub transport: Transport,
+    pub concurrency: usize,
+    /// Names the progress bars.
+    pub label: String,
+    pub warm: &'a Arc<Vec<Op>>,
+    pub measured: &'a Arc<Vec<Op>>,
+    /// Makes this run's posts new messages.
+    pub salt: u64,
+    /// Seconds of a wrk run after the measured one (HTTP only; 0: none).
+    pub wrk_seconds: u64,
+    /// Where wrk's script is written.
+    pub out_dir: &'a std::path::Path,
+}
+
+/// The wrk seconds to run: none when wrk is not installed (the report says so).
+pub fn wrk_seconds(b: &BenchSettings) -> u64 {
+    if b.transport == Transport::Http && wrk::installed() {
+        b.wrk_seconds
+    } else {
+        0
+    }
+}
+
+pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
+    let mode = c.settings.cache;
+    let token = c.settings.token.as_ref().map(|t| t.0.clone());
+    let (warm, measured, salt) = (c.warm, c.measured, c.salt);
+    let reads = measured.iter().filter(|op| op.is_read()).count() as u64;
+    let app = Application::build(c.settings).await?;
+    let redis = crate::redis::Redis::connect(app.redis_settings())?;
+    let service = app.service();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut idle = None;
+    let (target, server) = match c.transport {
+        Transport::InProcess => {
+            idle = Some(app);
+            (Target::InProcess(service.clone()), None)
+        }
+        Transport::Http => {
+            let base = match app.local_addr() {
+                crate::config::ListenAddr::Tcp(addr) => format!("http://{addr}"),
+                crate::config::ListenAddr::Unix(_) => unreachable!("the bench listens on TCP"),
+            };
+            let server = tokio::spawn(app.run_until(async {
+                let _ = stop_rx.await;
+            }));
+            (
+                Target::Http {
+                    client: http_client(c.concurrency),
+                    base,
+                },
+                Some(server),
+            )
+        }
+    };
+    if mode == CacheMode::Full {
+        // L1 serves once the instance hears its own heartbeat.
+        for _ in 0..100 {
+            if !service.cache().l1().is_bypassed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let label = c.label;
+    driver::run(
+        &target,
+        warm.clone(),
+        c.concurrency,
+        &format!("{label} warm-up "),
+        salt,
+    )
+    .await;
+    let before = service.cache().stats().snapshot();
+    let latency_before = service.cache().latency().snapshot();
+    let run = driver::run(
+        &target,
+        measured.clone(),
+        c.concurrency,
+        &format!("{label} measured"),
+        salt,
+    )
+    .await;
+    let stats = service.cache().stats().snapshot().since(&before);
+    let latency = service.cache().latency().snapshot().since(&latency_before);
+    let wrk = match (&target, c.wrk_seconds) {
+        (Target::Http { base, .. }, seconds) if seconds > 0 => {
+            let duration = Duration::from_secs(seconds);
+            let token = token.as_deref();
+            Some(
+                wrk::run(
+                    base,
+                    measured,
+                    c.concurrency,
+                    duration,
+                    salt,
+                    token,
+                    c.out_dir,
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
+    let _ = stop_tx.send(());
+    if let Some(server) = server {
+        server.await??;
+    }
+    if let Some(app) = idle {
+        app.close().await;
+    }
+    if mode != CacheMode::Off {
+        let _ = redis.delete_prefix().await;
+    }
+    redis.close().await;
+    Ok(Contender {
+        name: mode.as_str().into(),
+        run,
+        stats,
+        latency,
+        reads,
+        wrk,
+    })
+}
+
+fn http_client(concurrency: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a plain HTTP client builds")
+}
+
+/// The same HTTP stack (axum on hyper, loopback) answering one pre-encoded 50-message
+/// page from memory: what no cache can beat.
+pub async fn run_ceiling(
+    b: &BenchSettings,
+    data: &Dataset,
+    measured: &Arc<Vec<Op>>,
+) -> anyhow::Result<Contender> {
+    let db = crate::postgres::Db::connect(&b.serve.db).await?;
+    let request = PageRequest {
+        limit: workload::PAGE_LIMIT,
+        cursor: Cursor::Latest,
+    };
+    let page = db
+        .load_page(data.channels[0], request)
+        .await?
+        .context("the first bench channel exists")?;
+    let body = bytes::Bytes::from(serde_json::to_vec(&page)?);
+    let router = axum::Router::new().route(
+        "/page",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/page", listener.local_addr()?);
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let target = Target::Ceiling {
+        client: http_client(b.concurrency),
+        url: url.clone(),
+    };
+    driver::run(
+        &target,
+        measured.clone(),
+        b.concurrency,
+        "ceiling measured",
+        0,
+    )
+    .await;
+    let run = driver::run(
+        &target,
+        measured.clone(),
+        b.concurrency,
+        "ceiling measured",
+        0,
+    )
+    .await;
+    let wrk = match wrk_seconds(b) {
+        0 => None,
+        seconds => {
+            let duration = Duration::from_secs(seconds);
+            Some(wrk::run(&url, &[], b.concurrency, duration, 0, None, &b.out_dir).await?)
+        }
+    };
+    server.abort();
+    db.close();
+    Ok(Contender {
+        name: "ceiling".into(),
+        run,
+        stats: StatsSnapshot::default(),
+        latency: PathSnapshot::default(),
+        reads: measured.len() as u64,
+        wrk,
+    })
+}
