@@ -26,6 +26,28 @@ pub struct Contender {
     pub reads: u64,
     /// The same contender driven by wrk, when it ran.
     pub wrk: Option<wrk::WrkRun>,
+    /// Resident size of the bench process (hotchan runs in it) before the contender
+    /// started and at its peak, in bytes, where Linux tells.
+    pub rss: Option<(u64, u64)>,
+}
+
+/// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`).
+fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Starts a resident-size measurement: the peak so far is reset to the current size.
+fn rss_start() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    status_bytes("VmRSS:")
+}
+
+/// The size at the start and the peak since.
+fn rss_end(start: Option<u64>) -> Option<(u64, u64)> {
+    Some((start?, status_bytes("VmHWM:")?))
 }
 
 /// The serve settings of one contender: its cache mode, and a Redis prefix of its own
@@ -69,6 +91,7 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
     let token = c.settings.token.as_ref().map(|t| t.0.clone());
     let (warm, measured, salt) = (c.warm, c.measured, c.salt);
     let reads = measured.iter().filter(|op| op.is_read()).count() as u64;
+    let rss = rss_start();
     let app = Application::build(c.settings).await?;
     let redis = crate::redis::Redis::connect(app.redis_settings())?;
     let service = app.service();
@@ -163,6 +186,7 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
         latency,
         reads,
         wrk,
+        rss: rss_end(rss),
     })
 }
 
@@ -242,5 +266,6 @@ pub async fn run_ceiling(
         latency: PathSnapshot::default(),
         reads: measured.len() as u64,
         wrk,
+        rss: None,
     })
 }

@@ -48,6 +48,33 @@ pub fn write_scenario(report: &mut String, scenario: &str, contenders: &[Contend
     );
     write_wrk(report, contenders);
     write_paths(report, contenders);
+    write_rss(report, contenders);
+}
+
+/// Resident size per contender: hotchan runs inside the bench process, so the start
+/// includes the bench's own data; the growth is the contender's.
+fn write_rss(report: &mut String, contenders: &[Contender]) {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let cells: Vec<String> = contenders
+        .iter()
+        .filter_map(|c| {
+            let (start, peak) = c.rss?;
+            Some(format!(
+                "{} {:.0} → peak {:.0} MiB (+{:.0})",
+                c.name,
+                mib(start),
+                mib(peak),
+                mib(peak.saturating_sub(start))
+            ))
+        })
+        .collect();
+    if !cells.is_empty() {
+        let _ = writeln!(
+            report,
+            "Resident size of the bench process (hotchan inside it), at each contender's start and its peak: {}.\n",
+            cells.join("; ")
+        );
+    }
 }
 
 /// The same contenders driven by wrk, and whether the bench's own driver kept up.
