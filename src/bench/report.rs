@@ -34,18 +34,10 @@ pub fn write_scenario(report: &mut String, scenario: &str, contenders: &[Contend
             pg
         );
     }
-    let by: HashMap<&str, &Contender> = contenders.iter().map(|c| (c.name.as_str(), c)).collect();
-    let rate = |a: &str, b: &str| Some(by.get(a)?.run.throughput() / by.get(b)?.run.throughput());
-    let p99 = |a: &str, b: &str| Some(by.get(a)?.run.ms(0.99) / by.get(b)?.run.ms(0.99));
-    let fmt = |r: Option<f64>| r.map_or("–".into(), |r| format!("{r:.2}×"));
-    let _ = writeln!(
-        report,
-        "\nThroughput full/off {}, redis/off {}, full/ceiling {}; p99 full/off {}.\n",
-        fmt(rate("full", "off")),
-        fmt(rate("redis", "off")),
-        fmt(rate("full", "ceiling")),
-        fmt(p99("full", "off"))
-    );
+    let figures = contenders
+        .iter()
+        .map(|c| (c.name.as_str(), c.run.throughput(), c.run.ms(0.99)));
+    write_ratios(report, "Throughput", figures);
     write_wrk(report, contenders);
     write_paths(report, contenders);
     write_rss(report, contenders);
@@ -77,6 +69,26 @@ fn write_rss(report: &mut String, contenders: &[Contender]) {
     }
 }
 
+/// The line of ratios between contenders, from (name, req/s, p99) of each.
+fn write_ratios<'a>(
+    report: &mut String,
+    lead: &str,
+    figures: impl Iterator<Item = (&'a str, f64, f64)>,
+) {
+    let by: HashMap<&str, (f64, f64)> = figures.map(|(n, r, p)| (n, (r, p))).collect();
+    let rate = |a: &str, b: &str| Some(by.get(a)?.0 / by.get(b)?.0);
+    let p99 = |a: &str, b: &str| Some(by.get(a)?.1 / by.get(b)?.1);
+    let fmt = |r: Option<f64>| r.map_or("–".into(), |r| format!("{r:.2}×"));
+    let _ = writeln!(
+        report,
+        "\n{lead} full/off {}, redis/off {}, full/ceiling {}; p99 full/off {}.\n",
+        fmt(rate("full", "off")),
+        fmt(rate("redis", "off")),
+        fmt(rate("full", "ceiling")),
+        fmt(p99("full", "off"))
+    );
+}
+
 /// The same contenders driven by wrk, and whether the bench's own driver kept up.
 fn write_wrk(report: &mut String, contenders: &[Contender]) {
     if contenders.iter().all(|c| c.wrk.is_none()) {
@@ -96,21 +108,11 @@ fn write_wrk(report: &mut String, contenders: &[Contender]) {
             let _ = writeln!(report, "| {} | {} |", c.name, w.cells());
         }
     }
-    let by: HashMap<&str, &super::wrk::WrkRun> = contenders
-        .iter()
-        .filter_map(|c| Some((c.name.as_str(), c.wrk.as_ref()?)))
-        .collect();
-    let rate = |a: &str, b: &str| Some(by.get(a)?.throughput() / by.get(b)?.throughput());
-    let p99 = |a: &str, b: &str| Some(by.get(a)?.p99_ms / by.get(b)?.p99_ms);
-    let fmt = |r: Option<f64>| r.map_or("–".into(), |r| format!("{r:.2}×"));
-    let _ = writeln!(
-        report,
-        "\nOver wrk: throughput full/off {}, redis/off {}, full/ceiling {}; p99 full/off {}.\n",
-        fmt(rate("full", "off")),
-        fmt(rate("redis", "off")),
-        fmt(rate("full", "ceiling")),
-        fmt(p99("full", "off"))
-    );
+    let figures = contenders.iter().filter_map(|c| {
+        let w = c.wrk.as_ref()?;
+        Some((c.name.as_str(), w.throughput(), w.p99_ms))
+    });
+    write_ratios(report, "Over wrk: throughput", figures);
     if let Some(ceiling) = contenders.iter().find(|c| c.name == "ceiling") {
         if let Some(w) = &ceiling.wrk {
             let share = ceiling.run.throughput() / w.throughput();
