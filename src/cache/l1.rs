@@ -110,8 +110,6 @@ pub enum Loaded {
     /// A value to serve and, when the load was not overtaken, to keep in L1; the path
     /// says whether Redis held it or a Postgres fill made it.
     Found(Entry, Path),
-    /// The channel does not exist (never cached).
-    Absent,
     /// The tiers cannot answer (Redis down, the fill was refused): read Postgres directly.
     Unavailable,
     /// Neither tier holds it: read Postgres directly (a fill may have been queued).

@@ -54,9 +54,7 @@ const MESSAGE_CHANNELS: u64 = 100_000;
 #[derive(Debug, Clone)]
 pub enum Lookup<T> {
     Found(T),
-    /// The channel does not exist (Postgres said so during a fill).
-    Absent,
-    /// Ask Postgres directly.
+    /// Ask Postgres directly (which also says whether the channel exists).
     Unavailable,
 }
 
@@ -64,7 +62,6 @@ impl<T> Lookup<T> {
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Lookup<U> {
         match self {
             Lookup::Found(value) => Lookup::Found(f(value)),
-            Lookup::Absent => Lookup::Absent,
             Lookup::Unavailable => Lookup::Unavailable,
         }
     }
@@ -240,7 +237,7 @@ impl HotCache {
         }
         match loaded {
             Loaded::Found(_, path) => *path,
-            Loaded::Absent | Loaded::Unavailable => Path::Postgres,
+            Loaded::Unavailable => Path::Postgres,
             Loaded::Missed => Path::Fill,
         }
     }
@@ -295,7 +292,6 @@ impl HotCache {
             Loaded::Found(Entry::Members(_), _) | Loaded::Unavailable | Loaded::Missed => {
                 Lookup::Unavailable
             }
-            Loaded::Absent => Lookup::Absent,
         };
         Ok((lookup, path))
     }
@@ -379,7 +375,6 @@ impl HotCache {
             Loaded::Found(Entry::Window(_), _) | Loaded::Unavailable | Loaded::Missed => {
                 Lookup::Unavailable
             }
-            Loaded::Absent => Lookup::Absent,
         };
         Ok((lookup, path))
     }
@@ -414,6 +409,6 @@ impl HotCache {
     /// Records how long a read took, under the path that answered it.
     pub fn record_read(&self, path: Path, elapsed: Duration) {
         self.latency.record(path, elapsed);
-        self.metrics.record_read(path.as_str(), elapsed);
+        self.metrics.record_read(path, elapsed);
     }
 }

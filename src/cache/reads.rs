@@ -37,7 +37,6 @@ impl HotCache {
                 Some(body) => (Lookup::Found(body), path),
                 None => (Lookup::Unavailable, Path::Postgres),
             },
-            Lookup::Absent => (Lookup::Absent, path),
             Lookup::Unavailable => (Lookup::Unavailable, path),
         })
     }

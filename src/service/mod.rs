@@ -79,15 +79,6 @@ pub struct Service {
     trace: Option<trace::Trace>,
 }
 
-/// What a cache lookup means for the caller: an answer, a 404, or "ask Postgres".
-fn from_cache<T>(lookup: Lookup<T>, missing: &'static str) -> Option<Result<T, Error>> {
-    match lookup {
-        Lookup::Found(value) => Some(Ok(value)),
-        Lookup::Absent => Some(Err(Error::NotFound(missing))),
-        Lookup::Unavailable => None,
-    }
-}
-
 /// A read in progress: timed from its start, and recorded under the path that answered.
 struct Read<'a> {
     cache: &'a HotCache,
@@ -99,12 +90,8 @@ struct Read<'a> {
 impl Read<'_> {
     /// The tiers' answer when they had one (recorded under `path`); else `None`, and
     /// the caller asks Postgres.
-    fn tiers<T>(
-        &mut self,
-        (lookup, path): (Lookup<T>, Path),
-        missing: &'static str,
-    ) -> Option<Result<T, Error>> {
-        let Some(answer) = from_cache(lookup, missing) else {
+    fn tiers<T>(&mut self, (lookup, path): (Lookup<T>, Path)) -> Option<T> {
+        let Lookup::Found(answer) = lookup else {
             self.missed = if path == Path::Fill {
                 Path::Fill
             } else {
@@ -189,8 +176,8 @@ impl Service {
 
     pub async fn channel(&self, id: ChannelId) -> Result<Channel, Error> {
         let mut read = self.read();
-        if let Some(answer) = read.tiers(self.cache.channel(id).await?, "channel") {
-            return answer;
+        if let Some(channel) = read.tiers(self.cache.channel(id).await?) {
+            return Ok(channel);
         }
         self.cache.note_postgres_read();
         let channel = self.pg("load_channel", self.db.load_channel(id)).await?;
@@ -200,8 +187,8 @@ impl Service {
     pub async fn members(&self, id: ChannelId) -> Result<Vec<MemberSummary>, Error> {
         self.traced(id, 0);
         let mut read = self.read();
-        if let Some(answer) = read.tiers(self.cache.members(id).await?, "channel") {
-            return answer.map(|m| m.summaries());
+        if let Some(members) = read.tiers(self.cache.members(id).await?) {
+            return Ok(members.summaries());
         }
         self.cache.note_postgres_read();
         let members = self.pg("load_members", self.db.load_members(id)).await?;
@@ -210,8 +197,8 @@ impl Service {
 
     pub async fn member(&self, channel: ChannelId, user: UserId) -> Result<Member, Error> {
         let mut read = self.read();
-        if let Some(answer) = read.tiers(self.cache.members(channel).await?, "channel") {
-            return answer?.get(user).cloned().ok_or(Error::NotFound("member"));
+        if let Some(members) = read.tiers(self.cache.members(channel).await?) {
+            return members.get(user).cloned().ok_or(Error::NotFound("member"));
         }
         self.cache.note_postgres_read();
         let member = self
@@ -297,8 +284,8 @@ impl Service {
         self.traced(channel, depth);
         let mut read = self.read();
         let cached = self.cache.page(channel, request, encode).await?;
-        if let Some(answer) = read.tiers(cached, "channel") {
-            return answer;
+        if let Some(body) = read.tiers(cached) {
+            return Ok(body);
         }
         self.cache.note_postgres_read();
         let page = self
@@ -378,8 +365,8 @@ impl Service {
     pub async fn unread(&self, channel: ChannelId, user: UserId) -> Result<i64, Error> {
         self.traced(channel, 0);
         let mut read = self.read();
-        if let Some(answer) = read.tiers(self.cache.unread(channel, user).await?, "channel") {
-            return answer?.ok_or_else(not_a_member);
+        if let Some(count) = read.tiers(self.cache.unread(channel, user).await?) {
+            return count.ok_or_else(not_a_member);
         }
         self.cache.note_postgres_read();
         let count = self
