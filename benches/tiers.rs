@@ -71,7 +71,7 @@ fn l1_hit(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let l1 = L1::new(64 << 20, Duration::from_secs(600));
+    let l1 = L1::new(64 << 20, 0, Duration::from_secs(600));
     l1.resume();
     let w = window(200);
     let key = Key::Window(w.channel.id);

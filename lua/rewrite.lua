@@ -1,6 +1,8 @@
 -- rewrite: write-through of an edit or a soft delete. Replaces the message in place when
 -- it is in the window; a message older than the window only raises the floor.
--- KEYS[1] msgs, KEYS[2] meta, KEYS[3] ver
+-- It also drops the runs of deep history whose range holds the message, and fences their
+-- fills (read_history.lua).
+-- KEYS[1] msgs, KEYS[2] meta, KEYS[3] ver, KEYS[4] hist, KEYS[5] hver
 -- ARGV[1] the change's seq, ARGV[2] message id, ARGV[3] the new list element,
 -- ARGV[4] TTL in ms, ARGV[5] fmt
 -- Returns 1 applied, 0 no window, 2 already applied (a replay), -1 window dropped.
@@ -8,6 +10,15 @@
 -- so they cannot share code (Redis Functions could, from 7.0). Keep both in step.
 redis.call('INCR', KEYS[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('INCR', KEYS[5])
+redis.call('PEXPIRE', KEYS[5], ARGV[4])
+local changed = tonumber(ARGV[2])
+for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
+  local top, low = string.match(field, '^(%-?%d+):(%-?%d+)$')
+  if top and tonumber(low) <= changed and changed < tonumber(top) then
+    redis.call('HDEL', KEYS[4], field)
+  end
+end
 local m = redis.call('HMGET', KEYS[2], 'seq', 'count', 'floor', 'fmt', 'complete')
 if not m[1] then
   return 0

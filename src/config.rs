@@ -240,6 +240,11 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_L1_CAPACITY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub l1_capacity_bytes: u64,
 
+    /// L1 bytes for deep history (runs of messages below the hot window), apart from
+    /// `--l1-capacity-bytes`; 0 keeps deep history in Redis only.
+    #[arg(long, env = "HOTCHAN_HISTORY_L1_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub history_l1_bytes: u64,
+
     /// Longest life of an L1 entry: a safety net behind invalidation.
     #[arg(long, env = "HOTCHAN_L1_TTL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub l1_ttl_ms: u64,
@@ -335,6 +340,7 @@ impl Settings {
             breaker_failures: self.breaker_failures,
             probe_interval: Duration::from_millis(self.redis_probe_ms),
             fill_after_misses: self.fill_after_misses,
+            history_l1_bytes: self.history_l1_bytes,
         }
     }
 

@@ -134,6 +134,11 @@ impl Metrics {
             counter!("hotchan_cache_fills_total", "outcome" => "refused").absolute(s.fills_refused);
             counter!("hotchan_cache_fills_total", "outcome" => "dropped").absolute(s.fills_dropped);
             gauge!("hotchan_cache_fills_pending").set(cache.fills_pending as f64);
+            counter!("hotchan_history_pages_total", "answer" => "l1").absolute(s.history_l1_hits);
+            counter!("hotchan_history_pages_total", "answer" => "redis")
+                .absolute(s.history_redis_hits);
+            counter!("hotchan_history_pages_total", "answer" => "miss").absolute(s.history_misses);
+            counter!("hotchan_history_fills_total").absolute(s.history_fills);
             counter!("hotchan_invalidations_total", "direction" => "sent")
                 .absolute(s.invalidations_sent);
             counter!("hotchan_invalidations_total", "direction" => "received")

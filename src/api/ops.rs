@@ -90,6 +90,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     let cache = state.service.cache();
     let stats = cache.stats().snapshot();
     let (entries, weighted_bytes, capacity_bytes) = cache.l1().usage();
+    let history = cache.l1().history_usage();
     let hot_channels = cache.redis().count_windows().await.ok();
     Json(serde_json::json!({
         "mode": cache.mode().as_str(),
@@ -110,6 +111,15 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "hits": stats.l2_hits,
             "misses": stats.l2_misses,
             "hit_ratio": ratio(stats.l2_hits, stats.l2_misses),
+        },
+        "history": {
+            "entries": history.0,
+            "weighted_bytes": history.1,
+            "capacity_bytes": history.2,
+            "l1_hits": stats.history_l1_hits,
+            "redis_hits": stats.history_redis_hits,
+            "misses": stats.history_misses,
+            "fills": stats.history_fills,
         },
         "latency_by_path": cache.latency().snapshot().summary(),
         "postgres_reads": stats.postgres_reads,

@@ -25,6 +25,7 @@ use tracing::debug;
 use super::stats::bump;
 use super::HotCache;
 use crate::domain::ChannelId;
+use crate::domain::PageRequest;
 use crate::postgres::DbError;
 
 /// Fills waiting for a worker.
@@ -39,6 +40,21 @@ const DOORKEEPER_SLOTS: usize = 1 << (64 - 50);
 pub enum What {
     Window,
     Members,
+    /// A run of deep history starting at the cursor of a page it must answer
+    /// ([`super::history`]).
+    History(PageRequest),
+}
+
+impl What {
+    /// What is admitted and queued apart: a channel's history is one kind whatever the
+    /// cursor (a pager's cursors differ on every page), with one fill at a time.
+    fn kind(self) -> u8 {
+        match self {
+            What::Window => 0,
+            What::Members => 1,
+            What::History(_) => 2,
+        }
+    }
 }
 
 /// One queued fill: the version the read's Redis miss handed out.
@@ -52,7 +68,7 @@ pub struct Fills {
     after_misses: u32,
     tx: mpsc::Sender<Job>,
     rx: Mutex<Option<mpsc::Receiver<Job>>>,
-    queued: Mutex<HashSet<(ChannelId, What)>>,
+    queued: Mutex<HashSet<(ChannelId, u8)>>,
     /// Per slot, a channel's hash and its misses so far (low 8 bits); overwritten by the
     /// next channel that lands there.
     doorkeeper: Box<[AtomicU64]>,
@@ -77,7 +93,7 @@ impl Fills {
             return true;
         }
         let (high, low) = channel.0.as_u64_pair();
-        let hash = (high ^ low ^ ((what as u64 + 1) << 40)) & !0xff;
+        let hash = (high ^ low ^ ((u64::from(what.kind()) + 1) << 40)) & !0xff;
         // Fibonacci hashing: the top bits of the product pick the slot.
         let slot = &self.doorkeeper[(hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as usize];
         let seen = slot.load(Ordering::Relaxed);
@@ -95,7 +111,7 @@ impl Fills {
         }
     }
 
-    fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<(ChannelId, What)>> {
+    fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<(ChannelId, u8)>> {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -108,7 +124,7 @@ impl Fills {
 impl HotCache {
     /// After a miss in both tiers: queues a fill of `what` when admitted. True when queued.
     pub(super) fn queue_fill(&self, channel: ChannelId, what: What, version: String) -> bool {
-        if !self.fills.admit(channel, what) || !self.fills.queued().insert((channel, what)) {
+        if !self.fills.admit(channel, what) || !self.fills.queued().insert((channel, what.kind())) {
             return false;
         }
         let job = Job {
@@ -117,7 +133,7 @@ impl HotCache {
             version,
         };
         if self.fills.tx.try_send(job).is_err() {
-            self.fills.queued().remove(&(channel, what));
+            self.fills.queued().remove(&(channel, what.kind()));
             bump(&self.stats.fills_dropped);
             return false;
         }
@@ -128,6 +144,13 @@ impl HotCache {
         let installed = match job.what {
             What::Window => self.fill_window(job.channel, &job.version).await?,
             What::Members => self.fill_members(job.channel, &job.version).await?,
+            What::History(page) => {
+                let installed = self.fill_history(job.channel, page, &job.version).await?;
+                if installed == Some(true) {
+                    bump(&self.stats.history_fills);
+                }
+                installed
+            }
         };
         match installed {
             Some(true) => bump(&self.stats.fills),
@@ -158,7 +181,7 @@ pub async fn work(cache: Arc<HotCache>) {
                 if let Err(error) = cache.run_fill(&job).await {
                     debug!(%error, channel = %job.channel, "a background fill failed");
                 }
-                cache.fills.queued().remove(&(job.channel, job.what));
+                cache.fills.queued().remove(&(job.channel, job.what.kind()));
             }
         })
         .await;

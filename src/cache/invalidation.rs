@@ -47,6 +47,7 @@ impl Invalidation {
                 format!("inv {instance} w {c}")
             }
             Invalidation::Key(Key::Members(c)) => format!("inv {instance} m {c}"),
+            Invalidation::Key(Key::History(c)) => format!("inv {instance} h {c}"),
             Invalidation::Channel(c) => format!("inv {instance} c {c}"),
             Invalidation::Everything => format!("inv {instance} *"),
         }
@@ -66,6 +67,7 @@ fn parse(text: &str) -> Option<Notice> {
                     match scope {
                         "w" => Invalidation::Key(Key::Window(channel)),
                         "m" => Invalidation::Key(Key::Members(channel)),
+                        "h" => Invalidation::Key(Key::History(channel)),
                         "c" => Invalidation::Channel(channel),
                         _ => return None,
                     }
@@ -82,10 +84,7 @@ impl HotCache {
     pub(super) fn apply(&self, what: Invalidation) {
         match what {
             Invalidation::Key(key) => self.l1.invalidate(key),
-            Invalidation::Channel(c) => {
-                self.l1.invalidate(Key::Window(c));
-                self.l1.invalidate(Key::Members(c));
-            }
+            Invalidation::Channel(c) => self.l1.invalidate_channel(c),
             Invalidation::Everything => self.l1.flush(),
         }
     }
@@ -235,6 +234,7 @@ mod tests {
         for what in [
             Invalidation::Key(Key::Window(c)),
             Invalidation::Key(Key::Members(c)),
+            Invalidation::Key(Key::History(c)),
             Invalidation::Channel(c),
             Invalidation::Everything,
         ] {

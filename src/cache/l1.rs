@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use crate::domain::history::History;
 use crate::domain::window::{Members, Window};
 use crate::domain::ChannelId;
 
@@ -32,12 +33,15 @@ pub enum Key {
     /// loads, never kept.
     WindowHead(ChannelId, u32),
     Members(ChannelId),
+    /// Runs of deep history ([`crate::domain::history`]), in their own budget.
+    History(ChannelId),
 }
 
 #[derive(Clone, Debug)]
 pub enum Entry {
     Window(Arc<CachedWindow>),
     Members(Arc<Members>),
+    History(Arc<History>),
 }
 
 /// Most encoded pages remembered per window (the first ones asked for). Together they
@@ -100,6 +104,7 @@ impl Entry {
             // The window, and room for its encoded pages (at most as much again).
             Entry::Window(w) => w.weight().saturating_mul(2),
             Entry::Members(m) => m.weight(),
+            Entry::History(h) => h.weight(),
         }
     }
 }
@@ -129,10 +134,15 @@ pub enum Source {
     Load,
 }
 
+type Store = moka::sync::Cache<Key, Entry>;
+
 pub struct L1 {
     /// `None` when L1 is off (`--cache redis`): loads are still shared, nothing is kept.
-    cache: Option<moka::sync::Cache<Key, Entry>>,
+    cache: Option<Store>,
     capacity_bytes: u64,
+    /// Deep history, apart so that it never pushes hot windows out.
+    history: Option<Store>,
+    history_bytes: u64,
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
     epoch: AtomicU64,
     /// Set while invalidations cannot arrive: nothing is read from or kept in L1.
@@ -140,22 +150,34 @@ pub struct L1 {
 }
 
 impl L1 {
-    /// An L1 holding up to `capacity_bytes` (weighed), each entry for at most `ttl`;
-    /// `capacity_bytes == 0` keeps nothing. Starts bypassed until [`L1::resume`].
-    pub fn new(capacity_bytes: u64, ttl: Duration) -> L1 {
-        let cache = (capacity_bytes > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(capacity_bytes)
-                .weigher(|_key: &Key, entry: &Entry| entry.weight())
-                .time_to_live(ttl)
-                .build()
-        });
+    /// An L1 holding up to `capacity_bytes` (weighed) of windows and member sets and
+    /// `history_bytes` of deep history, each entry for at most `ttl`; a budget of 0 keeps
+    /// nothing of its kind. Starts bypassed until [`L1::resume`].
+    pub fn new(capacity_bytes: u64, history_bytes: u64, ttl: Duration) -> L1 {
+        let store = |bytes: u64| {
+            (bytes > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(bytes)
+                    .weigher(|_key: &Key, entry: &Entry| entry.weight())
+                    .time_to_live(ttl)
+                    .build()
+            })
+        };
         L1 {
-            cache,
+            cache: store(capacity_bytes),
             capacity_bytes,
+            history: store(history_bytes),
+            history_bytes,
             flights: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             bypass: AtomicBool::new(true),
+        }
+    }
+
+    fn store(&self, key: &Key) -> Option<&Store> {
+        match key {
+            Key::History(_) => self.history.as_ref(),
+            _ => self.cache.as_ref(),
         }
     }
 
@@ -171,10 +193,28 @@ impl L1 {
         Fut: Future<Output = Result<Loaded, E>>,
     {
         if !self.bypass.load(Ordering::Acquire) {
-            if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+            if let Some(entry) = self.store(&key).and_then(|c| c.get(&key)) {
                 return Ok((Loaded::Found(entry, Path::L1), Source::L1));
             }
         }
+        self.load_shared(key, load).await
+    }
+
+    /// Loads `key` again whatever L1 holds (the load may build on what [`L1::peek`]
+    /// finds), shared with concurrent callers and installed under the same rules.
+    pub async fn refresh<F, Fut, E>(&self, key: Key, load: F) -> Result<(Loaded, Source), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Loaded, E>>,
+    {
+        self.load_shared(key, load).await
+    }
+
+    async fn load_shared<F, Fut, E>(&self, key: Key, load: F) -> Result<(Loaded, Source), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Loaded, E>>,
+    {
         let flight = {
             let mut flights = self.flights();
             flights
@@ -198,7 +238,7 @@ impl L1 {
         if self.bypass.load(Ordering::Acquire) {
             return None;
         }
-        self.cache.as_ref()?.get(&key)
+        self.store(&key)?.get(&key)
     }
 
     fn install(&self, key: Key, flight: &Arc<Flight>, loaded: &Loaded) {
@@ -211,7 +251,7 @@ impl L1 {
         let current = !flight.cancelled.load(Ordering::Acquire)
             && flight.epoch == self.epoch.load(Ordering::Acquire)
             && !self.bypass.load(Ordering::Acquire);
-        if let (true, Some(cache), Loaded::Found(entry, _)) = (current, &self.cache, loaded) {
+        if let (true, Some(cache), Loaded::Found(entry, _)) = (current, self.store(&key), loaded) {
             cache.insert(key, entry.clone());
         }
     }
@@ -222,8 +262,19 @@ impl L1 {
         if let Some(flight) = flights.remove(&key) {
             flight.cancelled.store(true, Ordering::Release);
         }
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = self.store(&key) {
             cache.invalidate(&key);
+        }
+    }
+
+    /// Removes everything of a channel, as [`L1::invalidate`] does for each key.
+    pub fn invalidate_channel(&self, channel: ChannelId) {
+        for key in [
+            Key::Window(channel),
+            Key::Members(channel),
+            Key::History(channel),
+        ] {
+            self.invalidate(key);
         }
     }
 
@@ -234,7 +285,7 @@ impl L1 {
         for (_, flight) in flights.drain() {
             flight.cancelled.store(true, Ordering::Release);
         }
-        if let Some(cache) = &self.cache {
+        for cache in [&self.cache, &self.history].into_iter().flatten() {
             cache.invalidate_all();
         }
     }
@@ -259,19 +310,25 @@ impl L1 {
         self.cache.is_some()
     }
 
-    /// Entries and weighed bytes (moka's counts lag until its pending tasks run).
+    /// Entries, weighed bytes and capacity of windows and member sets (moka's counts lag
+    /// until its pending tasks run).
     pub fn usage(&self) -> (u64, u64, u64) {
-        match &self.cache {
-            Some(cache) => {
-                cache.run_pending_tasks();
-                (
-                    cache.entry_count(),
-                    cache.weighted_size(),
-                    self.capacity_bytes,
-                )
-            }
-            None => (0, 0, 0),
+        usage_of(&self.cache, self.capacity_bytes)
+    }
+
+    /// [`L1::usage`] of deep history.
+    pub fn history_usage(&self) -> (u64, u64, u64) {
+        usage_of(&self.history, self.history_bytes)
+    }
+}
+
+fn usage_of(store: &Option<Store>, capacity: u64) -> (u64, u64, u64) {
+    match store {
+        Some(cache) => {
+            cache.run_pending_tasks();
+            (cache.entry_count(), cache.weighted_size(), capacity)
         }
+        None => (0, 0, 0),
     }
 }
 
@@ -309,7 +366,7 @@ mod tests {
     }
 
     fn l1() -> L1 {
-        let l1 = L1::new(1 << 20, Duration::from_secs(60));
+        let l1 = L1::new(1 << 20, 1 << 20, Duration::from_secs(60));
         l1.resume();
         l1
     }

@@ -16,6 +16,7 @@
 
 pub mod fills;
 pub mod health;
+mod history;
 pub mod invalidation;
 pub mod l1;
 pub mod notices;
@@ -81,6 +82,8 @@ pub struct CacheSettings {
     pub probe_interval: Duration,
     /// The miss of a channel that queues its fill ([`fills`]).
     pub fill_after_misses: u32,
+    /// L1's budget for deep history ([`history`]), apart from `l1_capacity_bytes`.
+    pub history_l1_bytes: u64,
 }
 
 /// Test hooks: points where a test can hold a request to order a race.
@@ -88,6 +91,8 @@ pub struct CacheSettings {
 pub struct Hooks {
     /// Runs in a window fill after its Postgres read, before the fill script.
     pub after_fill_read: Option<Arc<dyn Fn(ChannelId) -> BoxFuture<'static, ()> + Send + Sync>>,
+    /// Runs in a fill of deep history after its Postgres read, before the fill script.
+    pub after_history_read: Option<Arc<dyn Fn(ChannelId) -> BoxFuture<'static, ()> + Send + Sync>>,
 }
 
 /// How far a lookup may go.
@@ -127,12 +132,12 @@ impl HotCache {
         hooks: Hooks,
         metrics: Arc<Metrics>,
     ) -> HotCache {
-        let l1_bytes = match settings.mode {
-            CacheMode::Full => settings.l1_capacity_bytes,
-            CacheMode::Redis | CacheMode::Off => 0,
+        let (l1_bytes, history_bytes) = match settings.mode {
+            CacheMode::Full => (settings.l1_capacity_bytes, settings.history_l1_bytes),
+            CacheMode::Redis | CacheMode::Off => (0, 0),
         };
         HotCache {
-            l1: L1::new(l1_bytes, settings.l1_ttl),
+            l1: L1::new(l1_bytes, history_bytes, settings.l1_ttl),
             message_channels: moka::sync::Cache::new(MESSAGE_CHANNELS),
             breaker: Breaker::new(settings.breaker_failures),
             dirty: Dirty::default(),
@@ -289,9 +294,9 @@ impl HotCache {
         let path = self.count_l1(source, &loaded);
         let lookup = match loaded {
             Loaded::Found(Entry::Window(w), _) => Lookup::Found(w),
-            Loaded::Found(Entry::Members(_), _) | Loaded::Unavailable | Loaded::Missed => {
-                Lookup::Unavailable
-            }
+            Loaded::Found(Entry::Members(_) | Entry::History(_), _)
+            | Loaded::Unavailable
+            | Loaded::Missed => Lookup::Unavailable,
         };
         Ok((lookup, path))
     }
@@ -372,9 +377,9 @@ impl HotCache {
         let path = self.count_l1(source, &loaded);
         let lookup = match loaded {
             Loaded::Found(Entry::Members(m), _) => Lookup::Found(m),
-            Loaded::Found(Entry::Window(_), _) | Loaded::Unavailable | Loaded::Missed => {
-                Lookup::Unavailable
-            }
+            Loaded::Found(Entry::Window(_) | Entry::History(_), _)
+            | Loaded::Unavailable
+            | Loaded::Missed => Lookup::Unavailable,
         };
         Ok((lookup, path))
     }

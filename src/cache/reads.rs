@@ -19,11 +19,14 @@ impl HotCache {
     /// A latest page reads through (it is how a channel enters the tiers). A page past a
     /// cursor is answered only from a window L1 already holds: fetching a whole window
     /// for a page that may lie below it would cost more than the Postgres page it spares.
+    ///
+    /// A page past a cursor that the window cannot answer goes to deep history
+    /// ([`super::history`]).
     pub async fn page(
         &self,
         channel: ChannelId,
         request: PageRequest,
-        encode: impl FnOnce(&Page) -> bytes::Bytes,
+        encode: impl Fn(&Page) -> bytes::Bytes,
     ) -> Result<(Lookup<bytes::Bytes>, Path), DbError> {
         let latest = request.cursor == crate::domain::Cursor::Latest;
         let reach = if latest { Reach::Fill } else { Reach::L1 };
@@ -32,12 +35,21 @@ impl HotCache {
         let head =
             (!self.l1.is_enabled() && latest).then_some(request.limit as usize + 1 + HEAD_SLACK);
         let (lookup, path) = self.fetch_window_head(channel, reach, head).await?;
-        Ok(match lookup {
-            Lookup::Found(w) => match w.encoded_page(request, encode) {
-                Some(body) => (Lookup::Found(body), path),
-                None => (Lookup::Unavailable, Path::Postgres),
-            },
-            Lookup::Unavailable => (Lookup::Unavailable, path),
+        if let Lookup::Found(w) = &lookup {
+            if let Some(body) = w.encoded_page(request, &encode) {
+                return Ok((Lookup::Found(body), path));
+            }
+        }
+        if latest {
+            let path = match lookup {
+                Lookup::Found(_) => Path::Postgres,
+                Lookup::Unavailable => path,
+            };
+            return Ok((Lookup::Unavailable, path));
+        }
+        Ok(match self.history_page(channel, request).await? {
+            (Some(page), path) => (Lookup::Found(encode(&page)), path),
+            (None, path) => (Lookup::Unavailable, path),
         })
     }
 

@@ -47,6 +47,14 @@ counters! {
     fills_refused,
     /// Fills not queued because the queue was full.
     fills_dropped,
+    /// Pages past a cursor answered by deep history held in L1.
+    history_l1_hits,
+    /// Pages past a cursor answered by deep history read from Redis.
+    history_redis_hits,
+    /// Pages past a cursor neither the window nor any run held (Postgres answered).
+    history_misses,
+    /// Runs of deep history installed in Redis.
+    history_fills,
     invalidations_sent,
     invalidations_received,
     /// Writes announced through Postgres because Redis could not be told.

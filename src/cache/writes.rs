@@ -16,45 +16,38 @@ impl HotCache {
     /// Write-through of a post.
     pub async fn after_post(&self, message: &Message) {
         let call = self.redis.append(message, self.settings.hot_window);
-        self.write_through(
-            message.channel_id,
-            Key::Window(message.channel_id),
-            "append",
-            call,
-        )
-        .await;
+        let c = message.channel_id;
+        self.write_through(c, &[Key::Window(c)], "append", call)
+            .await;
     }
 
-    /// Write-through of an edit or a delete.
+    /// Write-through of an edit or a delete: the window, and the runs of deep history
+    /// (which a post never changes: it lands above every run).
     pub async fn after_rewrite(&self, message: &Message) {
         let call = self.redis.rewrite(message);
-        self.write_through(
-            message.channel_id,
-            Key::Window(message.channel_id),
-            "rewrite",
-            call,
-        )
-        .await;
+        let c = message.channel_id;
+        let keys = [Key::Window(c), Key::History(c)];
+        self.write_through(c, &keys, "rewrite", call).await;
     }
 
     /// Write-through of a membership change.
     pub async fn after_members_change(&self, channel: ChannelId) {
         let call = self.redis.drop_members(channel);
-        self.write_through(channel, Key::Members(channel), "drop_members", call)
+        self.write_through(channel, &[Key::Members(channel)], "drop_members", call)
             .await;
     }
 
     /// Write-through of a read marker; `member` as it is after the change.
     pub async fn after_mark_read(&self, channel: ChannelId, member: &Member) {
         let call = self.redis.mark_read(channel, member);
-        self.write_through(channel, Key::Members(channel), "mark_read", call)
+        self.write_through(channel, &[Key::Members(channel)], "mark_read", call)
             .await;
     }
 
     async fn write_through<T>(
         &self,
         channel: ChannelId,
-        key: Key,
+        keys: &[Key],
         operation: &'static str,
         call: impl Future<Output = Result<T, RedisError>>,
     ) {
@@ -62,8 +55,12 @@ impl HotCache {
             return;
         }
         let reached = !self.breaker.is_open() && self.redis_call(operation, call).await.is_some();
-        self.l1.invalidate(key);
-        if !reached || !self.publish(Invalidation::Key(key)).await {
+        let mut published = reached;
+        for &key in keys {
+            self.l1.invalidate(key);
+            published = published && self.publish(Invalidation::Key(key)).await;
+        }
+        if !published {
             self.dirty.mark(channel);
             self.announce(Some(channel)).await;
         }
@@ -77,8 +74,7 @@ impl HotCache {
         }
         let done = match channel {
             Some(c) => {
-                self.l1.invalidate(Key::Window(c));
-                self.l1.invalidate(Key::Members(c));
+                self.l1.invalidate_channel(c);
                 self.redis_call("drop_channel", self.redis.drop_channel(c))
                     .await
                     .is_some()

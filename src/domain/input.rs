@@ -172,7 +172,7 @@ impl ClientMsgId {
 }
 
 /// Where a page starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Cursor {
     /// The newest live messages, newest first.
     Latest,
@@ -183,7 +183,7 @@ pub enum Cursor {
 }
 
 /// A validated page request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PageRequest {
     pub limit: u32,
     pub cursor: Cursor,

@@ -136,7 +136,7 @@ impl Window {
 }
 
 /// Approximate in-memory size of a message besides its content.
-const MESSAGE_OVERHEAD: usize = 160;
+pub(super) const MESSAGE_OVERHEAD: usize = 160;
 /// Approximate in-memory size of a channel entry besides its messages.
 const CHANNEL_OVERHEAD: usize = 200;
 

@@ -3,6 +3,7 @@
 
 mod channels;
 mod error;
+pub mod history;
 mod messages;
 mod migrate;
 mod notices;

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::history::Run;
 use crate::domain::{Channel, ChannelId, ChannelType, Member, Message, MessageId, UserId};
 
 /// The codec: 1 = fixed header + bincode 2 (standard config).
@@ -108,6 +109,37 @@ pub fn decode_message(channel: ChannelId, bytes: &[u8]) -> Option<Message> {
         updated_at: optional_time(stored.updated_at)?,
         deleted_at: optional_time(stored.deleted_at)?,
         seq: i64_at(bytes, 10)?,
+    })
+}
+
+/// A run of deep history (`crate::domain::history`): format, schema, top, low, flags
+/// (1 complete, 2 open),
+/// then the bincode of its messages, each encoded as a list element of a window.
+pub fn encode_run(run: &Run) -> Vec<u8> {
+    let mut head = Vec::with_capacity(19);
+    head.extend_from_slice(&[FORMAT, SCHEMA]);
+    head.extend_from_slice(&run.top.0.to_be_bytes());
+    head.extend_from_slice(&run.low.0.to_be_bytes());
+    head.push(u8::from(run.complete) | (u8::from(run.open) << 1));
+    let messages: Vec<Vec<u8>> = run.messages.iter().map(encode_message).collect();
+    bincode_tail(head, &messages)
+}
+
+pub fn decode_run(channel: ChannelId, bytes: &[u8]) -> Option<Run> {
+    if bytes.len() < 19 || bytes[0] != FORMAT || bytes[1] != SCHEMA {
+        return None;
+    }
+    let stored: Vec<Vec<u8>> = decode_tail(&bytes[19..])?;
+    let messages = stored
+        .iter()
+        .map(|m| decode_message(channel, m))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Run {
+        top: MessageId(i64_at(bytes, 2)?),
+        low: MessageId(i64_at(bytes, 10)?),
+        complete: bytes[18] & 1 != 0,
+        open: bytes[18] & 2 != 0,
+        messages,
     })
 }
 

@@ -7,6 +7,8 @@
 //! script is idempotent and fenced (see `lua/README.md`).
 
 pub mod codec;
+pub use history::HistoryRead;
+mod history;
 mod pubsub;
 
 use std::time::Duration;
@@ -70,6 +72,8 @@ struct Scripts {
     fill_members: Script,
     drop_members: Script,
     mark_read: Script,
+    read_history: Script,
+    fill_history: Script,
 }
 
 impl Scripts {
@@ -85,10 +89,12 @@ impl Scripts {
             fill_members: lua(include_str!("../../lua/fill_members.lua")),
             drop_members: lua(include_str!("../../lua/drop_members.lua")),
             mark_read: lua(include_str!("../../lua/mark_read.lua")),
+            read_history: lua(include_str!("../../lua/read_history.lua")),
+            fill_history: lua(include_str!("../../lua/fill_history.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 9] {
+    fn all(&self) -> [&Script; 11] {
         [
             &self.read_window,
             &self.fill_window,
@@ -99,6 +105,8 @@ impl Scripts {
             &self.fill_members,
             &self.drop_members,
             &self.mark_read,
+            &self.read_history,
+            &self.fill_history,
         ]
     }
 }
@@ -110,6 +118,8 @@ pub struct ChannelKeys {
     pub ver: String,
     pub members: String,
     pub mver: String,
+    pub hist: String,
+    pub hver: String,
 }
 
 /// What a window read found.
@@ -200,6 +210,8 @@ impl Redis {
             ver: format!("{p}:{{{channel}}}:ver"),
             members: format!("{p}:{{{channel}}}:members"),
             mver: format!("{p}:{{{channel}}}:mver"),
+            hist: format!("{p}:{{{channel}}}:hist"),
+            hver: format!("{p}:{{{channel}}}:hver"),
         }
     }
 
@@ -349,7 +361,11 @@ impl Redis {
             Value::from(codec::META_FORMAT),
         ];
         let answer = self
-            .eval(&self.scripts.rewrite, vec![k.msgs, k.meta, k.ver], args)
+            .eval(
+                &self.scripts.rewrite,
+                vec![k.msgs, k.meta, k.ver, k.hist, k.hver],
+                args,
+            )
             .await?;
         answer.as_i64().ok_or(RedisError::Protocol)
     }
@@ -359,7 +375,7 @@ impl Redis {
         let k = self.keys(channel);
         self.eval(
             &self.scripts.drop_channel,
-            vec![k.msgs, k.meta, k.ver, k.members, k.mver],
+            vec![k.msgs, k.meta, k.ver, k.members, k.mver, k.hist, k.hver],
             vec![self.ttl_ms()],
         )
         .await

@@ -8,6 +8,7 @@ mod helpers;
 mod support;
 
 mod faults;
+mod history;
 mod instances;
 mod partition;
 mod paths;

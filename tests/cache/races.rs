@@ -30,6 +30,7 @@ async fn a_fill_held_after_its_postgres_read_is_refused_once_an_edit_committed()
             }
             .boxed()
         })),
+        ..Hooks::default()
     };
     let mut settings = test_settings();
     settings.cache = CacheMode::Full;

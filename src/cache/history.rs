@@ -1,0 +1,122 @@
+//! Deep history: pages past a cursor that the hot window cannot answer, served from runs
+//! of the channel's live messages ([`crate::domain::history`]) kept in L1 (in their own
+//! budget, `--history-l1-bytes`) and in Redis (at most [`RUNS_KEPT`] runs a channel).
+//!
+//! The same machinery as windows: a read looks in L1, then in Redis (one round trip that
+//! also hands out the fence version); a miss is answered by Postgres at once and queues a
+//! fenced fill ([`super::fills`], admitted on the channel's second miss). An edit or delete
+//! drops the runs whose range holds the message, in Redis (`lua/rewrite.lua`, which also
+//! bumps the fence) and in every instance's L1 (pub/sub, as for windows).
+
+use std::sync::Arc;
+
+use super::fills::What;
+use super::l1::{Entry, Key, Loaded};
+use super::paths::Path;
+use super::stats::bump;
+use super::HotCache;
+use crate::domain::history::History;
+use crate::domain::{ChannelId, Cursor, Page, PageRequest};
+use crate::postgres::history::Anchor;
+use crate::postgres::DbError;
+
+/// Runs of one channel kept in Redis and in L1: the newest tops, where pagers start.
+pub const RUNS_KEPT: usize = 16;
+
+impl HotCache {
+    /// A page past a cursor from deep history; `None` when Postgres must answer (the path
+    /// then says whether both tiers missed).
+    pub(super) async fn history_page(
+        &self,
+        channel: ChannelId,
+        request: PageRequest,
+    ) -> Result<(Option<Page>, Path), DbError> {
+        if request.cursor == Cursor::Latest || !self.tiers_usable(channel) {
+            return Ok((None, Path::Postgres));
+        }
+        let key = Key::History(channel);
+        if let Some(Entry::History(held)) = self.l1.peek(key) {
+            if let Some(page) = held.page(request) {
+                bump(&self.stats.history_l1_hits);
+                return Ok((Some(page), Path::L1));
+            }
+        }
+        // Readers of one channel share one Redis read; what it finds joins what L1 holds.
+        let (loaded, _) = self
+            .l1
+            .refresh(key, || self.load_history(channel, request))
+            .await?;
+        Ok(match loaded {
+            Loaded::Found(Entry::History(held), path) => match held.page(request) {
+                Some(page) => (Some(page), path),
+                // A shared read made for another cursor.
+                None => (None, Path::Postgres),
+            },
+            Loaded::Missed => (None, Path::Fill),
+            _ => (None, Path::Postgres),
+        })
+    }
+
+    /// L1's load of deep history for one page: the run Redis holds for the cursor, added
+    /// to the runs L1 holds; or, when no run there answers, a queued fill at the cursor.
+    async fn load_history(
+        &self,
+        channel: ChannelId,
+        request: PageRequest,
+    ) -> Result<Loaded, DbError> {
+        let read = self.redis.read_history(channel, request.cursor);
+        let Some(Some(found)) = self.redis_call("read_history", read).await else {
+            return Ok(Loaded::Unavailable);
+        };
+        match found.run {
+            Some(run) if run.page(request).is_some() => {
+                bump(&self.stats.history_redis_hits);
+                let held = match self.l1.peek(Key::History(channel)) {
+                    Some(Entry::History(held)) => held.with(Arc::new(run), RUNS_KEPT),
+                    _ => History::default().with(Arc::new(run), RUNS_KEPT),
+                };
+                Ok(Loaded::Found(Entry::History(Arc::new(held)), Path::Redis))
+            }
+            // No run covers the cursor, or the one that does ends too soon: a new run
+            // starts at the cursor; unless the page goes up past a run that already
+            // reached the newest message (a new one would end there too).
+            found_run => {
+                bump(&self.stats.history_misses);
+                let at_newest =
+                    matches!(request.cursor, Cursor::After(_)) && found_run.is_some_and(|r| r.open);
+                if !at_newest {
+                    self.queue_fill(channel, What::History(request), found.version);
+                }
+                Ok(Loaded::Missed)
+            }
+        }
+    }
+
+    /// A fill of one run starting at the cursor of `page`: Postgres, then the fenced fill
+    /// script, as [`HotCache::fill_window`]. A run that would not answer `page` itself
+    /// (the newest messages, going up) is not kept: it would only push useful ones out.
+    pub(super) async fn fill_history(
+        &self,
+        channel: ChannelId,
+        page: PageRequest,
+        version: &str,
+    ) -> Result<Option<bool>, DbError> {
+        let anchor = match page.cursor {
+            Cursor::After(x) => Anchor::Up(x),
+            Cursor::Before(x) => Anchor::Down(x),
+            Cursor::Latest => return Ok(None),
+        };
+        let load = self.db.load_run(channel, anchor);
+        let Some(run) = self.pg_call("load_run", load).await? else {
+            return Ok(None);
+        };
+        if run.page(page).is_none() {
+            return Ok(None);
+        }
+        if let Some(hook) = &self.hooks.after_history_read {
+            hook(channel).await;
+        }
+        let fill = self.redis.fill_history(channel, version, &run, RUNS_KEPT);
+        Ok(self.redis_call("fill_history", fill).await)
+    }
+}
