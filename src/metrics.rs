@@ -19,6 +19,8 @@ pub struct CacheState {
     pub dirty_channels: usize,
     /// Background fills waiting or running.
     pub fills_pending: usize,
+    /// Every bounded table and queue.
+    pub bounds: Vec<crate::cache::Bound>,
 }
 
 /// Latency buckets in seconds: 25 µs to 10 s.
@@ -134,6 +136,10 @@ impl Metrics {
             counter!("hotchan_cache_fills_total", "outcome" => "refused").absolute(s.fills_refused);
             counter!("hotchan_cache_fills_total", "outcome" => "dropped").absolute(s.fills_dropped);
             gauge!("hotchan_cache_fills_pending").set(cache.fills_pending as f64);
+            for b in &cache.bounds {
+                gauge!("hotchan_bounded_entries", "name" => b.name).set(b.len as f64);
+                gauge!("hotchan_bounded_limit", "name" => b.name).set(b.limit as f64);
+            }
             counter!("hotchan_history_pages_total", "answer" => "l1").absolute(s.history_l1_hits);
             counter!("hotchan_history_pages_total", "answer" => "redis")
                 .absolute(s.history_redis_hits);

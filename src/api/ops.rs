@@ -80,6 +80,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             breaker_open: cache.breaker().is_open(),
             dirty_channels: cache.dirty().len(),
             fills_pending: cache.fills_pending(),
+            bounds: state.service.bounds(),
         },
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
@@ -122,6 +123,9 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "fills": stats.history_fills,
         },
         "latency_by_path": cache.latency().snapshot().summary(),
+        "bounds": state.service.bounds().iter()
+            .map(|b| (b.name.to_owned(), serde_json::json!({"len": b.len, "limit": b.limit})))
+            .collect::<serde_json::Map<_, _>>(),
         "postgres_reads": stats.postgres_reads,
         "fills": stats.fills,
         "fills_refused": stats.fills_refused,

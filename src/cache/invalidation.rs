@@ -7,6 +7,7 @@
 //! bypass. So an L1 entry is never served more than [`HEARTBEAT_STALE`] after an
 //! invalidation it missed, well inside the contract's 1 second.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,6 +181,10 @@ async fn listen(cache: Arc<HotCache>) {
     let mut last_heartbeat: Option<Instant> = None;
     let heartbeat = format!("hb {}", cache.instance);
     loop {
+        cache
+            .backlog
+            .invalidations
+            .store(subscription.backlog(), Ordering::Relaxed);
         tokio::select! {
             event = subscription.next() => match event {
                 None => {

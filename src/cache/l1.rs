@@ -44,6 +44,11 @@ pub enum Entry {
     History(Arc<History>),
 }
 
+/// Most loads in flight that later callers can join. Past it (a storm of distinct
+/// misses), a load runs on its own and installs nothing, so the table never grows without
+/// bound.
+pub const MAX_FLIGHTS: usize = 65_536;
+
 /// Most encoded pages remembered per window (the first ones asked for). Together they
 /// may take at most the window's own weight, and an entry is weighed for both, so L1's
 /// capacity bounds the encoded pages too.
@@ -217,16 +222,21 @@ impl L1 {
     {
         let flight = {
             let mut flights = self.flights();
-            flights
-                .entry(key)
-                .or_insert_with(|| {
+            if flights.len() >= MAX_FLIGHTS && !flights.contains_key(&key) {
+                None
+            } else {
+                let flight = flights.entry(key).or_insert_with(|| {
                     Arc::new(Flight {
                         result: OnceCell::new(),
                         cancelled: AtomicBool::new(false),
                         epoch: self.epoch.load(Ordering::Acquire),
                     })
-                })
-                .clone()
+                });
+                Some(flight.clone())
+            }
+        };
+        let Some(flight) = flight else {
+            return Ok((load().await?, Source::Load));
         };
         let loaded = flight.result.get_or_try_init(load).await?.clone();
         self.install(key, &flight, &loaded);
@@ -300,6 +310,11 @@ impl L1 {
         // Loads begun before the flush carry the old epoch and install nothing.
         self.flush();
         self.bypass.store(false, Ordering::Release);
+    }
+
+    /// Loads in flight (at most [`MAX_FLIGHTS`]).
+    pub fn flights_len(&self) -> usize {
+        self.flights().len()
     }
 
     pub fn is_bypassed(&self) -> bool {

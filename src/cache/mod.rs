@@ -105,8 +105,24 @@ pub enum Reach {
     Fill,
 }
 
+/// Events waiting in the queues of the invalidation and notice listeners.
+#[derive(Default)]
+pub struct Backlog {
+    invalidations: std::sync::atomic::AtomicUsize,
+    notices: std::sync::atomic::AtomicUsize,
+}
+
+/// One bounded structure: its name, what it holds now, and its limit.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Bound {
+    pub name: &'static str,
+    pub len: usize,
+    pub limit: usize,
+}
+
 pub struct HotCache {
     settings: CacheSettings,
+    backlog: Backlog,
     db: Db,
     redis: Redis,
     l1: L1,
@@ -138,6 +154,7 @@ impl HotCache {
         };
         HotCache {
             l1: L1::new(l1_bytes, history_bytes, settings.l1_ttl),
+            backlog: Backlog::default(),
             message_channels: moka::sync::Cache::new(MESSAGE_CHANNELS),
             breaker: Breaker::new(settings.breaker_failures),
             dirty: Dirty::default(),
@@ -168,6 +185,42 @@ impl HotCache {
     pub fn latency(&self) -> &PathLatency {
         &self.latency
     }
+    /// Every table and queue of the cache that grows with traffic, with its limit: none
+    /// grows without bound (L1 and its deep history are bounded by their byte budgets).
+    pub fn bounds(&self) -> [Bound; 6] {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bound = |name, len, limit| Bound { name, len, limit };
+        self.message_channels.run_pending_tasks();
+        [
+            bound("l1_loads_in_flight", self.l1.flights_len(), l1::MAX_FLIGHTS),
+            bound(
+                "fills_queued",
+                self.fills.pending(),
+                fills::QUEUE + fills::WORKERS,
+            ),
+            bound(
+                "dirty_channels",
+                self.dirty.len(),
+                health::MAX_DIRTY_CHANNELS,
+            ),
+            bound(
+                "message_channels",
+                self.message_channels.entry_count() as usize,
+                MESSAGE_CHANNELS as usize,
+            ),
+            bound(
+                "invalidation_events",
+                self.backlog.invalidations.load(Relaxed),
+                crate::redis::EVENT_BUFFER,
+            ),
+            bound(
+                "cache_notices",
+                self.backlog.notices.load(Relaxed),
+                crate::postgres::NOTICE_BUFFER,
+            ),
+        ]
+    }
+
     pub fn l1(&self) -> &L1 {
         &self.l1
     }

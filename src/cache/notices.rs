@@ -184,6 +184,10 @@ async fn serve(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pruned = Instant::now() - PRUNE_INTERVAL;
     loop {
+        cache
+            .backlog
+            .notices
+            .store(listener.backlog(), Ordering::Relaxed);
         tokio::select! {
             heard = listener.next() => match heard {
                 None => return Ok(()),

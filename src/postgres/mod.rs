@@ -24,7 +24,9 @@ pub use channels::{MemberLookup, MemberRemoval};
 pub use error::DbError;
 pub use messages::{DeleteOutcome, EditOutcome, NewMessage, PostOutcome};
 pub use migrate::{drop_database, ensure_database, migrate, MIGRATIONS};
-pub use notices::{CacheNotice, Heard, NoticeListener, LISTENER_APPLICATION_NAME, NOTICE_CHANNEL};
+pub use notices::{
+    CacheNotice, Heard, NoticeListener, LISTENER_APPLICATION_NAME, NOTICE_BUFFER, NOTICE_CHANNEL,
+};
 pub use reads::{MarkReadOutcome, UnreadOutcome};
 pub use sync::SyncLimits;
 

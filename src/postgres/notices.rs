@@ -27,7 +27,7 @@ pub const LISTENER_APPLICATION_NAME: &str = "hotchan-notices";
 
 /// Notifications buffered between the listening connection and its reader. Past this,
 /// notices are dropped and the reader is told so ([`Heard::Lost`]): it must assume the worst.
-const NOTICE_BUFFER: usize = 4096;
+pub const NOTICE_BUFFER: usize = 4096;
 
 /// Some instance (`origin`) could not tell Redis about a write to `channel` (`None`: a
 /// flush of every channel).
@@ -145,6 +145,11 @@ pub struct NoticeListener {
 
 impl NoticeListener {
     /// The next notice; `None` once the connection has ended.
+    /// Notices waiting for the consumer (at most [`NOTICE_BUFFER`]).
+    pub fn backlog(&self) -> usize {
+        self.heard.len()
+    }
+
     pub async fn next(&mut self) -> Option<Heard> {
         if self.lost.swap(false, Relaxed) {
             return Some(Heard::Lost);

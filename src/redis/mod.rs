@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use crate::domain::window::{Members, Window};
 use crate::domain::{ChannelId, Member, Message, UserId};
 
-pub use pubsub::{Subscription, SubscriptionEvent};
+pub use pubsub::{Subscription, SubscriptionEvent, EVENT_BUFFER};
 
 /// Reconnect back-off: from 100 ms doubling to 2 s, forever (0 = no attempt limit).
 const RECONNECT_MIN_MS: u32 = 100;

@@ -13,7 +13,7 @@ use super::RedisError;
 
 /// How many events wait for the consumer; when full, the forwarder waits (and fred's own
 /// buffer below it may lag, which becomes [`SubscriptionEvent::Lost`]).
-const EVENT_BUFFER: usize = 4096;
+pub const EVENT_BUFFER: usize = 4096;
 /// Pause between subscribe attempts while Redis is unreachable.
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -48,6 +48,11 @@ impl Subscription {
     }
 
     /// The next event; `None` once the subscription is closed.
+    /// Events waiting for the consumer (at most [`EVENT_BUFFER`]).
+    pub fn backlog(&self) -> usize {
+        self.events.len()
+    }
+
     pub async fn next(&mut self) -> Option<SubscriptionEvent> {
         self.events.recv().await
     }

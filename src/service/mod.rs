@@ -126,6 +126,19 @@ impl Service {
         }
     }
 
+    /// Every bounded table and queue, the cache's and the trace's.
+    pub fn bounds(&self) -> Vec<crate::cache::Bound> {
+        let mut bounds = self.cache.bounds().to_vec();
+        if let Some(trace) = &self.trace {
+            bounds.push(crate::cache::Bound {
+                name: "trace_lines",
+                len: trace.backlog(),
+                limit: trace::QUEUE,
+            });
+        }
+        bounds
+    }
+
     /// Records every channel read into `trace` (`serve --trace-file`).
     pub fn with_trace(mut self, trace: trace::Trace) -> Service {
         self.trace = Some(trace);

@@ -11,10 +11,17 @@ use tokio::sync::mpsc;
 use crate::domain::ChannelId;
 
 /// Lines waiting for the writer; past this they are dropped.
-const QUEUE: usize = 65_536;
+pub const QUEUE: usize = 65_536;
 
 pub struct Trace {
     lines: mpsc::Sender<(ChannelId, u32)>,
+}
+
+impl Trace {
+    /// Lines waiting for the writer (at most [`QUEUE`]).
+    pub fn backlog(&self) -> usize {
+        self.lines.max_capacity() - self.lines.capacity()
+    }
 }
 
 impl Trace {

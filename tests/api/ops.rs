@@ -224,6 +224,46 @@ async fn the_cache_admin_routes_answer_and_validate() {
 }
 
 #[tokio::test]
+async fn every_table_and_queue_that_grows_with_traffic_shows_its_size_and_limit() {
+    let app = spawn_app().await;
+    let [a] = users();
+    let cid = app.group(&[a]).await;
+    let said = app.say(cid, a, "hi").await;
+    app.get(&format!("/v1/messages/{}", said["id"]))
+        .await
+        .expect(200);
+    let stats = app.get("/v1/admin/cache").await.expect(200);
+    let bounds = stats["bounds"].as_object().expect("a bounds object");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "l1_loads_in_flight",
+        "fills_queued",
+        "dirty_channels",
+        "message_channels",
+        "invalidation_events",
+        "cache_notices",
+    ] {
+        let (len, limit) = (
+            bounds[name]["len"].as_u64().unwrap(),
+            bounds[name]["limit"].as_u64().unwrap(),
+        );
+        assert!(limit > 0 && len <= limit, "{name}: {len} of {limit}");
+        assert!(
+            metrics.contains(&format!("hotchan_bounded_limit{{name=\"{name}\"}} {limit}")),
+            "{name} in /metrics"
+        );
+    }
+}
+
+#[tokio::test]
 async fn it_serves_on_a_unix_socket() {
     let path = std::env::temp_dir().join(format!("hotchan-{}.sock", Uuid::new_v4().simple()));
     let listen = format!("unix:{}", path.display());
