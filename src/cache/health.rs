@@ -2,13 +2,19 @@
 //! could not be told.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::domain::ChannelId;
 
 /// Most channels remembered one by one; past this, everything cached is dropped instead.
 pub const MAX_DIRTY_CHANNELS: usize = 10_000;
+
+/// A timed-out call does not count against Redis while another call succeeded this
+/// recently: Redis answers, the process is only slow (a saturated CPU delays the replies
+/// of every call in flight at once). The timed-out call itself still fell back.
+pub const SLOW_GRACE: Duration = Duration::from_millis(500);
 
 /// Opens after `threshold` consecutive failed Redis calls; while open, no request waits on
 /// Redis. Only the background prober closes it, after the dirty channels are dropped.
@@ -16,6 +22,9 @@ pub struct Breaker {
     threshold: u32,
     failures: AtomicU32,
     open: AtomicBool,
+    started: Instant,
+    /// Milliseconds from `started` to the last success.
+    last_success_ms: AtomicU64,
 }
 
 impl Breaker {
@@ -24,7 +33,13 @@ impl Breaker {
             threshold,
             failures: AtomicU32::new(0),
             open: AtomicBool::new(false),
+            started: Instant::now(),
+            last_success_ms: AtomicU64::new(0),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     pub fn is_open(&self) -> bool {
@@ -33,10 +48,16 @@ impl Breaker {
 
     pub fn record_success(&self) {
         self.failures.store(0, Ordering::Release);
+        self.last_success_ms.store(self.now_ms(), Ordering::Release);
     }
 
-    /// Returns true when this failure opened the breaker.
-    pub fn record_failure(&self) -> bool {
+    /// Returns true when this failure opened the breaker. A timeout within
+    /// [`SLOW_GRACE`] of a success does not count.
+    pub fn record_failure(&self, timed_out: bool) -> bool {
+        let since_success = self.now_ms() - self.last_success_ms.load(Ordering::Acquire);
+        if timed_out && since_success < SLOW_GRACE.as_millis() as u64 {
+            return false;
+        }
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         failures >= self.threshold && !self.open.swap(true, Ordering::AcqRel)
     }
@@ -164,17 +185,37 @@ mod tests {
     #[test]
     fn the_breaker_opens_after_the_threshold_and_success_resets_the_count() {
         let b = Breaker::new(3);
-        assert!(!b.record_failure());
-        assert!(!b.record_failure());
+        assert!(!b.record_failure(false));
+        assert!(!b.record_failure(false));
         b.record_success();
-        assert!(!b.record_failure() && !b.record_failure());
-        assert!(b.record_failure(), "the third in a row opens it");
+        assert!(!b.record_failure(false) && !b.record_failure(false));
+        assert!(b.record_failure(false), "the third in a row opens it");
         assert!(b.is_open());
-        assert!(!b.record_failure(), "already open");
+        assert!(!b.record_failure(false), "already open");
         b.record_success();
         assert!(b.is_open(), "only close() closes it");
         b.close();
         assert!(!b.is_open());
+    }
+
+    #[test]
+    fn timeouts_right_after_a_success_are_slowness_not_an_outage() {
+        let b = Breaker::new(2);
+        b.record_success();
+        for _ in 0..10 {
+            assert!(!b.record_failure(true));
+        }
+        assert!(!b.is_open(), "Redis answered 0 ms ago");
+        std::thread::sleep(SLOW_GRACE + Duration::from_millis(50));
+        assert!(!b.record_failure(true));
+        assert!(
+            b.record_failure(true),
+            "no success for longer than the grace"
+        );
+        let refused = Breaker::new(2);
+        refused.record_success();
+        assert!(!refused.record_failure(false));
+        assert!(refused.record_failure(false), "errors count at once");
     }
 
     #[test]

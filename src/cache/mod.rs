@@ -275,7 +275,8 @@ impl HotCache {
             }
             Err(error) => {
                 bump(&self.stats.redis_errors);
-                if self.breaker.record_failure() {
+                let timed_out = matches!(error, RedisError::Timeout);
+                if self.breaker.record_failure(timed_out) {
                     warn!(%error, "Redis breaker opened: reads and writes go to Postgres only");
                 } else {
                     debug!(%error, "a Redis call failed");
