@@ -149,6 +149,8 @@ pub struct L1 {
     history: Option<Store>,
     history_bytes: u64,
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
+    /// [`MAX_FLIGHTS`], smaller in tests.
+    max_flights: usize,
     epoch: AtomicU64,
     /// Set while invalidations cannot arrive: nothing is read from or kept in L1.
     bypass: AtomicBool,
@@ -174,6 +176,7 @@ impl L1 {
             history: store(history_bytes),
             history_bytes,
             flights: Mutex::new(HashMap::new()),
+            max_flights: MAX_FLIGHTS,
             epoch: AtomicU64::new(0),
             bypass: AtomicBool::new(true),
         }
@@ -222,7 +225,7 @@ impl L1 {
     {
         let flight = {
             let mut flights = self.flights();
-            if flights.len() >= MAX_FLIGHTS && !flights.contains_key(&key) {
+            if flights.len() >= self.max_flights && !flights.contains_key(&key) {
                 None
             } else {
                 let flight = flights.entry(key).or_insert_with(|| {
@@ -436,6 +439,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((seq_of(&fresh), source), (2, Source::Load));
+    }
+
+    #[tokio::test]
+    async fn past_the_flight_limit_a_load_runs_unshared_and_keeps_nothing() {
+        let mut l1 = l1();
+        l1.max_flights = 2;
+        let key = |n: u128| Key::Window(ChannelId(Uuid::from_u128(n)));
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        let held = |n: u128| {
+            let mut release = release_rx.clone();
+            l1.fetch(key(n), move || async move {
+                release.wait_for(|go| *go).await.unwrap();
+                Ok::<_, Infallible>(window(1))
+            })
+        };
+        let (a, b) = (held(1), held(2));
+        let third = async {
+            tokio::task::yield_now().await;
+            assert_eq!(l1.flights_len(), 2, "two loads wait");
+            let (loaded, _) = l1
+                .fetch(key(3), || async { Ok::<_, Infallible>(window(7)) })
+                .await
+                .unwrap();
+            assert_eq!(seq_of(&loaded), 7, "the caller still gets its answer");
+            assert_eq!(l1.flights_len(), 2, "and the table did not grow");
+            assert!(l1.peek(key(3)).is_none(), "nothing kept");
+            release_tx.send(true).unwrap();
+        };
+        let (a, b, ()) = tokio::join!(a, b, third);
+        assert_eq!(seq_of(&a.unwrap().0) + seq_of(&b.unwrap().0), 2);
+        assert_eq!(l1.flights_len(), 0);
     }
 
     #[tokio::test]
