@@ -111,6 +111,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "hot_channels": hot_channels,
             "hits": stats.l2_hits,
             "misses": stats.l2_misses,
+            "skipped": stats.redis_skipped,
             "hit_ratio": ratio(stats.l2_hits, stats.l2_misses),
         },
         "history": {

@@ -48,7 +48,7 @@ pub enum What {
 impl What {
     /// What is admitted and queued apart: a channel's history is one kind whatever the
     /// cursor (a pager's cursors differ on every page), with one fill at a time.
-    fn kind(self) -> u8 {
+    pub(super) fn kind(self) -> u8 {
         match self {
             What::Window => 0,
             What::Members => 1,
@@ -57,11 +57,12 @@ impl What {
     }
 }
 
-/// One queued fill: the version the read's Redis miss handed out.
+/// One queued fill: the version the read's Redis miss handed out, or `None` when the
+/// read did not ask Redis ([`super::presence`]): the fill then looks first.
 struct Job {
     channel: ChannelId,
     what: What,
-    version: String,
+    version: Option<String>,
 }
 
 pub struct Fills {
@@ -92,10 +93,8 @@ impl Fills {
         if self.after_misses == 1 {
             return true;
         }
-        let (high, low) = channel.0.as_u64_pair();
-        let hash = (high ^ low ^ ((u64::from(what.kind()) + 1) << 40)) & !0xff;
-        // Fibonacci hashing: the top bits of the product pick the slot.
-        let slot = &self.doorkeeper[(hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as usize];
+        let hash = super::presence::key_hash(channel, what.kind()) & !0xff;
+        let slot = &self.doorkeeper[(hash >> 50) as usize];
         let seen = slot.load(Ordering::Relaxed);
         let misses = if seen & !0xff == hash {
             (seen & 0xff) + 1
@@ -123,7 +122,12 @@ impl Fills {
 
 impl HotCache {
     /// After a miss in both tiers: queues a fill of `what` when admitted. True when queued.
-    pub(super) fn queue_fill(&self, channel: ChannelId, what: What, version: String) -> bool {
+    pub(super) fn queue_fill(
+        &self,
+        channel: ChannelId,
+        what: What,
+        version: Option<String>,
+    ) -> bool {
         if !self.fills.admit(channel, what) || !self.fills.queued().insert((channel, what.kind())) {
             return false;
         }
@@ -141,11 +145,18 @@ impl HotCache {
     }
 
     async fn run_fill(&self, job: &Job) -> Result<(), DbError> {
+        let version = match &job.version {
+            Some(version) => version.clone(),
+            None => match self.probe(job.channel, job.what).await {
+                Some(version) => version,
+                None => return Ok(()),
+            },
+        };
         let installed = match job.what {
-            What::Window => self.fill_window(job.channel, &job.version).await?,
-            What::Members => self.fill_members(job.channel, &job.version).await?,
+            What::Window => self.fill_window(job.channel, &version).await?,
+            What::Members => self.fill_members(job.channel, &version).await?,
             What::History(page) => {
-                let installed = self.fill_history(job.channel, page, &job.version).await?;
+                let installed = self.fill_history(job.channel, page, &version).await?;
                 if installed == Some(true) {
                     bump(&self.stats.history_fills);
                 }
@@ -153,7 +164,10 @@ impl HotCache {
             }
         };
         match installed {
-            Some(true) => bump(&self.stats.fills),
+            Some(true) => {
+                bump(&self.stats.fills);
+                self.presence.seen(job.channel, job.what.kind());
+            }
             // A write came in after the version was taken: what we read may be older.
             Some(false) => bump(&self.stats.fills_refused),
             // The channel is gone, or Redis failed (counted by the breaker).

@@ -41,17 +41,16 @@ impl HotCache {
                 return Ok((Some(page), Path::L1));
             }
         }
-        // Readers of one channel share one Redis read; what it finds joins what L1 holds.
-        let (loaded, _) = self
-            .l1
-            .refresh(key, || self.load_history(channel, request))
-            .await?;
-        Ok(match loaded {
-            Loaded::Found(Entry::History(held), path) => match held.page(request) {
-                Some(page) => (Some(page), path),
-                // A shared read made for another cursor.
-                None => (None, Path::Postgres),
-            },
+        // Each reader reads Redis for its own cursor (a read shared among readers of
+        // other cursors would not hold their pages); what it finds joins what L1 holds,
+        // unless an edit or delete of the channel came in between.
+        let ticket = self.l1.ticket(key);
+        Ok(match self.load_history(channel, request).await? {
+            Loaded::Found(Entry::History(held), path) => {
+                let page = held.page(request);
+                self.l1.install_with(key, ticket, Entry::History(held));
+                (page, path)
+            }
             Loaded::Missed => (None, Path::Fill),
             _ => (None, Path::Postgres),
         })
@@ -64,6 +63,9 @@ impl HotCache {
         channel: ChannelId,
         request: PageRequest,
     ) -> Result<Loaded, DbError> {
+        if !self.presence.likely(channel, What::History(request).kind()) {
+            return Ok(self.skip_redis(channel, What::History(request)));
+        }
         let read = self.redis.read_history(channel, request.cursor);
         let Some(Some(found)) = self.redis_call("read_history", read).await else {
             return Ok(Loaded::Unavailable);
@@ -85,7 +87,7 @@ impl HotCache {
                 let at_newest =
                     matches!(request.cursor, Cursor::After(_)) && found_run.is_some_and(|r| r.open);
                 if !at_newest {
-                    self.queue_fill(channel, What::History(request), found.version);
+                    self.queue_fill(channel, What::History(request), Some(found.version));
                 }
                 Ok(Loaded::Missed)
             }

@@ -8,6 +8,13 @@
 //! (which then installs nothing). A load whose caller is dropped is taken over by the next
 //! waiter (`tokio::sync::OnceCell`); nothing is installed twice.
 //!
+//! # Loads that are not shared
+//! Deep history is read per page, with the page's own cursor: sharing one read among
+//! readers of different cursors would leave most of them with a run that does not hold
+//! their page. Such a load takes a [`Ticket`] before it reads and installs with it: the
+//! install happens only if no invalidation of the key (a generation per stripe of keys;
+//! a collision only skips an install), no flush and no bypass came in between.
+//!
 //! A `std::sync::Mutex` and not a Tokio one: it is held only around a map operation and a
 //! moka insert or invalidate, never across an `.await`.
 
@@ -48,6 +55,17 @@ pub enum Entry {
 /// misses), a load runs on its own and installs nothing, so the table never grows without
 /// bound.
 pub const MAX_FLIGHTS: usize = 65_536;
+
+/// Stripes of the generation table of [`Ticket`]s.
+const STRIPES: usize = 4096;
+
+/// Taken before a load that is not shared; see [`L1::install_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct Ticket {
+    stripe: usize,
+    generation: u64,
+    epoch: u64,
+}
 
 /// Most encoded pages remembered per window (the first ones asked for). Together they
 /// may take at most the window's own weight, and an entry is weighed for both, so L1's
@@ -151,6 +169,8 @@ pub struct L1 {
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
     /// [`MAX_FLIGHTS`], smaller in tests.
     max_flights: usize,
+    /// Bumped by every invalidation of a key in the stripe ([`Ticket`]).
+    generations: Box<[AtomicU64]>,
     epoch: AtomicU64,
     /// Set while invalidations cannot arrive: nothing is read from or kept in L1.
     bypass: AtomicBool,
@@ -177,6 +197,7 @@ impl L1 {
             history_bytes,
             flights: Mutex::new(HashMap::new()),
             max_flights: MAX_FLIGHTS,
+            generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
             bypass: AtomicBool::new(true),
         }
@@ -208,14 +229,32 @@ impl L1 {
         self.load_shared(key, load).await
     }
 
-    /// Loads `key` again whatever L1 holds (the load may build on what [`L1::peek`]
-    /// finds), shared with concurrent callers and installed under the same rules.
-    pub async fn refresh<F, Fut, E>(&self, key: Key, load: F) -> Result<(Loaded, Source), E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Loaded, E>>,
-    {
-        self.load_shared(key, load).await
+    fn stripe(key: &Key) -> usize {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        (hasher.hash_one(key) % STRIPES as u64) as usize
+    }
+
+    /// Taken before a load of `key` that is not shared; see [`L1::install_with`].
+    pub fn ticket(&self, key: Key) -> Ticket {
+        let stripe = Self::stripe(&key);
+        Ticket {
+            stripe,
+            generation: self.generations[stripe].load(Ordering::Acquire),
+            epoch: self.epoch.load(Ordering::Acquire),
+        }
+    }
+
+    /// Keeps `entry` under `key` unless an invalidation of the key, a flush or a bypass
+    /// came after `ticket` was taken.
+    pub fn install_with(&self, key: Key, ticket: Ticket, entry: Entry) {
+        let _flights = self.flights(); // the lock invalidations take
+        let current = self.generations[ticket.stripe].load(Ordering::Acquire) == ticket.generation
+            && self.epoch.load(Ordering::Acquire) == ticket.epoch
+            && !self.bypass.load(Ordering::Acquire);
+        if let (true, Some(cache)) = (current, self.store(&key)) {
+            cache.insert(key, entry);
+        }
     }
 
     async fn load_shared<F, Fut, E>(&self, key: Key, load: F) -> Result<(Loaded, Source), E>
@@ -272,6 +311,7 @@ impl L1 {
     /// Removes `key` and cancels its load in progress.
     pub fn invalidate(&self, key: Key) {
         let mut flights = self.flights();
+        self.generations[Self::stripe(&key)].fetch_add(1, Ordering::AcqRel);
         if let Some(flight) = flights.remove(&key) {
             flight.cancelled.store(true, Ordering::Release);
         }
@@ -470,6 +510,29 @@ mod tests {
         let (a, b, ()) = tokio::join!(a, b, third);
         assert_eq!(seq_of(&a.unwrap().0) + seq_of(&b.unwrap().0), 2);
         assert_eq!(l1.flights_len(), 0);
+    }
+
+    #[test]
+    fn a_ticket_installs_only_when_nothing_invalidated_the_key_since() {
+        let l1 = l1();
+        let Loaded::Found(entry, _) = window(1) else {
+            unreachable!()
+        };
+        let ticket = l1.ticket(KEY);
+        l1.invalidate(KEY);
+        l1.install_with(KEY, ticket, entry.clone());
+        assert!(l1.peek(KEY).is_none(), "invalidated after the ticket");
+        let ticket = l1.ticket(KEY);
+        l1.flush();
+        l1.install_with(KEY, ticket, entry.clone());
+        assert!(l1.peek(KEY).is_none(), "flushed after the ticket");
+        let ticket = l1.ticket(KEY);
+        l1.invalidate(Key::Members(ChannelId(Uuid::from_u128(9))));
+        l1.install_with(KEY, ticket, entry);
+        assert!(
+            l1.peek(KEY).is_some(),
+            "another key's invalidation does not matter"
+        );
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ pub mod invalidation;
 pub mod l1;
 pub mod notices;
 pub mod paths;
+mod presence;
 mod reads;
 pub mod stats;
 mod writes;
@@ -132,6 +133,7 @@ pub struct HotCache {
     stats: CacheStats,
     latency: PathLatency,
     fills: fills::Fills,
+    presence: presence::Presence,
     /// This instance's name on the invalidation channel and in cache notices.
     instance: String,
     /// Whether the cache notice listener is connected ([`notices`]).
@@ -161,6 +163,7 @@ impl HotCache {
             stats: CacheStats::default(),
             latency: PathLatency::default(),
             fills: fills::Fills::new(settings.fill_after_misses),
+            presence: presence::Presence::default(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             notice_listener: AtomicBool::new(false),
             settings,
@@ -361,6 +364,9 @@ impl HotCache {
         channel: ChannelId,
         head: Option<usize>,
     ) -> Result<Loaded, DbError> {
+        if !self.presence.likely(channel, fills::What::Window.kind()) {
+            return Ok(self.skip_redis(channel, fills::What::Window));
+        }
         let read = self.redis.read_window_head(channel, head);
         let found = self.redis_call("read_window", read).await.map(|r| match r {
             WindowRead::Hit(w) => Ok(Entry::Window(Arc::new(CachedWindow::new(w)))),
@@ -386,7 +392,8 @@ impl HotCache {
             }
             Some(Err(version)) => {
                 bump(&self.stats.l2_misses);
-                self.queue_fill(channel, what, version);
+                self.presence.gone(channel, what.kind());
+                self.queue_fill(channel, what, Some(version));
                 Loaded::Missed
             }
         }
@@ -440,6 +447,9 @@ impl HotCache {
 
     /// L1's load of a member set: Redis, and on a miss a queued fill ([`fills`]).
     async fn load_members(&self, channel: ChannelId) -> Result<Loaded, DbError> {
+        if !self.presence.likely(channel, fills::What::Members.kind()) {
+            return Ok(self.skip_redis(channel, fills::What::Members));
+        }
         let read = self.redis.read_members(channel);
         let found = self
             .redis_call("read_members", read)

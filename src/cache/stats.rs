@@ -43,6 +43,9 @@ counters! {
     l2_misses,
     /// Reads answered by Postgres (fills, pages outside the window, bypassed tiers).
     postgres_reads,
+    /// Reads that did not ask Redis: this instance had not seen the key there
+    /// ([`super::presence`]); Postgres answered.
+    redis_skipped,
     fills,
     fills_refused,
     /// Fills not queued because the queue was full.

@@ -95,11 +95,11 @@ async fn metrics_count_requests_per_route_and_show_the_pool() {
         text.contains(r#"hotchan_postgres_pool_connections{state="max"} 16"#),
         "{text}"
     );
-    // A miss in the tiers is answered by Postgres's own query; fills run apart.
-    let channel_read = "load_channel";
-    let (path, redis_seen) = match app.settings.cache {
-        CacheMode::Off => ("postgres", false),
-        CacheMode::Redis | CacheMode::Full => ("fill", true),
+    // A miss in the tiers is answered by Postgres's own query; fills run apart. A key this
+    // instance never saw in Redis is not asked for there: the read costs what `off` costs.
+    let path = match app.settings.cache {
+        CacheMode::Off => "postgres",
+        CacheMode::Redis | CacheMode::Full => "fill",
     };
     assert!(
         text.contains(&format!(
@@ -108,14 +108,11 @@ async fn metrics_count_requests_per_route_and_show_the_pool() {
         "{text}"
     );
     assert!(
-        text.contains(&format!(
-            r#"hotchan_postgres_call_duration_seconds_bucket{{operation="{channel_read}""#
-        )),
+        text.contains(r#"hotchan_postgres_call_duration_seconds_bucket{operation="load_channel""#),
         "{text}"
     );
-    assert_eq!(
-        text.contains(r#"hotchan_redis_call_duration_seconds_bucket{operation="read_window""#),
-        redis_seen,
+    assert!(
+        !text.contains(r#"hotchan_redis_call_duration_seconds_bucket{operation="read_window""#),
         "{text}"
     );
 }

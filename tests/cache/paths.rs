@@ -126,3 +126,36 @@ async fn the_first_miss_of_a_channel_fills_nothing_and_reads_are_timed_by_path()
     assert!(paths["redis"]["p99_ms"].as_f64().unwrap() > 0.0, "{paths}");
     assert_eq!(paths["l1"]["reads"], 0, "no L1 in redis mode: {paths}");
 }
+
+#[tokio::test]
+async fn a_key_never_seen_in_redis_costs_no_round_trip_until_a_fill_finds_it_there() {
+    let mut settings = crate::helpers::test_settings();
+    settings.cache = CacheMode::Redis;
+    let a = crate::helpers::spawn_with_settings(settings.clone()).await;
+    let b = crate::helpers::spawn_with_settings(settings).await;
+    let [u] = users();
+    let cid = a.group(&[u]).await;
+    a.say(cid, u, "hello").await;
+    let page = format!("/v1/channels/{cid}/messages");
+    until_cached(&a, &page).await; // a's fill put the window in Redis
+
+    let n = |s: &Value, k: &str| s["redis"][k].as_u64().unwrap();
+    let before = cache_stats(&b).await;
+    b.get(&page).await.expect(200);
+    let after = cache_stats(&b).await;
+    assert_eq!(n(&after, "skipped"), n(&before, "skipped") + 1, "{after}");
+    assert_eq!(
+        (n(&after, "hits"), n(&after, "misses")),
+        (n(&before, "hits"), n(&before, "misses")),
+        "b never saw the window in Redis: it did not ask"
+    );
+    // The second miss queues a fill, which looks in Redis first, finds a's window and
+    // marks it: from then on b reads Redis, and fills nothing itself.
+    let body = until_cached(&b, &page).await;
+    assert_eq!(body["messages"][0]["content"], "hello");
+    assert_eq!(
+        cache_stats(&b).await["fills"],
+        before["fills"],
+        "found, not filled"
+    );
+}
