@@ -33,7 +33,6 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod domain;
-pub mod memory;
 pub mod metrics;
 pub mod postgres;
 pub mod progress;

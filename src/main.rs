@@ -21,8 +21,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(settings) => {
             init_tracing(settings.db.log_format);
-            hotchan::memory::cap_arenas();
-            let _trimmer = hotchan::memory::spawn_trimmer();
             let app = Application::build(*settings).await?;
             app.run_until(shutdown_signal()).await
         }
