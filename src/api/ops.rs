@@ -112,7 +112,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "hits": stats.l2_hits,
             "misses": stats.l2_misses,
             "skipped": stats.redis_skipped,
-            "hit_ratio": ratio(stats.l2_hits, stats.l2_misses),
+            "hit_ratio": ratio(stats.l2_hits, stats.l2_misses + stats.redis_skipped),
         },
         "history": {
             "entries": history.0,

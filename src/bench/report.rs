@@ -30,7 +30,7 @@ pub fn write_scenario(report: &mut String, scenario: &str, contenders: &[Contend
             c.name,
             c.run.cells(),
             percent(ratio(s.l1_hits, s.l1_misses)),
-            percent(ratio(s.l2_hits, s.l2_misses)),
+            percent(ratio(s.l2_hits, s.l2_misses + s.redis_skipped)),
             pg
         );
     }

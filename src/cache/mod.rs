@@ -87,13 +87,16 @@ pub struct CacheSettings {
     pub history_l1_bytes: u64,
 }
 
+/// A test hook: awaited at a point of the cache's work, with the channel at hand.
+pub type Hook = Arc<dyn Fn(ChannelId) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// Test hooks: points where a test can hold a request to order a race.
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Runs in a window fill after its Postgres read, before the fill script.
-    pub after_fill_read: Option<Arc<dyn Fn(ChannelId) -> BoxFuture<'static, ()> + Send + Sync>>,
+    pub after_fill_read: Option<Hook>,
     /// Runs in a fill of deep history after its Postgres read, before the fill script.
-    pub after_history_read: Option<Arc<dyn Fn(ChannelId) -> BoxFuture<'static, ()> + Send + Sync>>,
+    pub after_history_read: Option<Hook>,
 }
 
 /// How far a lookup may go.

@@ -6,16 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use hotchan::cache::Hooks;
 use hotchan::config::{CacheMode, Settings};
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, Mutex};
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
 use crate::helpers::{page_ids, spawn_with_hooks, spawn_with_settings, test_settings, users};
-use crate::support::{cache_stats, eventually, l1_serving, Link, Proxy};
+use crate::support::{cache_stats, eventually, hold_first_call, l1_serving, Link, Proxy};
 
 const MESSAGES: i64 = 700;
 const LIMIT: usize = 50;
@@ -199,20 +197,9 @@ async fn an_edit_or_delete_inside_a_cached_run_shows_at_once() {
 
 #[tokio::test]
 async fn a_run_fill_held_after_its_postgres_read_is_refused_once_a_delete_committed() {
-    let (reached_tx, reached_rx) = oneshot::channel::<()>();
-    let (resume_tx, resume_rx) = oneshot::channel::<()>();
-    let gate = Arc::new(Mutex::new(Some((reached_tx, resume_rx))));
+    let (hook, reached_rx, resume_tx) = hold_first_call();
     let hooks = Hooks {
-        after_history_read: Some(Arc::new(move |_channel| {
-            let gate = gate.clone();
-            async move {
-                if let Some((reached, resume)) = gate.lock().await.take() {
-                    reached.send(()).unwrap();
-                    resume.await.unwrap();
-                }
-            }
-            .boxed()
-        })),
+        after_history_read: Some(hook),
         ..Hooks::default()
     };
     let app = Arc::new(spawn_with_hooks(settings(CacheMode::Full), hooks).await);

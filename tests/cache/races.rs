@@ -2,34 +2,21 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
 use hotchan::cache::Hooks;
 use hotchan::config::CacheMode;
 use serde_json::json;
-use tokio::sync::{oneshot, Mutex};
 
 use crate::helpers::{spawn_app_with, spawn_with_hooks, test_settings, users};
 use std::time::Duration;
 
-use crate::support::{cache_stats, eventually, l1_serving, until_cached};
+use crate::support::{cache_stats, eventually, hold_first_call, l1_serving, until_cached};
 
 #[tokio::test]
 async fn a_fill_held_after_its_postgres_read_is_refused_once_an_edit_committed() {
     // The first (background) fill stops after its Postgres read until the test lets it go.
-    let (reached_tx, reached_rx) = oneshot::channel::<()>();
-    let (resume_tx, resume_rx) = oneshot::channel::<()>();
-    let gate = Arc::new(Mutex::new(Some((reached_tx, resume_rx))));
+    let (hook, reached_rx, resume_tx) = hold_first_call();
     let hooks = Hooks {
-        after_fill_read: Some(Arc::new(move |_channel| {
-            let gate = gate.clone();
-            async move {
-                if let Some((reached, resume)) = gate.lock().await.take() {
-                    reached.send(()).unwrap();
-                    resume.await.unwrap();
-                }
-            }
-            .boxed()
-        })),
+        after_fill_read: Some(hook),
         ..Hooks::default()
     };
     let mut settings = test_settings();

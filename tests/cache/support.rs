@@ -275,3 +275,27 @@ pub async fn until_cached(app: &crate::helpers::TestApp, path: &str) -> serde_js
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A test hook ([`hotchan::cache::Hooks`]) that holds its first call until the test lets
+/// it go: the hook, a receiver told when the call is held, and the sender that lets it go.
+pub fn hold_first_call() -> (
+    hotchan::cache::Hook,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use futures::FutureExt;
+    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel::<()>();
+    let (resume_tx, resume_rx) = tokio::sync::oneshot::channel::<()>();
+    let gate = Arc::new(tokio::sync::Mutex::new(Some((reached_tx, resume_rx))));
+    let hook: hotchan::cache::Hook = Arc::new(move |_channel| {
+        let gate = gate.clone();
+        async move {
+            if let Some((reached, resume)) = gate.lock().await.take() {
+                reached.send(()).unwrap();
+                resume.await.unwrap();
+            }
+        }
+        .boxed()
+    });
+    (hook, reached_rx, resume_tx)
+}
