@@ -94,6 +94,7 @@ async fn a_sync_is_answered_from_l1_or_by_one_postgres_query_never_from_redis() 
         // L1 entries may have been bypassed or expired meanwhile: bring them back.
         for cid in [one, two] {
             until_cached(&app, &format!("/v1/channels/{cid}/messages")).await;
+            until_cached(&app, &format!("/v1/channels/{cid}/unread?user_id={a}")).await;
         }
     }
     assert!(
