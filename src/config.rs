@@ -267,6 +267,12 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_FILL_AFTER_MISSES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub fill_after_misses: u32,
 
+    /// Route each kind of read to the tiers or straight to Postgres by their measured
+    /// cost, so the cache never makes a read slower than `--cache off` (README "The
+    /// cost gate"); `off` sends every read to the tiers.
+    #[arg(long, env = "HOTCHAN_CACHE_GATE", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub cache_gate: bool,
+
     /// Connections to Redis for cache calls, used in turn (pub/sub has its own).
     #[arg(long, env = "HOTCHAN_REDIS_CONNECTIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub redis_connections: u32,
@@ -341,6 +347,7 @@ impl Settings {
             probe_interval: Duration::from_millis(self.redis_probe_ms),
             fill_after_misses: self.fill_after_misses,
             history_l1_bytes: self.history_l1_bytes,
+            gate: self.cache_gate,
         }
     }
 

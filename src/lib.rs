@@ -25,6 +25,9 @@
 //!   reads through the tiers; `invalidate_*` removes on purpose.
 //! - An entry is *invalidated* (on purpose), *evicted* (capacity) or *expired* (time);
 //!   the three words never mean the same thing.
+// Reads are futures nested a few levels deep (the cost gate wraps the tiers in a
+// task-local scope); the layout query of the deepest needs more than the default 128.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod app;

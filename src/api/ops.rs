@@ -81,6 +81,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             dirty_channels: cache.dirty().len(),
             fills_pending: cache.fills_pending(),
             bounds: state.service.bounds(),
+            gate: cache.gate().standings(),
         },
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
@@ -124,6 +125,12 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "fills": stats.history_fills,
         },
         "latency_by_path": cache.latency().snapshot().summary(),
+        "gate": {
+            "enabled": cache.gate().is_enabled(),
+            "kinds": cache.gate().standings().iter()
+                .map(|s| (s.kind.to_owned(), serde_json::json!(s)))
+                .collect::<serde_json::Map<_, _>>(),
+        },
         "bounds": state.service.bounds().iter()
             .map(|b| (b.name.to_owned(), serde_json::json!({"len": b.len, "limit": b.limit})))
             .collect::<serde_json::Map<_, _>>(),

@@ -63,6 +63,8 @@ struct Job {
     channel: ChannelId,
     what: What,
     version: Option<String>,
+    /// The kind of read that queued it, charged with its cost ([`super::gate`]).
+    kind: Option<super::gate::Kind>,
 }
 
 pub struct Fills {
@@ -135,6 +137,7 @@ impl HotCache {
             channel,
             what,
             version,
+            kind: super::gate::current(),
         };
         if self.fills.tx.try_send(job).is_err() {
             self.fills.queued().remove(&(channel, what.kind()));
@@ -192,8 +195,12 @@ pub async fn work(cache: Arc<HotCache>) {
         .for_each_concurrent(WORKERS, |job| {
             let cache = cache.clone();
             async move {
+                let started = std::time::Instant::now();
                 if let Err(error) = cache.run_fill(&job).await {
                     debug!(%error, channel = %job.channel, "a background fill failed");
+                }
+                if let Some(kind) = job.kind {
+                    cache.gate.charge(kind, started.elapsed());
                 }
                 cache.fills.queued().remove(&(job.channel, job.what.kind()));
             }

@@ -15,6 +15,7 @@
 //! the channel through Postgres ([`notices`]), so the other instances do the same.
 
 pub mod fills;
+pub mod gate;
 pub mod health;
 mod history;
 pub mod invalidation;
@@ -85,6 +86,9 @@ pub struct CacheSettings {
     pub fill_after_misses: u32,
     /// L1's budget for deep history ([`history`]), apart from `l1_capacity_bytes`.
     pub history_l1_bytes: u64,
+    /// Route each kind of read to the tiers or to Postgres alone by measured cost
+    /// ([`gate`]).
+    pub gate: bool,
 }
 
 /// A test hook: awaited at a point of the cache's work, with the channel at hand.
@@ -136,6 +140,7 @@ pub struct HotCache {
     stats: CacheStats,
     latency: PathLatency,
     fills: fills::Fills,
+    gate: gate::Gate,
     presence: presence::Presence,
     /// This instance's name on the invalidation channel and in cache notices.
     instance: String,
@@ -167,6 +172,7 @@ impl HotCache {
             latency: PathLatency::default(),
             fills: fills::Fills::new(settings.fill_after_misses),
             presence: presence::Presence::default(),
+            gate: gate::Gate::new(settings.gate && settings.mode != CacheMode::Off),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             notice_listener: AtomicBool::new(false),
             settings,
@@ -180,6 +186,10 @@ impl HotCache {
     pub fn mode(&self) -> CacheMode {
         self.settings.mode
     }
+    pub fn gate(&self) -> &gate::Gate {
+        &self.gate
+    }
+
     pub fn stats(&self) -> &CacheStats {
         &self.stats
     }

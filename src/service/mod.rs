@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cache::gate::{self, Kind, Route};
 use crate::cache::paths::Path;
 use crate::cache::{HotCache, Lookup};
 use crate::domain::{
@@ -79,17 +80,34 @@ pub struct Service {
     trace: Option<trace::Trace>,
 }
 
-/// A read in progress: timed from its start, and recorded under the path that answered.
+/// A read in progress: timed from its start, recorded under the path that answered, and
+/// judged with the route the cost gate gave it ([`crate::cache::gate`]).
 struct Read<'a> {
     cache: &'a HotCache,
     started: Instant,
+    /// `None` for reads only Postgres answers: not judged.
+    kind: Option<Kind>,
+    route: Route,
     /// The path of a read the tiers sent to Postgres: `Fill` when both tiers missed.
     missed: Path,
 }
 
 impl Read<'_> {
-    /// The tiers' answer when they had one (recorded under `path`); else `None`, and
-    /// the caller asks Postgres.
+    /// Asks the tiers, when the gate sends this read to them: `None` when they were not
+    /// asked or cannot answer, and the caller asks Postgres. Fills the ask queues are
+    /// charged to this kind of read.
+    async fn ask<T>(
+        &mut self,
+        tiers: impl Future<Output = Result<(Lookup<T>, Path), DbError>>,
+    ) -> Result<Option<T>, Error> {
+        let Some(kind) = self.kind.filter(|_| self.route == Route::Tiers) else {
+            return Ok(None);
+        };
+        let answer = gate::serving(kind, tiers).await?;
+        Ok(self.tiers(answer))
+    }
+
+    /// The tiers' answer when they had one (recorded under `path`); else `None`.
     fn tiers<T>(&mut self, (lookup, path): (Lookup<T>, Path)) -> Option<T> {
         let Lookup::Found(answer) = lookup else {
             self.missed = if path == Path::Fill {
@@ -99,14 +117,22 @@ impl Read<'_> {
             };
             return None;
         };
-        self.cache.record_read(path, self.started.elapsed());
+        self.record(path);
         Some(answer)
     }
 
     /// Records a read that Postgres answered.
     fn postgres<T>(&self, answer: T) -> T {
-        self.cache.record_read(self.missed, self.started.elapsed());
+        self.record(self.missed);
         answer
+    }
+
+    fn record(&self, path: Path) {
+        let elapsed = self.started.elapsed();
+        self.cache.record_read(path, elapsed);
+        if let Some(kind) = self.kind {
+            self.cache.gate().record(kind, self.route, elapsed);
+        }
     }
 }
 
@@ -155,10 +181,14 @@ impl Service {
         &self.cache
     }
 
-    fn read(&self) -> Read<'_> {
+    /// A read of `kind`, with the route the cost gate gives it; `None`: a read only
+    /// Postgres answers.
+    fn read(&self, kind: Option<Kind>) -> Read<'_> {
         Read {
             cache: &self.cache,
             started: Instant::now(),
+            kind,
+            route: kind.map_or(Route::Postgres, |kind| self.cache.gate().route(kind)),
             missed: Path::Postgres,
         }
     }
@@ -188,8 +218,8 @@ impl Service {
     }
 
     pub async fn channel(&self, id: ChannelId) -> Result<Channel, Error> {
-        let mut read = self.read();
-        if let Some(channel) = read.tiers(self.cache.channel(id).await?) {
+        let mut read = self.read(Some(Kind::Channel));
+        if let Some(channel) = read.ask(self.cache.channel(id)).await? {
             return Ok(channel);
         }
         self.cache.note_postgres_read();
@@ -199,8 +229,8 @@ impl Service {
 
     pub async fn members(&self, id: ChannelId) -> Result<Vec<MemberSummary>, Error> {
         self.traced(id, 0);
-        let mut read = self.read();
-        if let Some(members) = read.tiers(self.cache.members(id).await?) {
+        let mut read = self.read(Some(Kind::Members));
+        if let Some(members) = read.ask(self.cache.members(id)).await? {
             return Ok(members.summaries());
         }
         self.cache.note_postgres_read();
@@ -209,8 +239,8 @@ impl Service {
     }
 
     pub async fn member(&self, channel: ChannelId, user: UserId) -> Result<Member, Error> {
-        let mut read = self.read();
-        if let Some(members) = read.tiers(self.cache.members(channel).await?) {
+        let mut read = self.read(Some(Kind::Members));
+        if let Some(members) = read.ask(self.cache.members(channel)).await? {
             return members.get(user).cloned().ok_or(Error::NotFound("member"));
         }
         self.cache.note_postgres_read();
@@ -295,9 +325,12 @@ impl Service {
             _ => u32::MAX,
         };
         self.traced(channel, depth);
-        let mut read = self.read();
-        let cached = self.cache.page(channel, request, encode).await?;
-        if let Some(body) = read.tiers(cached) {
+        let kind = match request.cursor {
+            crate::domain::Cursor::Latest => Kind::LatestPage,
+            _ => Kind::CursorPage,
+        };
+        let mut read = self.read(Some(kind));
+        if let Some(body) = read.ask(self.cache.page(channel, request, encode)).await? {
             return Ok(body);
         }
         self.cache.note_postgres_read();
@@ -309,9 +342,14 @@ impl Service {
     }
 
     pub async fn message(&self, id: MessageId) -> Result<Message, Error> {
-        let read = self.read();
-        if let (Some(message), path) = self.cache.message(id).await? {
-            self.cache.record_read(path, read.started.elapsed());
+        let mut read = self.read(Some(Kind::Message));
+        let tiers = async {
+            Ok(match self.cache.message(id).await? {
+                (Some(message), path) => (Lookup::Found(message), path),
+                (None, path) => (Lookup::Unavailable, path),
+            })
+        };
+        if let Some(message) = read.ask(tiers).await? {
             return Ok(message);
         }
         self.cache.note_postgres_read();
@@ -377,8 +415,8 @@ impl Service {
 
     pub async fn unread(&self, channel: ChannelId, user: UserId) -> Result<i64, Error> {
         self.traced(channel, 0);
-        let mut read = self.read();
-        if let Some(count) = read.tiers(self.cache.unread(channel, user).await?) {
+        let mut read = self.read(Some(Kind::Unread));
+        if let Some(count) = read.ask(self.cache.unread(channel, user)).await? {
             return count.ok_or_else(not_a_member);
         }
         self.cache.note_postgres_read();
@@ -393,14 +431,15 @@ impl Service {
     }
 
     pub async fn user_unread(&self, user: UserId) -> Result<Vec<UnreadChannel>, Error> {
-        let read = self.read();
+        let read = self.read(None);
         let unread = self.pg("user_unread", self.db.user_unread(user)).await;
         read.postgres(unread)
     }
 
     /// Channels L1 holds are answered from it; the rest in one Postgres snapshot.
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResult, Error> {
-        let read = self.read();
+        let read = self.read(Some(Kind::Sync));
+        let from_l1 = read.route == Route::Tiers;
         let limits = self.settings.sync;
         let user = request.user_id;
         let mut answered = std::collections::BTreeMap::new();
@@ -410,7 +449,10 @@ impl Service {
         };
         for (channel, since) in request.channels {
             self.traced(channel, 0);
-            match self.cache.sync_channel(channel, since, user, limits) {
+            let cached = from_l1
+                .then(|| self.cache.sync_channel(channel, since, user, limits))
+                .flatten();
+            match cached {
                 Some(answer) => {
                     answered.insert(channel, answer);
                 }
@@ -420,7 +462,7 @@ impl Service {
             }
         }
         if rest.channels.is_empty() {
-            self.cache.record_read(Path::L1, read.started.elapsed());
+            read.record(Path::L1);
             return Ok(SyncResult {
                 channels: answered,
                 unknown: Vec::new(),

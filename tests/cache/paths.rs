@@ -160,3 +160,80 @@ async fn a_key_never_seen_in_redis_costs_no_round_trip_until_a_fill_finds_it_the
         "found, not filled"
     );
 }
+
+/// The cost gate (`src/cache/gate.rs`): with every Redis answer held back 20 ms, a latest
+/// page costs more through the tiers than from Postgres alone, so the gate sends most of
+/// them straight to Postgres (keeping a few on the tiers to go on measuring them), and
+/// every answer stays exact, a new post included.
+#[tokio::test]
+async fn the_gate_sends_reads_to_postgres_while_the_tiers_cost_more() {
+    use crate::support::{Link, Proxy};
+    use std::time::{Duration, Instant};
+
+    let proxy = Proxy::to_shared_redis().await;
+    proxy.set(Link::Slow(Duration::from_millis(20)));
+    let app = spawn_app_with(|s| {
+        s.cache = CacheMode::Redis;
+        s.redis_url = proxy.url();
+        s.cache_gate = true;
+        s.fill_after_misses = 1;
+    })
+    .await;
+    let [a] = users();
+    let cid = app.group(&[a]).await;
+    app.bulk_messages(cid, a, 30).await;
+    let url = format!("/v1/channels/{cid}/messages?limit=10");
+    let expected = app.get(&url).await.expect(200);
+
+    let started = Instant::now();
+    let mut reads = 0;
+    let stats = loop {
+        let page = app.get(&url).await.expect(200);
+        assert_eq!(page, expected, "read {reads}");
+        reads += 1;
+        if reads % 16 == 0 {
+            let stats = cache_stats(&app).await;
+            if stats["gate"]["kinds"]["latest_page"]["favoured"] == "postgres" {
+                break stats;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the gate never favoured Postgres: {}",
+            cache_stats(&app).await["gate"]
+        );
+    };
+    let standing = &stats["gate"]["kinds"]["latest_page"];
+    assert!(stats["gate"]["enabled"].as_bool().unwrap());
+    assert!(
+        standing["tiers_micros"].as_f64().unwrap() > standing["postgres_micros"].as_f64().unwrap(),
+        "{standing}"
+    );
+    assert_eq!(standing["switches"], 1, "{standing}");
+    // Other kinds were not judged: still on the tiers.
+    assert_eq!(stats["gate"]["kinds"]["unread"]["favoured"], "tiers");
+
+    // While Postgres is favoured, most reads skip Redis; answers stay exact.
+    let redis_before = costs(&cache_stats(&app).await).0;
+    let posted = app.say(cid, a, "after the switch").await;
+    for _ in 0..32 {
+        let page = app.get(&url).await.expect(200);
+        assert_eq!(page["messages"][0]["id"], posted["id"], "{page}");
+    }
+    let redis_reads = costs(&cache_stats(&app).await).0 - redis_before;
+    assert!(redis_reads <= 4, "{redis_reads} of 32 reads asked Redis");
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"hotchan_gate_postgres_favoured{kind="latest_page"} 1"#),
+        "{metrics}"
+    );
+}

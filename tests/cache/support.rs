@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -108,6 +108,9 @@ pub enum Link {
     Refuse,
     /// Connections stay open but nothing reaches the other side: a black hole.
     Blackhole,
+    /// Bytes flow both ways, and each chunk of the server's answers is held back this
+    /// long (set it before connections open: a change closes them).
+    Slow(Duration),
 }
 
 /// A TCP proxy in front of a server, whose link a test can cut and heal.
@@ -165,8 +168,12 @@ async fn serve(mut client: TcpStream, target_port: u16, mut link: watch::Receive
     match mode {
         Link::Refuse => return,
         Link::Blackhole => return swallow(client, link).await,
-        Link::Pass => {}
+        Link::Pass | Link::Slow(_) => {}
     }
+    let delay = match mode {
+        Link::Slow(delay) => Some(delay),
+        _ => None,
+    };
     let Ok(mut server) = TcpStream::connect(("127.0.0.1", target_port)).await else {
         return;
     };
@@ -175,8 +182,8 @@ async fn serve(mut client: TcpStream, target_port: u16, mut link: watch::Receive
         let (mut sr, mut sw) = server.split();
         tokio::select! {
             _ = tokio::io::copy(&mut cr, &mut sw) => false,
-            _ = tokio::io::copy(&mut sr, &mut cw) => false,
-            changed = link.wait_for(|l| *l != Link::Pass) => {
+            _ = copy_held_back(&mut sr, &mut cw, delay) => false,
+            changed = link.wait_for(|l| *l != mode) => {
                 changed.map(|l| *l == Link::Blackhole).unwrap_or(false)
             }
         }
@@ -184,6 +191,27 @@ async fn serve(mut client: TcpStream, target_port: u16, mut link: watch::Receive
     drop(server);
     if blackholed {
         swallow(client, link).await;
+    }
+}
+
+/// Copies until the end of `from`, holding each chunk back by `delay`.
+async fn copy_held_back(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    delay: Option<Duration>,
+) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        if to.write_all(&chunk[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

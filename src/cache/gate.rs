@@ -1,0 +1,405 @@
+//! The standing rule, kept while serving: on every kind of read, the cache is at least as
+//! fast as Postgres alone (`--cache off`).
+//!
+//! Each kind of read is split, request by request, into two groups: one asks the tiers
+//! (and Postgres when they cannot answer), the other goes straight to Postgres, as
+//! `--cache off` would. Most reads take the route that is cheaper; one in
+//! [`MINORITY_CLOSE`] (or [`MINORITY_CLEAR`] while the winner is at least twice as cheap)
+//! takes the other, so both keep being measured, and the tiers keep warming while
+//! Postgres is the faster route. Every [`EPOCH`] the two groups' mean cost is compared
+//! (smoothed over epochs) and the favoured route changes when the other one is cheaper by
+//! [`MARGIN`].
+//!
+//! A read's cost is its own latency. Background fills are charged to the tiers of the
+//! kind of read that queued them (a task-local carries the kind down to the queue): a
+//! fill costs the machine as much as a read, and on a cold start it is the fills, not the
+//! reads, that make the cache dearer than Postgres.
+//!
+//! Both routes answer alike: Postgres is the source of truth, so a read sent straight to
+//! it is never staler than one the tiers answer. `--cache-gate off` sends every read to
+//! the tiers (tests of the tiers' own behaviour use that).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How often the two routes of a kind are compared.
+pub const EPOCH: Duration = Duration::from_secs(1);
+/// One read in this many takes the other route, while the two are close.
+pub const MINORITY_CLOSE: u64 = 16;
+/// One read in this many takes the other route, while the favoured one costs at most
+/// half as much: the control group then costs little.
+pub const MINORITY_CLEAR: u64 = 64;
+/// The favoured route changes when the other costs this much less (0.1: 10%).
+pub const MARGIN: f64 = 0.1;
+/// Reads of each route an epoch needs before it counts; until then it keeps gathering.
+const MIN_SAMPLES: u64 = 8;
+/// Weight of the newest epoch in the smoothed costs.
+const SMOOTHING: f64 = 0.5;
+
+/// The kinds of reads judged apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    LatestPage,
+    CursorPage,
+    Channel,
+    Members,
+    Unread,
+    Message,
+    Sync,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::LatestPage,
+        Kind::CursorPage,
+        Kind::Channel,
+        Kind::Members,
+        Kind::Unread,
+        Kind::Message,
+        Kind::Sync,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::LatestPage => "latest_page",
+            Kind::CursorPage => "cursor_page",
+            Kind::Channel => "channel",
+            Kind::Members => "members",
+            Kind::Unread => "unread",
+            Kind::Message => "message",
+            Kind::Sync => "sync",
+        }
+    }
+}
+
+/// Where one read goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The tiers, then Postgres when they cannot answer.
+    Tiers,
+    /// Postgres alone.
+    Postgres,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Tiers => "tiers",
+            Route::Postgres => "postgres",
+        }
+    }
+
+    fn other(self) -> Route {
+        match self {
+            Route::Tiers => Route::Postgres,
+            Route::Postgres => Route::Tiers,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The kind of read a task is serving, for charging the fills it queues.
+    static SERVING: Kind;
+}
+
+/// Runs `work` as part of a read of `kind`: fills it queues are charged to that kind.
+pub async fn serving<F: Future>(kind: Kind, work: F) -> F::Output {
+    SERVING.scope(kind, work).await
+}
+
+/// The kind of read the current task is serving, if any.
+pub fn current() -> Option<Kind> {
+    SERVING.try_with(|k| *k).ok()
+}
+
+/// One kind's judge.
+struct Judge {
+    reads: AtomicU64,
+    /// Postgres alone is the favoured route.
+    postgres_favoured: AtomicBool,
+    /// One read in this many takes the other route.
+    minority: AtomicU64,
+    /// Per route: microseconds and reads in the current epoch.
+    micros: [AtomicU64; 2],
+    counts: [AtomicU64; 2],
+    /// Milliseconds since the gate started, when the current epoch began.
+    epoch_ms: AtomicU64,
+    costs: Mutex<Costs>,
+}
+
+/// The smoothed mean cost of each route, in microseconds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Costs {
+    tiers: Option<f64>,
+    postgres: Option<f64>,
+    switches: u64,
+}
+
+impl Default for Judge {
+    fn default() -> Self {
+        Judge {
+            reads: AtomicU64::new(0),
+            postgres_favoured: AtomicBool::new(false),
+            minority: AtomicU64::new(MINORITY_CLOSE),
+            micros: [AtomicU64::new(0), AtomicU64::new(0)],
+            counts: [AtomicU64::new(0), AtomicU64::new(0)],
+            epoch_ms: AtomicU64::new(0),
+            costs: Mutex::new(Costs::default()),
+        }
+    }
+}
+
+fn slot(route: Route) -> usize {
+    match route {
+        Route::Tiers => 0,
+        Route::Postgres => 1,
+    }
+}
+
+/// How one kind stands, for `/v1/admin/cache` and `/metrics`.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Standing {
+    pub kind: &'static str,
+    /// The route most reads take.
+    pub favoured: &'static str,
+    /// Smoothed mean cost of a read by each route, in microseconds (`None`: not measured yet).
+    pub tiers_micros: Option<f64>,
+    pub postgres_micros: Option<f64>,
+    /// One read in this many takes the other route.
+    pub minority: u64,
+    /// Times the favoured route changed.
+    pub switches: u64,
+}
+
+pub struct Gate {
+    enabled: bool,
+    started: Instant,
+    judges: [Judge; 7],
+}
+
+impl Gate {
+    /// A gate that judges when `enabled`; otherwise every read goes to the tiers.
+    pub fn new(enabled: bool) -> Gate {
+        Gate {
+            enabled,
+            started: Instant::now(),
+            judges: Default::default(),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn judge(&self, kind: Kind) -> &Judge {
+        &self.judges[kind as usize]
+    }
+
+    /// The route of the next read of `kind`.
+    pub fn route(&self, kind: Kind) -> Route {
+        if !self.enabled {
+            return Route::Tiers;
+        }
+        let judge = self.judge(kind);
+        let n = judge.reads.fetch_add(1, Ordering::Relaxed);
+        let favoured = if judge.postgres_favoured.load(Ordering::Relaxed) {
+            Route::Postgres
+        } else {
+            Route::Tiers
+        };
+        // The last of every `minority` reads, so the first read takes the favoured route.
+        let minority = judge.minority.load(Ordering::Relaxed);
+        if n % minority == minority - 1 {
+            favoured.other()
+        } else {
+            favoured
+        }
+    }
+
+    /// Records a read of `kind` that took `route` and `elapsed`.
+    pub fn record(&self, kind: Kind, route: Route, elapsed: Duration) {
+        self.record_at(kind, route, elapsed, Instant::now());
+    }
+
+    /// Charges the tiers of `kind` with work done apart from any read (a fill).
+    pub fn charge(&self, kind: Kind, elapsed: Duration) {
+        if self.enabled {
+            let judge = self.judge(kind);
+            judge.micros[0].fetch_add(micros(elapsed), Ordering::Relaxed);
+        }
+    }
+
+    fn record_at(&self, kind: Kind, route: Route, elapsed: Duration, now: Instant) {
+        if !self.enabled {
+            return;
+        }
+        let judge = self.judge(kind);
+        judge.micros[slot(route)].fetch_add(micros(elapsed), Ordering::Relaxed);
+        judge.counts[slot(route)].fetch_add(1, Ordering::Relaxed);
+        let now_ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        if now_ms.saturating_sub(judge.epoch_ms.load(Ordering::Relaxed)) >= EPOCH.as_millis() as u64
+            && judge
+                .counts
+                .iter()
+                .all(|c| c.load(Ordering::Relaxed) >= MIN_SAMPLES)
+        {
+            judge.close_epoch(now_ms);
+        }
+    }
+
+    pub fn standings(&self) -> Vec<Standing> {
+        Kind::ALL
+            .iter()
+            .map(|&kind| {
+                let judge = self.judge(kind);
+                let costs = *judge.costs.lock().unwrap_or_else(|e| e.into_inner());
+                Standing {
+                    kind: kind.as_str(),
+                    favoured: if !self.enabled || !judge.postgres_favoured.load(Ordering::Relaxed) {
+                        Route::Tiers.as_str()
+                    } else {
+                        Route::Postgres.as_str()
+                    },
+                    tiers_micros: costs.tiers.map(round),
+                    postgres_micros: costs.postgres.map(round),
+                    minority: judge.minority.load(Ordering::Relaxed),
+                    switches: costs.switches,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Judge {
+    /// Ends the epoch: folds its means into the smoothed costs and picks the route.
+    fn close_epoch(&self, now_ms: u64) {
+        let Ok(mut costs) = self.costs.try_lock() else {
+            return; // another read is closing it
+        };
+        if now_ms.saturating_sub(self.epoch_ms.load(Ordering::Relaxed)) < EPOCH.as_millis() as u64 {
+            return;
+        }
+        self.epoch_ms.store(now_ms, Ordering::Relaxed);
+        let mean = |route: Route| {
+            let count = self.counts[slot(route)].swap(0, Ordering::Relaxed);
+            let micros = self.micros[slot(route)].swap(0, Ordering::Relaxed);
+            micros as f64 / count.max(1) as f64
+        };
+        let smooth = |old: Option<f64>, new: f64| {
+            Some(old.map_or(new, |old| old * (1.0 - SMOOTHING) + new * SMOOTHING))
+        };
+        costs.tiers = smooth(costs.tiers, mean(Route::Tiers));
+        costs.postgres = smooth(costs.postgres, mean(Route::Postgres));
+        let (Some(tiers), Some(postgres)) = (costs.tiers, costs.postgres) else {
+            return;
+        };
+        let postgres_favoured = self.postgres_favoured.load(Ordering::Relaxed);
+        let switch = if postgres_favoured {
+            tiers < postgres * (1.0 - MARGIN)
+        } else {
+            postgres < tiers * (1.0 - MARGIN)
+        };
+        let postgres_favoured = postgres_favoured != switch;
+        if switch {
+            costs.switches += 1;
+            self.postgres_favoured
+                .store(postgres_favoured, Ordering::Relaxed);
+        }
+        let (winner, loser) = if postgres_favoured {
+            (postgres, tiers)
+        } else {
+            (tiers, postgres)
+        };
+        let minority = if winner * 2.0 <= loser {
+            MINORITY_CLEAR
+        } else {
+            MINORITY_CLOSE
+        };
+        self.minority.store(minority, Ordering::Relaxed);
+    }
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    elapsed.as_micros().min(u128::from(u64::MAX)) as u64
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `reads` reads through the gate at `at`, each costing what its route costs.
+    fn serve(gate: &Gate, at: Instant, reads: u64, tiers: u64, postgres: u64) -> [u64; 2] {
+        let mut taken = [0; 2];
+        for _ in 0..reads {
+            let route = gate.route(Kind::LatestPage);
+            taken[slot(route)] += 1;
+            let cost = match route {
+                Route::Tiers => tiers,
+                Route::Postgres => postgres,
+            };
+            gate.record_at(Kind::LatestPage, route, Duration::from_micros(cost), at);
+        }
+        taken
+    }
+
+    #[test]
+    fn the_cheaper_route_takes_most_reads_and_the_other_keeps_a_few() {
+        let gate = Gate::new(true);
+        let t0 = gate.started;
+        let second = |n| t0 + EPOCH * n;
+        // The tiers start favoured, with one read in 16 sent to Postgres.
+        let taken = serve(&gate, t0, 1600, 900, 300);
+        assert_eq!(taken, [1500, 100]);
+        // An epoch later the tiers are found 3× dearer: Postgres takes over.
+        serve(&gate, second(1), 1, 900, 300);
+        let taken = serve(&gate, second(1), 6400, 900, 300);
+        assert_eq!(gate.standings()[0].favoured, "postgres");
+        assert_eq!(taken, [100, 6300], "a clear winner leaves one read in 64");
+        // Fills charged to the tiers count against them.
+        gate.charge(Kind::LatestPage, Duration::from_secs(1));
+        // The tiers warm up and become cheaper: they take over again, once the smoothed
+        // cost crosses the margin.
+        let mut epoch = 2;
+        while gate.standings()[0].favoured == "postgres" {
+            assert!(epoch < 10, "the tiers never took over");
+            serve(&gate, second(epoch), 640, 50, 300);
+            epoch += 1;
+        }
+        assert!(gate.standings()[0].switches == 2);
+        // Costs within the margin of each other change nothing.
+        let switches = gate.standings()[0].switches;
+        for e in epoch..epoch + 5 {
+            serve(&gate, second(e), 640, 300, 290);
+        }
+        assert_eq!(gate.standings()[0].switches, switches);
+        assert_eq!(gate.standings()[0].favoured, "tiers");
+    }
+
+    #[test]
+    fn an_epoch_waits_for_enough_reads_of_both_routes() {
+        let gate = Gate::new(true);
+        let t0 = gate.started;
+        serve(&gate, t0 + EPOCH * 3, 16, 900, 300);
+        assert_eq!(
+            gate.standings()[0].tiers_micros,
+            None,
+            "one Postgres read is not enough"
+        );
+        serve(&gate, t0 + EPOCH * 3, 112, 900, 300);
+        assert_eq!(gate.standings()[0].favoured, "postgres");
+    }
+
+    #[test]
+    fn a_closed_gate_sends_everything_to_the_tiers() {
+        let gate = Gate::new(false);
+        let taken = serve(&gate, gate.started + EPOCH * 5, 1000, 900, 300);
+        assert_eq!(taken, [1000, 0]);
+        assert_eq!(gate.standings()[0].favoured, "tiers");
+    }
+}
