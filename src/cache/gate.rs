@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How often the two routes of a kind are compared.
-pub const EPOCH: Duration = Duration::from_secs(1);
+/// How often the two routes of a kind are compared: short enough to judge within the
+/// first second of a cold start, long enough for a few dozen reads of the minority route.
+pub const EPOCH: Duration = Duration::from_millis(250);
 /// One read in this many takes the other route, while the two are close.
 pub const MINORITY_CLOSE: u64 = 16;
 /// One read in this many takes the other route, while the favoured one costs at most
