@@ -10,7 +10,8 @@
 //! - [`api`]: the only module that knows HTTP and JSON: routes, extractors, error mapping.
 //! - [`service`]: the operations of the contract (post, page, sync, …) in domain types.
 //! - [`cache`]: the tiers in front of Postgres: L1 (moka), Redis, fences, invalidation,
-//!   the breaker.
+//!   the breaker, and the cost gate that sends a kind of read straight to Postgres while
+//!   the tiers cost more.
 //! - [`domain`]: ids, messages, pages, cursors: validated types, no I/O.
 //! - [`postgres`]: the only module that imports `tokio-postgres`/`deadpool`: queries and
 //!   migrations.

@@ -2,7 +2,8 @@
 //! ([`crate::redis`]) and Postgres, and what happens when Redis fails ([`health`]).
 //!
 //! # Read path
-//! L1 hit → answer. Else one shared load per key: a Redis read (one round trip, which also
+//! The cost gate ([`gate`]) first picks the route: the tiers, or Postgres alone while the
+//! tiers cost more for this kind of read. On the tiers: L1 hit → answer. Else one shared load per key: a Redis read (one round trip, which also
 //! hands out the fence version on a miss); on a miss the Postgres fill query, then the
 //! fenced fill script. A fill refused by the fence, a Redis failure, an open breaker or a
 //! dirty channel all say [`Lookup::Unavailable`]: the caller reads Postgres directly.
