@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 /// first second of a cold start, long enough for a few dozen reads of the minority route.
 pub const EPOCH: Duration = Duration::from_millis(250);
 /// One read in this many takes the other route, while the two are close.
-pub const MINORITY_CLOSE: u64 = 16;
+pub const MINORITY_CLOSE: u64 = 32;
 /// One read in this many takes the other route, while the favoured one costs at most
-/// half as much: the control group then costs little.
-pub const MINORITY_CLEAR: u64 = 64;
+/// half as much: fewer than 1% of reads, so the slower route never sets the p99.
+pub const MINORITY_CLEAR: u64 = 128;
 /// The favoured route changes when the other costs this much less (0.1: 10%).
 pub const MARGIN: f64 = 0.1;
 /// Reads of each route an epoch needs before it counts; until then it keeps gathering.
@@ -354,14 +354,18 @@ mod tests {
         let gate = Gate::new(true);
         let t0 = gate.started;
         let second = |n| t0 + EPOCH * n;
-        // The tiers start favoured, with one read in 16 sent to Postgres.
-        let taken = serve(&gate, t0, 1600, 900, 300);
-        assert_eq!(taken, [1500, 100]);
+        // The tiers start favoured, with one read in 32 sent to Postgres.
+        let taken = serve(&gate, t0, 100 * MINORITY_CLOSE, 900, 300);
+        assert_eq!(taken, [100 * (MINORITY_CLOSE - 1), 100]);
         // An epoch later the tiers are found 3× dearer: Postgres takes over.
         serve(&gate, second(1), 1, 900, 300);
-        let taken = serve(&gate, second(1), 6400, 900, 300);
+        let taken = serve(&gate, second(1), 100 * MINORITY_CLEAR, 900, 300);
         assert_eq!(gate.standings()[0].favoured, "postgres");
-        assert_eq!(taken, [100, 6300], "a clear winner leaves one read in 64");
+        assert_eq!(
+            taken,
+            [100, 100 * (MINORITY_CLEAR - 1)],
+            "a clear winner leaves one read in 128"
+        );
         // Fills charged to the tiers count against them.
         gate.charge(Kind::LatestPage, Duration::from_secs(1));
         // The tiers warm up and become cheaper: they take over again, once the smoothed
@@ -369,14 +373,14 @@ mod tests {
         let mut epoch = 2;
         while gate.standings()[0].favoured == "postgres" {
             assert!(epoch < 10, "the tiers never took over");
-            serve(&gate, second(epoch), 640, 50, 300);
+            serve(&gate, second(epoch), 10 * MINORITY_CLEAR, 50, 300);
             epoch += 1;
         }
         assert!(gate.standings()[0].switches == 2);
         // Costs within the margin of each other change nothing.
         let switches = gate.standings()[0].switches;
         for e in epoch..epoch + 5 {
-            serve(&gate, second(e), 640, 300, 290);
+            serve(&gate, second(e), 10 * MINORITY_CLOSE, 300, 290);
         }
         assert_eq!(gate.standings()[0].switches, switches);
         assert_eq!(gate.standings()[0].favoured, "tiers");
@@ -386,13 +390,19 @@ mod tests {
     fn an_epoch_waits_for_enough_reads_of_both_routes() {
         let gate = Gate::new(true);
         let t0 = gate.started;
-        serve(&gate, t0 + EPOCH * 3, 16, 900, 300);
+        serve(&gate, t0 + EPOCH * 3, MINORITY_CLOSE, 900, 300);
         assert_eq!(
             gate.standings()[0].tiers_micros,
             None,
             "one Postgres read is not enough"
         );
-        serve(&gate, t0 + EPOCH * 3, 112, 900, 300);
+        serve(
+            &gate,
+            t0 + EPOCH * 3,
+            (MIN_SAMPLES - 1) * MINORITY_CLOSE,
+            900,
+            300,
+        );
         assert_eq!(gate.standings()[0].favoured, "postgres");
     }
 
