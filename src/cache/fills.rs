@@ -13,6 +13,8 @@
 //!   worth a whole window. `--fill-after-misses` sets how many misses (1 = every miss).
 //! - **Bounds.** At most [`QUEUE`] fills wait and [`WORKERS`] run; a full queue drops the
 //!   fill (the next miss asks again). A key waits or runs at most once.
+//! - **The cost gate** ([`super::gate`]) is charged with each fill's running time, and
+//!   drops the fills of a kind of read queued before Postgres became its favoured route.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +67,7 @@ struct Job {
     version: Option<String>,
     /// The kind of read that queued it, charged with its cost ([`super::gate`]).
     kind: Option<super::gate::Kind>,
+    queued: std::time::Instant,
 }
 
 pub struct Fills {
@@ -138,6 +141,7 @@ impl HotCache {
             what,
             version,
             kind: super::gate::current(),
+            queued: std::time::Instant::now(),
         };
         if self.fills.tx.try_send(job).is_err() {
             self.fills.queued().remove(&(channel, what.kind()));
@@ -196,7 +200,12 @@ pub async fn work(cache: Arc<HotCache>) {
             let cache = cache.clone();
             async move {
                 let started = std::time::Instant::now();
-                if let Err(error) = cache.run_fill(&job).await {
+                if job
+                    .kind
+                    .is_some_and(|kind| !cache.gate.fill_wanted(kind, job.queued))
+                {
+                    bump(&cache.stats.fills_dropped);
+                } else if let Err(error) = cache.run_fill(&job).await {
                     debug!(%error, channel = %job.channel, "a background fill failed");
                 }
                 if let Some(kind) = job.kind {

@@ -127,6 +127,8 @@ struct Judge {
     counts: [AtomicU64; 2],
     /// Milliseconds since the gate started, when the current epoch began.
     epoch_ms: AtomicU64,
+    /// Milliseconds since the gate started, when Postgres last became favoured.
+    postgres_since_ms: AtomicU64,
     costs: Mutex<Costs>,
 }
 
@@ -147,6 +149,7 @@ impl Default for Judge {
             micros: [AtomicU64::new(0), AtomicU64::new(0)],
             counts: [AtomicU64::new(0), AtomicU64::new(0)],
             epoch_ms: AtomicU64::new(0),
+            postgres_since_ms: AtomicU64::new(0),
             costs: Mutex::new(Costs::default()),
         }
     }
@@ -250,6 +253,19 @@ impl Gate {
         }
     }
 
+    /// Whether a fill queued at `queued` by a read of `kind` is still worth running: not
+    /// when Postgres became favoured after it was queued. The fills a cold start queued
+    /// before the gate judged would otherwise run on for seconds beside the reads the
+    /// gate now sends to Postgres; the reads still sent to the tiers queue new ones.
+    pub fn fill_wanted(&self, kind: Kind, queued: Instant) -> bool {
+        let judge = self.judge(kind);
+        if !self.enabled || !judge.postgres_favoured.load(Ordering::Relaxed) {
+            return true;
+        }
+        let queued_ms = queued.saturating_duration_since(self.started).as_millis() as u64;
+        queued_ms >= judge.postgres_since_ms.load(Ordering::Relaxed)
+    }
+
     pub fn standings(&self) -> Vec<Standing> {
         Kind::ALL
             .iter()
@@ -305,6 +321,9 @@ impl Judge {
         let postgres_favoured = postgres_favoured != switch;
         if switch {
             costs.switches += 1;
+            if postgres_favoured {
+                self.postgres_since_ms.store(now_ms, Ordering::Relaxed);
+            }
             self.postgres_favoured
                 .store(postgres_favoured, Ordering::Relaxed);
         }
@@ -365,6 +384,13 @@ mod tests {
             taken,
             [100, 100 * (MINORITY_CLEAR - 1)],
             "a clear winner leaves one read in 128"
+        );
+        // Fills queued before the switch are not worth running; those queued after are.
+        assert!(!gate.fill_wanted(Kind::LatestPage, t0));
+        assert!(gate.fill_wanted(Kind::LatestPage, second(1)));
+        assert!(
+            gate.fill_wanted(Kind::Unread, t0),
+            "other kinds are not judged"
         );
         // Fills charged to the tiers count against them.
         gate.charge(Kind::LatestPage, Duration::from_secs(1));
