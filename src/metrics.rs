@@ -2,6 +2,8 @@
 //! installed globally), so two instances in one process, as in the tests, never mix their
 //! counts. Histograms have explicit buckets: without them the exporter renders summaries.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -37,6 +39,20 @@ pub struct Metrics {
     /// `hotchan_read_duration_seconds` per path, registered once: every read records
     /// here, so it skips the registry lookup the macro would do.
     reads: [metrics::Histogram; 4],
+    /// The per-request counter and histogram, registered once per route, method and
+    /// status: a request then records without allocating labels or looking them up in
+    /// the registry. Keyed by the labels' hash, with the labels kept to tell collisions
+    /// apart; the combinations are bounded by the router's routes.
+    requests: std::sync::RwLock<HashMap<u64, Vec<RequestHandles>>>,
+    hasher: std::hash::RandomState,
+}
+
+struct RequestHandles {
+    route: Box<str>,
+    method: Box<str>,
+    status: u16,
+    count: metrics::Counter,
+    duration: metrics::Histogram,
 }
 
 impl Default for Metrics {
@@ -59,6 +75,8 @@ impl Metrics {
             recorder,
             handle,
             reads,
+            requests: Default::default(),
+            hasher: Default::default(),
         };
         metrics.with(|| {
             describe_counter!(
@@ -105,13 +123,33 @@ impl Metrics {
     }
 
     pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let hash = self.hasher.hash_one((route, method, status));
+        let record = |h: &RequestHandles| {
+            h.count.increment(1);
+            h.duration.record(elapsed.as_secs_f64());
+        };
+        let matches =
+            |h: &&RequestHandles| &*h.route == route && &*h.method == method && h.status == status;
+        {
+            let requests = self.requests.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = requests.get(&hash).and_then(|v| v.iter().find(matches)) {
+                return record(h);
+            }
+        }
         let (route, method) = (route.to_owned(), method.to_owned());
-        self.with(|| {
-            counter!("hotchan_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
-                .increment(1);
-            histogram!("hotchan_http_request_duration_seconds", "route" => route, "method" => method)
-                .record(elapsed.as_secs_f64());
+        let handles = self.with(|| RequestHandles {
+            count: counter!("hotchan_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string()),
+            duration: histogram!("hotchan_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone()),
+            route: route.into(),
+            method: method.into(),
+            status,
         });
+        record(&handles);
+        let mut requests = self.requests.write().unwrap_or_else(|e| e.into_inner());
+        let same = requests.entry(hash).or_default();
+        if !same.iter().any(|h| matches(&h)) {
+            same.push(handles);
+        }
     }
 
     pub fn record_postgres_call(&self, operation: &'static str, elapsed: Duration) {

@@ -128,16 +128,13 @@ pub async fn record_metrics(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().as_str().to_owned();
+    // Cheap clones: the matched path is shared, a standard method is a plain value.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let response = next.run(request).await;
     state.metrics.record_request(
-        &route,
-        &method,
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        method.as_str(),
         response.status().as_u16(),
         started.elapsed(),
     );

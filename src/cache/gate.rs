@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 /// How often the two routes of a kind are compared: short enough to judge within the
 /// first second of a cold start, long enough for a few dozen reads of the minority route.
-pub const EPOCH: Duration = Duration::from_millis(250);
+pub const EPOCH: Duration = Duration::from_millis(100);
 /// One read in this many takes the other route, while the two are close.
 pub const MINORITY_CLOSE: u64 = 32;
 /// One read in this many takes the other route, while the favoured one costs at most
