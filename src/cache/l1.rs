@@ -68,8 +68,9 @@ pub struct Ticket {
 }
 
 /// Most encoded pages remembered per window (the first ones asked for). Together they
-/// may take at most the window's own weight, and an entry is weighed for both, so L1's
-/// capacity bounds the encoded pages too.
+/// may take at most half the window's own weight (a 50-message page of a 200-message
+/// window is about a quarter), and an entry is weighed for both, so L1's capacity bounds
+/// the encoded pages too.
 const ENCODED_PAGES: usize = 8;
 
 /// A window as the tiers hold it, with the pages already encoded from it. A window never
@@ -105,7 +106,7 @@ impl CachedWindow {
         let mut cached = self.pages.write().unwrap_or_else(|e| e.into_inner());
         let used: usize = cached.iter().map(|(_, b)| b.len()).sum();
         if cached.len() < ENCODED_PAGES
-            && used + body.len() <= self.window.weight() as usize
+            && used + body.len() <= self.window.weight() as usize / 2
             && !cached.iter().any(|(r, _)| *r == request)
         {
             cached.push((request, body.clone()));
@@ -124,8 +125,8 @@ impl std::ops::Deref for CachedWindow {
 impl Entry {
     fn weight(&self) -> u32 {
         match self {
-            // The window, and room for its encoded pages (at most as much again).
-            Entry::Window(w) => w.weight().saturating_mul(2),
+            // The window, and room for its encoded pages (at most half as much again).
+            Entry::Window(w) => w.weight().saturating_add(w.weight() / 2),
             Entry::Members(m) => m.weight(),
             Entry::History(h) => h.weight(),
         }
@@ -584,7 +585,7 @@ mod tests {
 
         let big = |_: &crate::domain::Page| {
             calls.fetch_add(1, Ordering::SeqCst);
-            bytes::Bytes::from(vec![b' '; w.window.weight() as usize + 1])
+            bytes::Bytes::from(vec![b' '; w.window.weight() as usize / 2 + 1])
         };
         let before_newest = PageRequest {
             limit: 10,
@@ -595,7 +596,7 @@ mod tests {
         assert_eq!(
             calls.load(Ordering::SeqCst),
             3,
-            "a page past the window's own weight is not kept"
+            "a page past half the window's own weight is not kept"
         );
 
         let mut partial = w.window.clone();
