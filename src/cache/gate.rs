@@ -32,8 +32,13 @@ pub const MINORITY_CLOSE: u64 = 32;
 /// One read in this many takes the other route, while the favoured one costs at most
 /// half as much: fewer than 1% of reads, so the slower route never sets the p99.
 pub const MINORITY_CLEAR: u64 = 128;
-/// The favoured route changes when the other costs this much less (0.1: 10%).
+/// The favoured route changes when the other costs this much less (0.1: 10%) ...
 pub const MARGIN: f64 = 0.1;
+/// ... at the end of this many epochs in a row. A cold start costs the tiers most in its
+/// first epoch (every read misses, every fill is charged), and a hot kind of read warms
+/// within a few: one bad epoch must not send it to Postgres, where it would warm only
+/// through the few reads left on the tiers.
+pub const STRIKES: u32 = 3;
 /// Reads of each route an epoch needs before it counts; until then it keeps gathering.
 const MIN_SAMPLES: u64 = 8;
 /// Weight of the newest epoch in the smoothed costs.
@@ -138,6 +143,8 @@ struct Costs {
     tiers: Option<f64>,
     postgres: Option<f64>,
     switches: u64,
+    /// Epochs in a row at whose end the other route was cheaper by [`MARGIN`].
+    strikes: u32,
 }
 
 impl Default for Judge {
@@ -313,14 +320,17 @@ impl Judge {
             return;
         };
         let postgres_favoured = self.postgres_favoured.load(Ordering::Relaxed);
-        let switch = if postgres_favoured {
+        let other_cheaper = if postgres_favoured {
             tiers < postgres * (1.0 - MARGIN)
         } else {
             postgres < tiers * (1.0 - MARGIN)
         };
+        costs.strikes = if other_cheaper { costs.strikes + 1 } else { 0 };
+        let switch = costs.strikes >= STRIKES;
         let postgres_favoured = postgres_favoured != switch;
         if switch {
             costs.switches += 1;
+            costs.strikes = 0;
             if postgres_favoured {
                 self.postgres_since_ms.store(now_ms, Ordering::Relaxed);
             }
@@ -376,10 +386,14 @@ mod tests {
         // The tiers start favoured, with one read in 32 sent to Postgres.
         let taken = serve(&gate, t0, 100 * MINORITY_CLOSE, 900, 300);
         assert_eq!(taken, [100 * (MINORITY_CLOSE - 1), 100]);
-        // An epoch later the tiers are found 3× dearer: Postgres takes over.
-        serve(&gate, second(1), 1, 900, 300);
-        let taken = serve(&gate, second(1), 100 * MINORITY_CLEAR, 900, 300);
+        // The tiers are found 3× dearer: Postgres takes over after STRIKES epochs.
+        for epoch in 1..STRIKES as u32 {
+            serve(&gate, second(epoch), MINORITY_CLOSE * MIN_SAMPLES, 900, 300);
+            assert_eq!(gate.standings()[0].favoured, "tiers", "epoch {epoch}");
+        }
+        serve(&gate, second(STRIKES), 1, 900, 300);
         assert_eq!(gate.standings()[0].favoured, "postgres");
+        let taken = serve(&gate, second(STRIKES), 100 * MINORITY_CLEAR, 900, 300);
         assert_eq!(
             taken,
             [100, 100 * (MINORITY_CLEAR - 1)],
@@ -387,7 +401,7 @@ mod tests {
         );
         // Fills queued before the switch are not worth running; those queued after are.
         assert!(!gate.fill_wanted(Kind::LatestPage, t0));
-        assert!(gate.fill_wanted(Kind::LatestPage, second(1)));
+        assert!(gate.fill_wanted(Kind::LatestPage, second(STRIKES)));
         assert!(
             gate.fill_wanted(Kind::Unread, t0),
             "other kinds are not judged"
@@ -396,9 +410,9 @@ mod tests {
         gate.charge(Kind::LatestPage, Duration::from_secs(1));
         // The tiers warm up and become cheaper: they take over again, once the smoothed
         // cost crosses the margin.
-        let mut epoch = 2;
+        let mut epoch = STRIKES + 1;
         while gate.standings()[0].favoured == "postgres" {
-            assert!(epoch < 10, "the tiers never took over");
+            assert!(epoch < STRIKES + 12, "the tiers never took over");
             serve(&gate, second(epoch), 10 * MINORITY_CLEAR, 50, 300);
             epoch += 1;
         }
@@ -429,7 +443,10 @@ mod tests {
             900,
             300,
         );
-        assert_eq!(gate.standings()[0].favoured, "postgres");
+        assert!(
+            gate.standings()[0].tiers_micros.is_some(),
+            "the epoch counted"
+        );
     }
 
     #[test]
