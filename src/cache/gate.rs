@@ -387,7 +387,7 @@ mod tests {
         let taken = serve(&gate, t0, 100 * MINORITY_CLOSE, 900, 300);
         assert_eq!(taken, [100 * (MINORITY_CLOSE - 1), 100]);
         // The tiers are found 3× dearer: Postgres takes over after STRIKES epochs.
-        for epoch in 1..STRIKES as u32 {
+        for epoch in 1..STRIKES {
             serve(&gate, second(epoch), MINORITY_CLOSE * MIN_SAMPLES, 900, 300);
             assert_eq!(gate.standings()[0].favoured, "tiers", "epoch {epoch}");
         }
