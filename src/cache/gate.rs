@@ -3,7 +3,8 @@
 //!
 //! Each kind of read is split, request by request, into two groups: one asks the tiers
 //! (and Postgres when they cannot answer), the other goes straight to Postgres, as
-//! `--cache off` would. Most reads take the route that is cheaper; one in
+//! `--cache off` would, unless L1 already holds the answer: a hit costs nothing, and is
+//! counted in neither group. Most reads take the route that is cheaper; one in
 //! [`MINORITY_CLOSE`] (or [`MINORITY_CLEAR`] while the winner is at least twice as cheap)
 //! takes the other, so both keep being measured, and the tiers keep warming while
 //! Postgres is the faster route. Every [`EPOCH`] the two groups' mean cost is compared
@@ -53,18 +54,16 @@ pub enum Kind {
     Members,
     Unread,
     Message,
-    Sync,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 6] = [
         Kind::LatestPage,
         Kind::CursorPage,
         Kind::Channel,
         Kind::Members,
         Kind::Unread,
         Kind::Message,
-        Kind::Sync,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,7 +74,6 @@ impl Kind {
             Kind::Members => "members",
             Kind::Unread => "unread",
             Kind::Message => "message",
-            Kind::Sync => "sync",
         }
     }
 }
@@ -187,7 +185,7 @@ pub struct Standing {
 pub struct Gate {
     enabled: bool,
     started: Instant,
-    judges: [Judge; 7],
+    judges: [Judge; 6],
 }
 
 impl Gate {

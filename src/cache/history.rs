@@ -30,6 +30,7 @@ impl HotCache {
         &self,
         channel: ChannelId,
         request: PageRequest,
+        reach: super::Reach,
     ) -> Result<(Option<Page>, Path), DbError> {
         if request.cursor == Cursor::Latest || !self.tiers_usable(channel) {
             return Ok((None, Path::Postgres));
@@ -40,6 +41,9 @@ impl HotCache {
                 bump(&self.stats.history_l1_hits);
                 return Ok((Some(page), Path::L1));
             }
+        }
+        if reach == super::Reach::L1 {
+            return Ok((None, Path::Postgres));
         }
         // Each reader reads Redis for its own cursor (a read shared among readers of
         // other cursors would not hold their pages); what it finds joins what L1 holds,

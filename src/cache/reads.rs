@@ -22,14 +22,18 @@ impl HotCache {
     ///
     /// A page past a cursor that the window cannot answer goes to deep history
     /// ([`super::history`]).
+    ///
+    /// `reach` bounds every read here: with [`Reach::L1`], only what L1 holds answers.
     pub async fn page(
         &self,
         channel: ChannelId,
         request: PageRequest,
+        reach: Reach,
         encode: impl Fn(&Page) -> bytes::Bytes,
     ) -> Result<(Lookup<bytes::Bytes>, Path), DbError> {
         let latest = request.cursor == crate::domain::Cursor::Latest;
-        let reach = if latest { Reach::Fill } else { Reach::L1 };
+        let history_reach = reach;
+        let reach = if latest { reach } else { Reach::L1 };
         // Without L1 nothing keeps the whole window: a latest page reads only the head it
         // needs (its rows, the one that says whether more exist, and room for tombstones).
         let head =
@@ -47,22 +51,29 @@ impl HotCache {
             };
             return Ok((Lookup::Unavailable, path));
         }
-        Ok(match self.history_page(channel, request).await? {
-            (Some(page), path) => (Lookup::Found(encode(&page)), path),
-            (None, path) => (Lookup::Unavailable, path),
-        })
+        Ok(
+            match self.history_page(channel, request, history_reach).await? {
+                (Some(page), path) => (Lookup::Found(encode(&page)), path),
+                (None, path) => (Lookup::Unavailable, path),
+            },
+        )
     }
 
-    pub async fn channel(&self, channel: ChannelId) -> Result<(Lookup<Channel>, Path), DbError> {
-        let (lookup, path) = self.fetch_window(channel, Reach::Fill).await?;
+    pub async fn channel(
+        &self,
+        channel: ChannelId,
+        reach: Reach,
+    ) -> Result<(Lookup<Channel>, Path), DbError> {
+        let (lookup, path) = self.fetch_window(channel, reach).await?;
         Ok((lookup.map(|w| w.channel.clone()), path))
     }
 
     pub async fn members(
         &self,
         channel: ChannelId,
+        reach: Reach,
     ) -> Result<(Lookup<Arc<Members>>, Path), DbError> {
-        self.fetch_members(channel, Reach::Fill).await
+        self.fetch_members(channel, reach).await
     }
 
     /// Unread count: `Found(None)` when the user is not a member.
@@ -70,8 +81,9 @@ impl HotCache {
         &self,
         channel: ChannelId,
         user: UserId,
+        reach: Reach,
     ) -> Result<(Lookup<Option<i64>>, Path), DbError> {
-        let (members, members_path) = self.fetch_members(channel, Reach::Fill).await?;
+        let (members, members_path) = self.fetch_members(channel, reach).await?;
         let members = match members {
             Lookup::Found(m) => m,
             other => return Ok((other.map(|_| None), members_path)),
@@ -79,7 +91,7 @@ impl HotCache {
         let Some(member) = members.get(user) else {
             return Ok((Lookup::Found(None), members_path));
         };
-        let (window, path) = self.fetch_window(channel, Reach::Fill).await?;
+        let (window, path) = self.fetch_window(channel, reach).await?;
         Ok(match window {
             Lookup::Found(w) => match w.unread(member) {
                 Some(n) => (Lookup::Found(Some(n)), path.max(members_path)),
@@ -90,11 +102,15 @@ impl HotCache {
     }
 
     /// One message, when its channel's window holds it.
-    pub async fn message(&self, id: MessageId) -> Result<(Option<Message>, Path), DbError> {
+    pub async fn message(
+        &self,
+        id: MessageId,
+        reach: Reach,
+    ) -> Result<(Option<Message>, Path), DbError> {
         let Some(channel) = self.message_channels.get(&id) else {
             return Ok((None, Path::Postgres));
         };
-        Ok(match self.fetch_window(channel, Reach::Fill).await? {
+        Ok(match self.fetch_window(channel, reach).await? {
             (Lookup::Found(w), path) => match w.message(id) {
                 Some(m) => (Some(m.clone()), path),
                 None => (None, Path::Postgres),

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{not_a_member, Error, Service};
 use crate::cache::gate::{self, Kind, Route};
 use crate::cache::paths::Path;
-use crate::cache::{HotCache, Lookup};
+use crate::cache::{HotCache, Lookup, Reach};
 use crate::domain::{
     Channel, ChannelId, Member, MemberSummary, Message, MessageId, Page, PageRequest, SyncRequest,
     SyncResult, UnreadChannel, UserId,
@@ -28,17 +28,22 @@ struct Read<'a> {
 }
 
 impl Read<'_> {
-    /// Asks the tiers, when the gate sends this read to them: `None` when they were not
-    /// asked or cannot answer, and the caller asks Postgres. Fills the ask queues are
+    /// Asks the tiers as far as the gate's route lets it: all of them on the tiers' route;
+    /// only what L1 already holds on Postgres's (a hit costs nothing, and is not judged).
+    /// `None` when they cannot answer, and the caller asks Postgres. Fills queued here are
     /// charged to this kind of read.
-    async fn ask<T>(
-        &mut self,
-        tiers: impl Future<Output = Result<(Lookup<T>, Path), DbError>>,
-    ) -> Result<Option<T>, Error> {
-        let Some(kind) = self.kind.filter(|_| self.route == Route::Tiers) else {
+    async fn ask<T, F>(&mut self, tiers: impl FnOnce(Reach) -> F) -> Result<Option<T>, Error>
+    where
+        F: Future<Output = Result<(Lookup<T>, Path), DbError>>,
+    {
+        let Some(kind) = self.kind else {
             return Ok(None);
         };
-        let answer = gate::serving(kind, tiers).await?;
+        let reach = match self.route {
+            Route::Tiers => Reach::Fill,
+            Route::Postgres => Reach::L1,
+        };
+        let answer = gate::serving(kind, tiers(reach)).await?;
         Ok(self.tiers(answer))
     }
 
@@ -62,11 +67,15 @@ impl Read<'_> {
         answer
     }
 
+    /// Records the read under its path and, unless L1 answered a read the gate had sent
+    /// to Postgres (neither route's cost), under its route.
     fn record(&self, path: Path) {
         let elapsed = self.started.elapsed();
         self.cache.record_read(path, elapsed);
-        if let Some(kind) = self.kind {
-            self.cache.gate().record(kind, self.route, elapsed);
+        match self.kind {
+            Some(_) if self.route == Route::Postgres && path == Path::L1 => {}
+            Some(kind) => self.cache.gate().record(kind, self.route, elapsed),
+            None => {}
         }
     }
 }
@@ -86,7 +95,7 @@ impl Service {
 
     pub async fn channel(&self, id: ChannelId) -> Result<Channel, Error> {
         let mut read = self.read(Some(Kind::Channel));
-        if let Some(channel) = read.ask(self.cache.channel(id)).await? {
+        if let Some(channel) = read.ask(|reach| self.cache.channel(id, reach)).await? {
             return Ok(channel);
         }
         self.cache.note_postgres_read();
@@ -97,7 +106,7 @@ impl Service {
     pub async fn members(&self, id: ChannelId) -> Result<Vec<MemberSummary>, Error> {
         self.traced(id, 0);
         let mut read = self.read(Some(Kind::Members));
-        if let Some(members) = read.ask(self.cache.members(id)).await? {
+        if let Some(members) = read.ask(|reach| self.cache.members(id, reach)).await? {
             return Ok(members.summaries());
         }
         self.cache.note_postgres_read();
@@ -107,7 +116,7 @@ impl Service {
 
     pub async fn member(&self, channel: ChannelId, user: UserId) -> Result<Member, Error> {
         let mut read = self.read(Some(Kind::Members));
-        if let Some(members) = read.ask(self.cache.members(channel)).await? {
+        if let Some(members) = read.ask(|reach| self.cache.members(channel, reach)).await? {
             return members.get(user).cloned().ok_or(Error::NotFound("member"));
         }
         self.cache.note_postgres_read();
@@ -141,7 +150,10 @@ impl Service {
             _ => Kind::CursorPage,
         };
         let mut read = self.read(Some(kind));
-        if let Some(body) = read.ask(self.cache.page(channel, request, encode)).await? {
+        if let Some(body) = read
+            .ask(|reach| self.cache.page(channel, request, reach, encode))
+            .await?
+        {
             return Ok(body);
         }
         self.cache.note_postgres_read();
@@ -154,8 +166,8 @@ impl Service {
 
     pub async fn message(&self, id: MessageId) -> Result<Message, Error> {
         let mut read = self.read(Some(Kind::Message));
-        let tiers = async {
-            Ok(match self.cache.message(id).await? {
+        let tiers = |reach| async move {
+            Ok(match self.cache.message(id, reach).await? {
                 (Some(message), path) => (Lookup::Found(message), path),
                 (None, path) => (Lookup::Unavailable, path),
             })
@@ -175,7 +187,10 @@ impl Service {
     pub async fn unread(&self, channel: ChannelId, user: UserId) -> Result<i64, Error> {
         self.traced(channel, 0);
         let mut read = self.read(Some(Kind::Unread));
-        if let Some(count) = read.ask(self.cache.unread(channel, user)).await? {
+        if let Some(count) = read
+            .ask(|reach| self.cache.unread(channel, user, reach))
+            .await?
+        {
             return count.ok_or_else(not_a_member);
         }
         self.cache.note_postgres_read();
@@ -195,10 +210,11 @@ impl Service {
         read.postgres(unread)
     }
 
-    /// Channels L1 holds are answered from it; the rest in one Postgres snapshot.
+    /// Channels L1 holds are answered from it; the rest in one Postgres snapshot. Not
+    /// judged by the cost gate: L1 is all a sync asks of the tiers, and a peek costs
+    /// nothing.
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResult, Error> {
-        let read = self.read(Some(Kind::Sync));
-        let from_l1 = read.route == Route::Tiers;
+        let read = self.read(None);
         let limits = self.settings.sync;
         let user = request.user_id;
         let mut answered = std::collections::BTreeMap::new();
@@ -208,10 +224,7 @@ impl Service {
         };
         for (channel, since) in request.channels {
             self.traced(channel, 0);
-            let cached = from_l1
-                .then(|| self.cache.sync_channel(channel, since, user, limits))
-                .flatten();
-            match cached {
+            match self.cache.sync_channel(channel, since, user, limits) {
                 Some(answer) => {
                     answered.insert(channel, answer);
                 }
