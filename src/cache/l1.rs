@@ -160,6 +160,42 @@ pub enum Source {
 
 type Store = moka::sync::Cache<Key, Entry>;
 
+/// Each entry lives the TTL less up to a quarter of it, by its key's hash, from its last
+/// write: entries loaded together (a warm-up, the recovery after a flush) then do not all
+/// expire at the same instant and reload from Redis at once, which showed as a tail of
+/// slow reads ten seconds after a warm-up.
+struct JitteredTtl(Duration);
+
+impl JitteredTtl {
+    fn of(&self, key: &Key) -> Duration {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key);
+        self.0 - self.0.mul_f64((hash % 1024) as f64 / 4096.0)
+    }
+}
+
+impl moka::Expiry<Key, Entry> for JitteredTtl {
+    fn expire_after_create(
+        &self,
+        key: &Key,
+        _value: &Entry,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(self.of(key))
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &Key,
+        _value: &Entry,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.of(key))
+    }
+}
+
 pub struct L1 {
     /// `None` when L1 is off (`--cache redis`): loads are still shared, nothing is kept.
     cache: Option<Store>,
@@ -187,7 +223,7 @@ impl L1 {
                 moka::sync::Cache::builder()
                     .max_capacity(bytes)
                     .weigher(|_key: &Key, entry: &Entry| entry.weight())
-                    .time_to_live(ttl)
+                    .expire_after(JitteredTtl(ttl))
                     .build()
             })
         };
@@ -394,6 +430,19 @@ fn usage_of(store: &Option<Store>, capacity: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttls_are_spread_over_the_last_quarter() {
+        let ttl = JitteredTtl(Duration::from_secs(10));
+        let ttls: std::collections::BTreeSet<Duration> = (0..100)
+            .map(|_| ttl.of(&Key::Window(ChannelId(uuid::Uuid::new_v4()))))
+            .collect();
+        assert!(ttls.len() > 50, "{} distinct TTLs of 100", ttls.len());
+        assert!(ttls.iter().all(|t| *t > Duration::from_millis(7_500)));
+        assert!(ttls.iter().all(|t| *t <= Duration::from_secs(10)));
+        let key = Key::Members(ChannelId(uuid::Uuid::new_v4()));
+        assert_eq!(ttl.of(&key), ttl.of(&key), "one key, one TTL");
+    }
     use crate::domain::{Channel, ChannelType};
     use std::convert::Infallible;
     use std::sync::atomic::AtomicUsize;
