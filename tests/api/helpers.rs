@@ -159,6 +159,18 @@ impl TestApp {
         read_answer(response).await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.request(Method::GET, path, None).await
     }

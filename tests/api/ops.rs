@@ -75,14 +75,7 @@ async fn metrics_count_requests_per_route_and_show_the_pool() {
         .expect(404);
     app.get("/healthz").await.expect(200);
 
-    let response = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let text = response.text().await.unwrap();
+    let text = app.metrics_text().await;
 
     assert!(
         text.contains(
@@ -231,15 +224,7 @@ async fn every_table_and_queue_that_grows_with_traffic_shows_its_size_and_limit(
         .expect(200);
     let stats = app.get("/v1/admin/cache").await.expect(200);
     let bounds = stats["bounds"].as_object().expect("a bounds object");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for name in [
         "l1_loads_in_flight",
         "fills_queued",

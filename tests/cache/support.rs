@@ -194,25 +194,36 @@ async fn serve(mut client: TcpStream, target_port: u16, mut link: watch::Receive
     }
 }
 
-/// Copies until the end of `from`, holding each chunk back by `delay`.
+/// Copies until the end of `from`, each chunk arriving `delay` after it was read: a
+/// link with latency, not a narrower one (chunks in flight do not wait for each other).
 async fn copy_held_back(
     from: &mut (impl AsyncReadExt + Unpin),
     to: &mut (impl AsyncWriteExt + Unpin),
     delay: Option<Duration>,
 ) {
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let read = async move {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let due = tokio::time::Instant::now() + delay.unwrap_or_default();
+            if tx.send((due, chunk[..n].to_vec())).is_err() {
+                return;
+            }
         }
-        if to.write_all(&chunk[..n]).await.is_err() {
-            return;
+    };
+    let write = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
         }
-    }
+    };
+    tokio::join!(read, write);
 }
 
 /// Reads and discards whatever the client sends, answering nothing, until the link
