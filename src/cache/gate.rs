@@ -8,8 +8,8 @@
 //! [`MINORITY_CLOSE`] (or [`MINORITY_CLEAR`] while the winner is at least twice as cheap)
 //! takes the other, so both keep being measured, and the tiers keep warming while
 //! Postgres is the faster route. Every [`EPOCH`] the two groups' mean cost is compared
-//! (smoothed over epochs) and the favoured route changes when the other one is cheaper by
-//! [`MARGIN`].
+//! (smoothed over epochs) and the favoured route changes when the other one has been
+//! cheaper by [`MARGIN`] at the end of [`STRIKES`] epochs in a row.
 //!
 //! A read's cost is its own latency. Background fills are charged to the tiers of the
 //! kind of read that queued them (a task-local carries the kind down to the queue): a
