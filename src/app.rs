@@ -29,7 +29,8 @@ pub struct Application {
     db: Db,
     redis: Redis,
     settings: Settings,
-    /// The cache's background tasks (invalidation listener, Redis prober).
+    /// The background tasks (the cache's invalidation listener, Redis prober and fills;
+    /// the metrics' upkeep).
     tasks: Vec<tokio::task::JoinHandle<()>>,
     service: Arc<Service>,
     redis_settings: crate::redis::RedisSettings,
@@ -66,7 +67,8 @@ impl Application {
             hooks,
             metrics.clone(),
         ));
-        let tasks = cache::invalidation::spawn(hot.clone());
+        let mut tasks = cache::invalidation::spawn(hot.clone());
+        tasks.push(tokio::spawn(crate::metrics::upkeep(metrics.clone())));
         let service = Service::new(
             db.clone(),
             hot,

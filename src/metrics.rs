@@ -27,6 +27,9 @@ pub struct CacheState {
     pub gate: Vec<crate::cache::gate::Standing>,
 }
 
+/// How often recorded histogram samples are folded into their buckets ([`upkeep`]).
+pub const UPKEEP: Duration = Duration::from_secs(5);
+
 /// Latency buckets in seconds: 25 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -116,6 +119,12 @@ impl Metrics {
             );
         });
         metrics
+    }
+
+    /// Folds the histogram samples recorded since the last upkeep (or render) into their
+    /// buckets. The recorder keeps every sample until then.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     fn with<T>(&self, f: impl FnOnce() -> T) -> T {
@@ -216,5 +225,45 @@ impl Metrics {
             gauge!("hotchan_postgres_pool_waiting").set(pool.waiting as f64);
         });
         self.handle.render()
+    }
+}
+
+/// Runs [`Metrics::run_upkeep`] every [`UPKEEP`] until the task is aborted. The recorder
+/// keeps each histogram sample until a render or an upkeep folds it into its buckets, so
+/// an instance nobody scrapes grew by every read's samples: measured with
+/// `scripts/bench-memory`, resident size rose from 26 to 61 MiB in 120 s with L1 empty.
+pub async fn upkeep(metrics: std::sync::Arc<Metrics>) {
+    let mut ticker = tokio::time::interval(UPKEEP);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        metrics.run_upkeep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upkeep_folds_samples_into_buckets_and_loses_none() {
+        let metrics = Metrics::new();
+        for _ in 0..1000 {
+            metrics.record_read(Path::L1, Duration::from_micros(30));
+        }
+        metrics.run_upkeep();
+        for _ in 0..500 {
+            metrics.record_read(Path::L1, Duration::from_micros(30));
+        }
+        metrics.run_upkeep();
+        let text = metrics.handle.render();
+        assert!(
+            text.contains(r#"hotchan_read_duration_seconds_count{path="l1"} 1500"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hotchan_read_duration_seconds_bucket{path="l1",le="0.00005"} 1500"#),
+            "{text}"
+        );
     }
 }
