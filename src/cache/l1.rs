@@ -26,30 +26,11 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use crate::domain::history::History;
-use crate::domain::window::{Members, Window};
 use crate::domain::ChannelId;
 
+use super::entry::JitteredTtl;
+pub use super::entry::{CachedWindow, Entry, Key};
 use super::paths::Path;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Key {
-    Window(ChannelId),
-    /// The newest n messages of a window: read without L1 (`--cache redis`), where
-    /// fetching the whole window for one page would cost more than it saves. Shares
-    /// loads, never kept.
-    WindowHead(ChannelId, u32),
-    Members(ChannelId),
-    /// Runs of deep history ([`crate::domain::history`]), in their own budget.
-    History(ChannelId),
-}
-
-#[derive(Clone, Debug)]
-pub enum Entry {
-    Window(Arc<CachedWindow>),
-    Members(Arc<Members>),
-    History(Arc<History>),
-}
 
 /// Most loads in flight that later callers can join. Past it (a storm of distinct
 /// misses), a load runs on its own and installs nothing, so the table never grows without
@@ -65,72 +46,6 @@ pub struct Ticket {
     stripe: usize,
     generation: u64,
     epoch: u64,
-}
-
-/// Most encoded pages remembered per window (the first ones asked for). Together they
-/// may take at most half the window's own weight (a 50-message page of a 200-message
-/// window is about a quarter), and an entry is weighed for both, so L1's capacity bounds
-/// the encoded pages too.
-const ENCODED_PAGES: usize = 8;
-
-/// A window as the tiers hold it, with the pages already encoded from it. A window never
-/// changes once loaded (a write replaces it), so an encoded page stays right for its life.
-#[derive(Debug)]
-pub struct CachedWindow {
-    pub window: Window,
-    /// A `std::sync::RwLock`: held for a scan of at most [`ENCODED_PAGES`] entries.
-    pages: std::sync::RwLock<Vec<(crate::domain::PageRequest, bytes::Bytes)>>,
-}
-
-impl CachedWindow {
-    pub fn new(window: Window) -> CachedWindow {
-        CachedWindow {
-            window,
-            pages: std::sync::RwLock::new(Vec::new()),
-        }
-    }
-
-    /// The page encoded by `encode`, remembered for the next caller; `None` when the page
-    /// needs rows outside the window.
-    pub fn encoded_page(
-        &self,
-        request: crate::domain::PageRequest,
-        encode: impl FnOnce(&crate::domain::Page) -> bytes::Bytes,
-    ) -> Option<bytes::Bytes> {
-        let cached = self.pages.read().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, body)) = cached.iter().find(|(r, _)| *r == request) {
-            return Some(body.clone());
-        }
-        drop(cached);
-        let body = encode(&self.window.page(request)?);
-        let mut cached = self.pages.write().unwrap_or_else(|e| e.into_inner());
-        let used: usize = cached.iter().map(|(_, b)| b.len()).sum();
-        if cached.len() < ENCODED_PAGES
-            && used + body.len() <= self.window.weight() as usize / 2
-            && !cached.iter().any(|(r, _)| *r == request)
-        {
-            cached.push((request, body.clone()));
-        }
-        Some(body)
-    }
-}
-
-impl std::ops::Deref for CachedWindow {
-    type Target = Window;
-    fn deref(&self) -> &Window {
-        &self.window
-    }
-}
-
-impl Entry {
-    fn weight(&self) -> u32 {
-        match self {
-            // The window, and room for its encoded pages (at most half as much again).
-            Entry::Window(w) => w.weight().saturating_add(w.weight() / 2),
-            Entry::Members(m) => m.weight(),
-            Entry::History(h) => h.weight(),
-        }
-    }
 }
 
 /// What a load found.
@@ -159,42 +74,6 @@ pub enum Source {
 }
 
 type Store = moka::sync::Cache<Key, Entry>;
-
-/// Each entry lives the TTL less up to a quarter of it, by its key's hash, from its last
-/// write: entries loaded together (a warm-up, the recovery after a flush) then do not all
-/// expire at the same instant and reload from Redis at once, which showed as a tail of
-/// slow reads ten seconds after a warm-up.
-struct JitteredTtl(Duration);
-
-impl JitteredTtl {
-    fn of(&self, key: &Key) -> Duration {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .hash_one(key);
-        self.0 - self.0.mul_f64((hash % 1024) as f64 / 4096.0)
-    }
-}
-
-impl moka::Expiry<Key, Entry> for JitteredTtl {
-    fn expire_after_create(
-        &self,
-        key: &Key,
-        _value: &Entry,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(self.of(key))
-    }
-
-    fn expire_after_update(
-        &self,
-        key: &Key,
-        _value: &Entry,
-        _updated_at: std::time::Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.of(key))
-    }
-}
 
 pub struct L1 {
     /// `None` when L1 is off (`--cache redis`): loads are still shared, nothing is kept.
@@ -430,19 +309,7 @@ fn usage_of(store: &Option<Store>, capacity: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ttls_are_spread_over_the_last_quarter() {
-        let ttl = JitteredTtl(Duration::from_secs(10));
-        let ttls: std::collections::BTreeSet<Duration> = (0..100)
-            .map(|_| ttl.of(&Key::Window(ChannelId(uuid::Uuid::new_v4()))))
-            .collect();
-        assert!(ttls.len() > 50, "{} distinct TTLs of 100", ttls.len());
-        assert!(ttls.iter().all(|t| *t > Duration::from_millis(7_500)));
-        assert!(ttls.iter().all(|t| *t <= Duration::from_secs(10)));
-        let key = Key::Members(ChannelId(uuid::Uuid::new_v4()));
-        assert_eq!(ttl.of(&key), ttl.of(&key), "one key, one TTL");
-    }
+    use crate::domain::window::Window;
     use crate::domain::{Channel, ChannelType};
     use std::convert::Infallible;
     use std::sync::atomic::AtomicUsize;
@@ -607,54 +474,5 @@ mod tests {
             (3, Source::Load),
             "resume flushed the old entry"
         );
-    }
-
-    #[test]
-    fn a_window_encodes_each_page_once_and_declines_pages_past_it() {
-        use crate::domain::{Cursor, MessageId, PageRequest};
-        let Loaded::Found(Entry::Window(w), _) = window(3) else {
-            unreachable!()
-        };
-        let calls = AtomicUsize::new(0);
-        let encode = |page: &crate::domain::Page| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            bytes::Bytes::from(format!("{} messages", page.messages.len()))
-        };
-        let latest = PageRequest {
-            limit: 50,
-            cursor: Cursor::Latest,
-        };
-        assert_eq!(w.encoded_page(latest, encode).unwrap(), "0 messages");
-        assert_eq!(w.encoded_page(latest, encode).unwrap(), "0 messages");
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            1,
-            "the second answer was remembered"
-        );
-
-        let big = |_: &crate::domain::Page| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            bytes::Bytes::from(vec![b' '; w.window.weight() as usize / 2 + 1])
-        };
-        let before_newest = PageRequest {
-            limit: 10,
-            cursor: Cursor::Before(MessageId(i64::MAX)),
-        };
-        w.encoded_page(before_newest, big).unwrap();
-        w.encoded_page(before_newest, big).unwrap();
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            3,
-            "a page past half the window's own weight is not kept"
-        );
-
-        let mut partial = w.window.clone();
-        partial.complete = false;
-        let partial = CachedWindow::new(partial);
-        let before = PageRequest {
-            limit: 5,
-            cursor: Cursor::Before(MessageId(1)),
-        };
-        assert_eq!(partial.encoded_page(before, encode), None);
     }
 }

@@ -15,6 +15,7 @@
 //! skips the tiers until the background task has dropped it from Redis. It also announces
 //! the channel through Postgres ([`notices`]), so the other instances do the same.
 
+mod entry;
 pub mod fills;
 pub mod gate;
 pub mod health;
