@@ -129,12 +129,28 @@ impl moka::Expiry<Key, Entry> for JitteredTtl {
     }
 }
 
+/// An empty, complete window of a nil channel at `seq`, for tests.
+#[cfg(test)]
+pub(super) fn empty_window(seq: i64) -> Arc<CachedWindow> {
+    use crate::domain::{Channel, ChannelType};
+    Arc::new(CachedWindow::new(Window {
+        channel: Channel {
+            id: ChannelId(uuid::Uuid::nil()),
+            kind: ChannelType::Group,
+            name: None,
+            created_at: chrono::Utc::now(),
+            last_seq: seq,
+        },
+        messages: vec![],
+        floor: 0,
+        complete: true,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Channel, ChannelType};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use uuid::Uuid;
 
     #[test]
     fn ttls_are_spread_over_the_last_quarter() {
@@ -149,25 +165,10 @@ mod tests {
         assert_eq!(ttl.of(&key), ttl.of(&key), "one key, one TTL");
     }
 
-    fn window(seq: i64) -> Arc<CachedWindow> {
-        Arc::new(CachedWindow::new(Window {
-            channel: Channel {
-                id: ChannelId(Uuid::nil()),
-                kind: ChannelType::Group,
-                name: None,
-                created_at: chrono::Utc::now(),
-                last_seq: seq,
-            },
-            messages: vec![],
-            floor: 0,
-            complete: true,
-        }))
-    }
-
     #[test]
     fn a_window_encodes_each_page_once_and_declines_pages_past_it() {
         use crate::domain::{Cursor, MessageId, PageRequest};
-        let w = window(3);
+        let w = empty_window(3);
         let calls = AtomicUsize::new(0);
         let encode = |page: &crate::domain::Page| {
             calls.fetch_add(1, Ordering::SeqCst);

@@ -227,9 +227,9 @@ impl Gate {
         }
     }
 
-    /// Records a read of `kind` that took `route` and `elapsed`.
-    pub fn record(&self, kind: Kind, route: Route, elapsed: Duration) {
-        self.record_at(kind, route, elapsed, Instant::now());
+    /// Records a read of `kind` that took `route` and `elapsed`, ending at `now`.
+    pub fn record(&self, kind: Kind, route: Route, elapsed: Duration, now: Instant) {
+        self.record_at(kind, route, elapsed, now);
     }
 
     /// Charges the tiers of `kind` with work done apart from any read (a fill).

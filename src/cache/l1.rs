@@ -309,26 +309,13 @@ fn usage_of(store: &Option<Store>, capacity: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::window::Window;
-    use crate::domain::{Channel, ChannelType};
     use std::convert::Infallible;
     use std::sync::atomic::AtomicUsize;
     use uuid::Uuid;
 
     fn window(seq: i64) -> Loaded {
         Loaded::Found(
-            Entry::Window(Arc::new(CachedWindow::new(Window {
-                channel: Channel {
-                    id: ChannelId(Uuid::nil()),
-                    kind: ChannelType::Group,
-                    name: None,
-                    created_at: chrono::Utc::now(),
-                    last_seq: seq,
-                },
-                messages: vec![],
-                floor: 0,
-                complete: true,
-            }))),
+            Entry::Window(super::super::entry::empty_window(seq)),
             Path::Redis,
         )
     }

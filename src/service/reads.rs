@@ -70,11 +70,12 @@ impl Read<'_> {
     /// Records the read under its path and, unless L1 answered a read the gate had sent
     /// to Postgres (neither route's cost), under its route.
     fn record(&self, path: Path) {
-        let elapsed = self.started.elapsed();
+        let now = Instant::now();
+        let elapsed = now - self.started;
         self.cache.record_read(path, elapsed);
         match self.kind {
             Some(_) if self.route == Route::Postgres && path == Path::L1 => {}
-            Some(kind) => self.cache.gate().record(kind, self.route, elapsed),
+            Some(kind) => self.cache.gate().record(kind, self.route, elapsed, now),
             None => {}
         }
     }
