@@ -32,13 +32,14 @@ impl HotCache {
         encode: impl Fn(&Page) -> bytes::Bytes,
     ) -> Result<(Lookup<bytes::Bytes>, Path), DbError> {
         let latest = request.cursor == crate::domain::Cursor::Latest;
-        let history_reach = reach;
-        let reach = if latest { reach } else { Reach::L1 };
+        // A page past a cursor never fetches a window (below); deep history may still be
+        // read as far as `reach` allows.
+        let window_reach = if latest { reach } else { Reach::L1 };
         // Without L1 nothing keeps the whole window: a latest page reads only the head it
         // needs (its rows, the one that says whether more exist, and room for tombstones).
         let head =
             (!self.l1.is_enabled() && latest).then_some(request.limit as usize + 1 + HEAD_SLACK);
-        let (lookup, path) = self.fetch_window_head(channel, reach, head).await?;
+        let (lookup, path) = self.fetch_window_head(channel, window_reach, head).await?;
         if let Lookup::Found(w) = &lookup {
             if let Some(body) = w.encoded_page(request, &encode) {
                 return Ok((Lookup::Found(body), path));
@@ -51,12 +52,10 @@ impl HotCache {
             };
             return Ok((Lookup::Unavailable, path));
         }
-        Ok(
-            match self.history_page(channel, request, history_reach).await? {
-                (Some(page), path) => (Lookup::Found(encode(&page)), path),
-                (None, path) => (Lookup::Unavailable, path),
-            },
-        )
+        Ok(match self.history_page(channel, request, reach).await? {
+            (Some(page), path) => (Lookup::Found(encode(&page)), path),
+            (None, path) => (Lookup::Unavailable, path),
+        })
     }
 
     pub async fn channel(
