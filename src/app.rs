@@ -14,6 +14,7 @@ use crate::config::{DatabaseSettings, ListenAddr, Settings};
 use crate::metrics::Metrics;
 use crate::postgres::{self, Db, SyncLimits};
 use crate::redis::Redis;
+use crate::service::feeds::{self, FeedConfig};
 use crate::service::{Service, ServiceSettings};
 
 /// A bound listener.
@@ -44,6 +45,7 @@ impl Application {
 
     /// [`Application::build`] with test hooks in the cache.
     pub async fn build_with_hooks(settings: Settings, hooks: Hooks) -> anyhow::Result<Application> {
+        let retention = settings.feeds.retention().map_err(anyhow::Error::msg)?;
         postgres::ensure_database(&settings.db)
             .await
             .context("cannot reach Postgres to check the database")?;
@@ -78,6 +80,11 @@ impl Application {
                     reset_threshold: settings.sync_reset_threshold,
                     reset_messages: settings.sync_reset_messages,
                 },
+                feeds: FeedConfig {
+                    retention,
+                    max_data_bytes: settings.feeds.feed_max_data_bytes as usize,
+                    fanout_batch: settings.feeds.feed_fanout_batch as usize,
+                },
             },
         );
         let service = match &settings.trace_file {
@@ -89,6 +96,11 @@ impl Application {
             None => service,
         };
         let service = Arc::new(service);
+        db.feed_upkeep(retention, true)
+            .await
+            .context("making the feed partitions")?;
+        tasks.push(tokio::spawn(feeds::run_upkeep(db.clone(), retention)));
+        tasks.push(tokio::spawn(feeds::run_fanout(service.clone())));
         let state = AppState {
             service: service.clone(),
             db: db.clone(),

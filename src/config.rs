@@ -26,6 +26,9 @@ pub enum Command {
     Migrate(MigrateSettings),
     /// Load the small demo dataset when the database holds no channel yet, then exit.
     SeedDemo(DatabaseSettings),
+    /// Drop the feed partitions whose events are all past the retention, make the next
+    /// ones, then exit (`hotchan serve` does this periodically).
+    FeedCleanup(FeedCleanupSettings),
     /// Benchmark --cache off, redis and full side by side, and study hit rates.
     Bench(Box<crate::bench::BenchSettings>),
 }
@@ -202,11 +205,86 @@ fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
     Ok(DatabaseUrl(config))
 }
 
+/// A span of time as the feed settings write it: a whole number of days, hours, minutes
+/// or seconds (`90d`, `12h`, `30m`, `45s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{s}' is not a duration such as 90d, 12h, 30m or 45s");
+        let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let seconds = match unit {
+            "d" => n.checked_mul(86_400),
+            "h" => n.checked_mul(3_600),
+            "m" => n.checked_mul(60),
+            "s" => Some(n),
+            _ => None,
+        }
+        .ok_or_else(bad)?;
+        if seconds == 0 || seconds > 100 * 365 * 86_400 {
+            return Err(format!("'{s}' must be from 1s to 100 years"));
+        }
+        Ok(Span(Duration::from_secs(seconds)))
+    }
+}
+
+/// Settings of activity feeds, shared by `hotchan serve` and `hotchan feed-cleanup`.
+#[derive(Clone, Debug, Args)]
+pub struct FeedSettings {
+    /// Events older than this never appear in any answer; their partitions are dropped.
+    /// A whole number of `--feed-partition` spans.
+    #[arg(long, env = "HOTCHAN_FEED_RETENTION", default_value = "90d")]
+    pub feed_retention: Span,
+
+    /// The time span of one partition of events, feed items and channel events.
+    #[arg(long, env = "HOTCHAN_FEED_PARTITION", default_value = "1d")]
+    pub feed_partition: Span,
+
+    /// Largest `data` of an event, in bytes of compact JSON.
+    #[arg(long, env = "HOTCHAN_FEED_MAX_DATA_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    pub feed_max_data_bytes: u64,
+
+    /// Feed items one background fan-out batch writes in one transaction.
+    #[arg(long, env = "HOTCHAN_FEED_FANOUT_BATCH", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub feed_fanout_batch: u32,
+}
+
+impl FeedSettings {
+    /// The retention and partition span as the feed code uses them; refuses a retention
+    /// that is not a whole number of partitions.
+    pub fn retention(&self) -> Result<crate::postgres::Retention, String> {
+        let (keep, span) = (self.feed_retention.0, self.feed_partition.0);
+        if keep.as_secs() % span.as_secs() != 0 {
+            return Err(format!(
+                "--feed-retention ({}s) must be a whole number of --feed-partition spans ({}s)",
+                keep.as_secs(),
+                span.as_secs()
+            ));
+        }
+        Ok(crate::postgres::Retention { keep, span })
+    }
+}
+
+/// Settings of `hotchan feed-cleanup`.
+#[derive(Clone, Debug, Args)]
+pub struct FeedCleanupSettings {
+    #[command(flatten)]
+    pub db: DatabaseSettings,
+    #[command(flatten)]
+    pub feeds: FeedSettings,
+}
+
 /// Settings of `hotchan serve`.
 #[derive(Clone, Debug, Args)]
 pub struct Settings {
     #[command(flatten)]
     pub db: DatabaseSettings,
+
+    #[command(flatten)]
+    pub feeds: FeedSettings,
 
     /// Redis URL.
     #[arg(
@@ -410,6 +488,25 @@ mod tests {
         assert!(s.token.is_none());
         assert_eq!(s.max_content_bytes, 16384);
         assert_eq!(s.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn spans_and_retention_are_checked() {
+        assert_eq!("90d".parse::<Span>().unwrap().0.as_secs(), 90 * 86_400);
+        assert_eq!("45s".parse::<Span>().unwrap().0.as_secs(), 45);
+        for bad in ["", "0s", "5", "5w", "d", "-1h"] {
+            assert!(bad.parse::<Span>().is_err(), "{bad}");
+        }
+        let s = Settings::with_defaults("postgres://127.0.0.1/x", "127.0.0.1:0").unwrap();
+        let r = s.feeds.retention().unwrap();
+        assert_eq!((r.keep.as_secs(), r.span.as_secs()), (90 * 86_400, 86_400));
+        let odd = FeedSettings {
+            feed_retention: "20s".parse().unwrap(),
+            feed_partition: "6s".parse().unwrap(),
+            ..s.feeds
+        };
+        let err = odd.retention().unwrap_err();
+        assert!(err.contains("--feed-retention"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,20 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(settings.serve.db.log_format);
             hotchan::bench::run(*settings).await
         }
+        Command::FeedCleanup(c) => {
+            init_tracing(c.db.log_format);
+            let retention = c.feeds.retention().map_err(anyhow::Error::msg)?;
+            postgres::ensure_database(&c.db).await?;
+            postgres::migrate(&c.db).await?;
+            let pool = postgres::Db::connect(&c.db).await?;
+            let upkeep = pool.feed_upkeep(retention, true).await?;
+            tracing::info!(
+                dropped = upkeep.dropped.len(),
+                created = upkeep.created.len(),
+                "feed cleanup done"
+            );
+            Ok(())
+        }
         Command::SeedDemo(db) => {
             init_tracing(db.log_format);
             postgres::ensure_database(&db).await?;

@@ -7,6 +7,7 @@ mod body_shapes;
 mod channels;
 mod error;
 mod extract;
+mod feeds;
 mod messages;
 mod ops;
 mod reads;
@@ -43,6 +44,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(channels::routes())
         .merge(messages::routes())
         .merge(reads::routes())
+        .merge(feeds::routes())
         .merge(ops::admin_routes())
         .route_layer(from_fn_with_state(state.clone(), extract::require_token));
     Router::new()

@@ -26,7 +26,7 @@ const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
-fn invalid<T>(message: impl Into<String>) -> Result<T, InvalidInput> {
+pub(super) fn invalid<T>(message: impl Into<String>) -> Result<T, InvalidInput> {
     Err(InvalidInput(message.into()))
 }
 
@@ -196,17 +196,7 @@ impl PageRequest {
         before: Option<&str>,
         after: Option<&str>,
     ) -> Result<Self, InvalidInput> {
-        let limit = match limit {
-            None => DEFAULT_PAGE_LIMIT,
-            Some(s) => match s.parse::<u32>() {
-                Ok(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => n,
-                _ => {
-                    return invalid(format!(
-                        "limit must be an integer from 1 to {MAX_PAGE_LIMIT}, not '{s}'"
-                    ))
-                }
-            },
-        };
+        let limit = page_limit(limit)?;
         let cursor_id = |name: &str, s: &str| {
             s.parse::<i64>()
                 .map(MessageId)
@@ -219,6 +209,19 @@ impl PageRequest {
             (None, None) => Cursor::Latest,
         };
         Ok(PageRequest { limit, cursor })
+    }
+}
+
+/// The `limit` of a page: 1 to 200, 50 when absent.
+pub(super) fn page_limit(limit: Option<&str>) -> Result<u32, InvalidInput> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_LIMIT),
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => Ok(n),
+            _ => invalid(format!(
+                "limit must be an integer from 1 to {MAX_PAGE_LIMIT}, not '{s}'"
+            )),
+        },
     }
 }
 

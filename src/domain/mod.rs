@@ -2,6 +2,7 @@
 //! when they are made (`parse`), so the rest of the code only ever sees valid ones.
 //! No I/O lives here.
 
+pub mod feed;
 pub mod history;
 mod input;
 mod model;

@@ -36,11 +36,14 @@ impl fmt::Display for UserId {
 }
 
 /// RFC 3339 in UTC with the microseconds Postgres stores: `2026-11-24T10:00:00.123456Z`.
-fn rfc3339_micros<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn rfc3339_micros<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
-fn rfc3339_micros_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn rfc3339_micros_opt<S: Serializer>(
+    t: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => rfc3339_micros(t, s),
         None => s.serialize_none(),

@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "unread_index",
         include_str!("../../migrations/0005_unread_index.sql"),
     ),
+    (6, "feeds", include_str!("../../migrations/0006_feeds.sql")),
 ];
 
 /// The advisory lock key that serialises migrations (ASCII "hotchan1").

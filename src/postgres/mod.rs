@@ -3,6 +3,9 @@
 
 mod channels;
 mod error;
+mod fanout;
+mod feed_partitions;
+mod feeds;
 pub mod history;
 mod messages;
 mod migrate;
@@ -22,6 +25,9 @@ use crate::config::DatabaseSettings;
 
 pub use channels::{MemberLookup, MemberRemoval};
 pub use error::DbError;
+pub use fanout::{Delivered, INLINE_AUDIENCE};
+pub use feed_partitions::{Retention, Upkeep, FEED_TABLES};
+pub use feeds::{EventDeleteOutcome, PublishOutcome, Published};
 pub use messages::{DeleteOutcome, EditOutcome, NewMessage, PostOutcome};
 pub use migrate::{drop_database, ensure_database, migrate, MIGRATIONS};
 pub use notices::{
@@ -36,6 +42,8 @@ pub struct Db {
     pool: Pool,
     /// For connections outside the pool (the notice listener).
     config: std::sync::Arc<tokio_postgres::Config>,
+    /// Audiences of unfinished background fan-outs ([`fanout`]).
+    audiences: std::sync::Arc<fanout::Audiences>,
 }
 
 /// A snapshot of the pool, for `/metrics`.
@@ -86,6 +94,7 @@ impl Db {
         let db = Db {
             pool,
             config: std::sync::Arc::new(config),
+            audiences: Default::default(),
         };
         db.ping().await?;
         Ok(db)

@@ -4,6 +4,7 @@
 //! With `--cache off` every operation goes to Postgres alone.
 
 mod error;
+pub mod feeds;
 mod reads;
 pub mod trace;
 
@@ -70,6 +71,7 @@ pub enum Posted {
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceSettings {
     pub sync: SyncLimits,
+    pub feeds: feeds::FeedConfig,
 }
 
 pub struct Service {
@@ -78,6 +80,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
     trace: Option<trace::Trace>,
+    /// Wakes the background fan-out worker ([`feeds::run_fanout`]).
+    fanout_wake: tokio::sync::Notify,
 }
 
 impl Service {
@@ -93,6 +97,7 @@ impl Service {
             metrics,
             settings,
             trace: None,
+            fanout_wake: tokio::sync::Notify::new(),
         }
     }
 

@@ -1,0 +1,185 @@
+//! Time partitions of the feed tables, and retention by dropping them whole.
+//!
+//! `events`, `feed_items` and `channel_events` are partitioned by range of `created_at`
+//! (the event's time, in all three). A partition covers `[start, start + span)` with
+//! `start` a multiple of the span since the Unix epoch, and is named
+//! `<table>_p<start in epoch seconds>`. The current partition and the next two exist at
+//! all times (the periodic task, and a publish that finds none makes them). A partition is
+//! dropped once its whole span is past the retention; reads filter on `created_at` too, so
+//! an expired event never shows even before its partition goes.
+
+use std::time::Duration;
+
+use tracing::info;
+
+use super::{Db, DbError};
+
+/// The tables partitioned by time.
+pub const FEED_TABLES: [&str; 3] = ["events", "feed_items", "channel_events"];
+
+/// Partitions kept ahead of the current one.
+const AHEAD: i64 = 2;
+
+/// The advisory lock key of partition upkeep (ASCII "hcfeedpt").
+const UPKEEP_LOCK_KEY: i64 = 0x6863_6665_6564_7074;
+
+/// How long feed events live, and the span of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub keep: Duration,
+    pub span: Duration,
+}
+
+impl Retention {
+    /// The retention in seconds, as the queries take it (`now() - make_interval(secs => $n)`).
+    pub fn keep_secs(&self) -> f64 {
+        self.keep.as_secs_f64()
+    }
+    fn span_secs(&self) -> i64 {
+        self.span.as_secs() as i64
+    }
+}
+
+/// What one upkeep run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Upkeep {
+    /// Partitions made, by name.
+    pub created: Vec<String>,
+    /// Partitions dropped, by name.
+    pub dropped: Vec<String>,
+    /// False when another instance held the upkeep lock (it does the work).
+    pub ran: bool,
+}
+
+/// The start (epoch seconds) of a partition, from its name.
+fn start_of(table: &str, name: &str) -> Option<i64> {
+    name.strip_prefix(table)?.strip_prefix("_p")?.parse().ok()
+}
+
+impl Db {
+    /// Makes the partitions from the current one to `AHEAD` past it, and drops those whose
+    /// whole span is past the retention. With `wait`, waits for another instance's run
+    /// (a publish that found no partition); else skips when one is running.
+    pub async fn feed_upkeep(&self, retention: Retention, wait: bool) -> Result<Upkeep, DbError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
+        let locked = if wait {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&UPKEEP_LOCK_KEY])
+                .await?;
+            true
+        } else {
+            tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&UPKEEP_LOCK_KEY])
+                .await?
+                .get(0)
+        };
+        if !locked {
+            return Ok(Upkeep::default());
+        }
+        let now: i64 = tx
+            .query_one("SELECT floor(extract(epoch FROM now()))::bigint", &[])
+            .await?
+            .get(0);
+        let span = retention.span_secs();
+        let current = now.div_euclid(span) * span;
+        let expired_before = now - retention.keep.as_secs() as i64;
+        let mut upkeep = Upkeep {
+            ran: true,
+            ..Upkeep::default()
+        };
+        for table in FEED_TABLES {
+            let existing: Vec<String> = tx
+                .query(
+                    "SELECT c.relname::text FROM pg_inherits i
+                     JOIN pg_class c ON c.oid = i.inhrelid
+                     JOIN pg_class p ON p.oid = i.inhparent
+                     WHERE p.relname = $1 AND p.relnamespace = 'public'::regnamespace",
+                    &[&table],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for name in &existing {
+                let Some(start) = start_of(table, name) else {
+                    continue;
+                };
+                if start + span <= expired_before {
+                    tx.batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\""))
+                        .await?;
+                    upkeep.dropped.push(name.clone());
+                }
+            }
+            for k in 0..=AHEAD {
+                let start = current + k * span;
+                let name = format!("{table}_p{start}");
+                if existing.contains(&name) {
+                    continue;
+                }
+                tx.batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS \"{name}\" PARTITION OF {table}
+                     FOR VALUES FROM (to_timestamp({start})) TO (to_timestamp({}))",
+                    start + span
+                ))
+                .await?;
+                upkeep.created.push(name);
+            }
+        }
+        // Background fan-outs of expired events have nowhere to deliver to.
+        tx.execute(
+            "DELETE FROM fanouts WHERE created_at <= now() - make_interval(secs => $1)",
+            &[&retention.keep_secs()],
+        )
+        .await?;
+        tx.commit().await?;
+        if !upkeep.created.is_empty() || !upkeep.dropped.is_empty() {
+            info!(created = ?upkeep.created, dropped = ?upkeep.dropped, "feed partitions");
+        }
+        Ok(upkeep)
+    }
+
+    /// The partitions of a feed table, oldest first (for `/v1/admin` and tests).
+    pub async fn feed_partitions(&self, table: &str) -> Result<Vec<String>, DbError> {
+        let client = self.client().await?;
+        let mut names: Vec<String> = client
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i
+                 JOIN pg_class c ON c.oid = i.inhrelid
+                 JOIN pg_class p ON p.oid = i.inhparent
+                 WHERE p.relname = $1 AND p.relnamespace = 'public'::regnamespace",
+                &[&table],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        names.sort_by_key(|n| start_of(table, n).unwrap_or(i64::MIN));
+        Ok(names)
+    }
+}
+
+/// Whether an error says a row had no partition to go to (SQLSTATE 23514 with that text).
+pub(super) fn is_missing_partition(error: &DbError) -> bool {
+    match error {
+        DbError::Query(e) => e
+            .as_db_error()
+            .is_some_and(|db| db.message().starts_with("no partition of relation")),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_carry_their_start() {
+        assert_eq!(
+            start_of("events", "events_p1700000000"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(start_of("events", "feed_items_p1"), None);
+        assert_eq!(start_of("feed_items", "feed_items_p-5"), Some(-5));
+        assert_eq!(start_of("events", "events_px"), None);
+    }
+}

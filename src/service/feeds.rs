@@ -1,0 +1,148 @@
+//! Activity feed operations (`shared/API.md` "Activity feeds"), and the two background
+//! tasks of feeds: the fan-out worker and the partition upkeep.
+//!
+//! Feed reads go to Postgres in every cache mode for now; the feed cache tiers are not
+//! built yet (README "Activity feeds").
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{Error, Service};
+use crate::domain::feed::{Event, EventId, FeedPage, FeedRequest, NewEvent};
+use crate::domain::{ChannelId, UserId};
+use crate::postgres::{Db, EventDeleteOutcome, PublishOutcome, Retention};
+
+/// The feed settings the operations need.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedConfig {
+    pub retention: Retention,
+    pub max_data_bytes: usize,
+    /// Feed items per background fan-out transaction.
+    pub fanout_batch: usize,
+}
+
+/// A publish's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAnswer {
+    pub event: Event,
+    pub recipients: i32,
+    /// False for a replay of a `client_event_id` (200 instead of 201).
+    pub created: bool,
+}
+
+impl Service {
+    fn retention(&self) -> Retention {
+        self.settings.feeds.retention
+    }
+
+    pub fn feed_config(&self) -> FeedConfig {
+        self.settings.feeds
+    }
+
+    pub async fn publish_event(&self, new: NewEvent) -> Result<PublishAnswer, Error> {
+        let call = self.db.publish_event(&new, self.retention());
+        match self.pg("publish_event", call).await? {
+            PublishOutcome::Created(published) => {
+                if published.background {
+                    self.fanout_wake.notify_one();
+                }
+                Ok(PublishAnswer {
+                    event: published.event,
+                    recipients: published.recipients,
+                    created: true,
+                })
+            }
+            PublishOutcome::Replay(event, recipients) => Ok(PublishAnswer {
+                event,
+                recipients,
+                created: false,
+            }),
+            PublishOutcome::NoChannel(_) => Err(Error::NotFound("channel")),
+        }
+    }
+
+    pub async fn event(&self, id: EventId) -> Result<Event, Error> {
+        self.pg("load_event", self.db.load_event(id, self.retention()))
+            .await?
+            .ok_or(Error::NotFound("event"))
+    }
+
+    pub async fn delete_event(&self, id: EventId) -> Result<(), Error> {
+        match self
+            .pg("delete_event", self.db.delete_event(id, self.retention()))
+            .await?
+        {
+            EventDeleteOutcome::Deleted(_) | EventDeleteOutcome::AlreadyDeleted => Ok(()),
+            EventDeleteOutcome::NotFound => Err(Error::NotFound("event")),
+        }
+    }
+
+    pub async fn feed(&self, user: UserId, request: FeedRequest) -> Result<FeedPage, Error> {
+        let call = self.db.feed_page(user, request, self.retention());
+        self.pg("feed_page", call).await
+    }
+
+    pub async fn channel_events(
+        &self,
+        channel: ChannelId,
+        request: FeedRequest,
+    ) -> Result<FeedPage, Error> {
+        let call = self
+            .db
+            .channel_events_page(channel, request, self.retention());
+        self.pg("channel_events_page", call)
+            .await?
+            .ok_or(Error::NotFound("channel"))
+    }
+
+    pub async fn mark_feed_seen(&self, user: UserId, seen: EventId) -> Result<EventId, Error> {
+        self.pg("mark_feed_seen", self.db.mark_feed_seen(user, seen))
+            .await
+    }
+
+    /// `(unseen_count, last_seen_event_id)`.
+    pub async fn feed_unseen(&self, user: UserId) -> Result<(i64, Option<EventId>), Error> {
+        self.pg("feed_unseen", self.db.feed_unseen(user, self.retention()))
+            .await
+    }
+}
+
+/// How often the upkeep runs: a quarter of a partition span, from 1 s to 1 min.
+pub fn upkeep_interval(retention: Retention) -> Duration {
+    (retention.span / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Makes and drops feed partitions periodically (one instance at a time, by advisory lock).
+pub async fn run_upkeep(db: Db, retention: Retention) {
+    let mut tick = tokio::time::interval(upkeep_interval(retention));
+    loop {
+        tick.tick().await;
+        if let Err(error) = db.feed_upkeep(retention, false).await {
+            warn!(%error, cause = ?std::error::Error::source(&error), "feed partition upkeep failed; retrying");
+        }
+    }
+}
+
+/// Finishes background fan-outs: at start (work cut short by a crash), when this instance
+/// accepts a large audience, and every second (work of other instances that died).
+pub async fn run_fanout(service: Arc<Service>) {
+    const IDLE: Duration = Duration::from_secs(1);
+    let batch = service.settings.feeds.fanout_batch;
+    loop {
+        match service.db.deliver_batch(batch).await {
+            Ok(Some(done)) => {
+                if done.remaining == 0 {
+                    info!(event = done.event.0, "background fan-out finished");
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                warn!(%error, cause = ?std::error::Error::source(&error), "a fan-out batch failed; retrying");
+            }
+        }
+        let _ = tokio::time::timeout(IDLE, service.fanout_wake.notified()).await;
+    }
+}
