@@ -68,7 +68,7 @@ pub struct Published {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventDeleteOutcome {
-    Deleted(Event),
+    Deleted(Box<Event>),
     AlreadyDeleted,
     NotFound,
 }
@@ -215,7 +215,7 @@ impl Db {
         let stmt = client.prepare_cached(&sql).await?;
         let keep = retention.keep_secs();
         if let Some(row) = client.query_opt(&stmt, &[&keep, &id.0]).await? {
-            return Ok(EventDeleteOutcome::Deleted(event(&row)));
+            return Ok(EventDeleteOutcome::Deleted(Box::new(event(&row))));
         }
         drop(client);
         Ok(match self.load_event(id, retention).await? {
