@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::{pg_server, redis_url, TEST_DB_PREFIX};
 
-fn hotchan() -> Command {
+pub(crate) fn hotchan() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hotchan"));
     for (key, _) in std::env::vars() {
         if key.starts_with("HOTCHAN_") {
@@ -43,7 +43,7 @@ fn a_bad_setting_stops_startup_naming_it() {
 }
 
 /// Drops the named database when the test ends, however it ends.
-struct DropDatabase(String);
+pub(crate) struct DropDatabase(pub String);
 
 impl Drop for DropDatabase {
     fn drop(&mut self) {
@@ -76,17 +76,7 @@ fn serve_migrates_answers_and_exits_cleanly_on_sigterm_without_logging_secrets()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut log = String::new();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server logs until it serves")
-            .unwrap();
-        log.push_str(&line);
-        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if entry["fields"]["message"] == "serving" {
-            break entry["fields"]["listen"].as_str().unwrap().to_owned();
-        }
-    };
+    let addr = wait_for_serving(&mut lines, &mut log);
 
     let health = http::blocking_get(&format!("http://{addr}/healthz"));
     assert_eq!(health, 200);
@@ -176,6 +166,24 @@ fn migrate_converts_messages_into_partitions_once_and_refuses_a_bad_count() {
     assert!(!zero.status.success());
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--partition-messages"));
     assert_eq!(psql("SELECT count(*) FROM messages"), "3");
+}
+
+/// Reads JSON log lines until the "serving" line; returns the address it names.
+pub(crate) fn wait_for_serving(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    log: &mut String,
+) -> String {
+    loop {
+        let line = lines
+            .next()
+            .expect("the server logs until it serves")
+            .unwrap();
+        log.push_str(&line);
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if entry["fields"]["message"] == "serving" {
+            break entry["fields"]["listen"].as_str().unwrap().to_owned();
+        }
+    }
 }
 
 /// A tiny HTTP GET without a client crate's blocking feature: status code only.

@@ -10,6 +10,7 @@ pub const GATE_BY_DEFAULT: bool = true;
 mod channels;
 mod cli;
 mod concurrency;
+mod feed_faults;
 mod feeds;
 mod hostile;
 mod messages;
