@@ -2,7 +2,6 @@
 //! events vanish on time and their partitions are dropped (never row deletes), and a
 //! fan-out cut short by SIGKILL is finished exactly once by the next start.
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
