@@ -247,6 +247,10 @@ pub struct FeedSettings {
     #[arg(long, env = "HOTCHAN_FEED_MAX_DATA_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
     pub feed_max_data_bytes: u64,
 
+    /// Event ids per user kept in Redis and L1 (the hot feed).
+    #[arg(long, env = "HOTCHAN_FEED_HOT_ITEMS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub feed_hot_items: u32,
+
     /// Feed items one background fan-out batch writes in one transaction.
     #[arg(long, env = "HOTCHAN_FEED_FANOUT_BATCH", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub feed_fanout_batch: u32,
@@ -426,6 +430,11 @@ impl Settings {
             fill_after_misses: self.fill_after_misses,
             history_l1_bytes: self.history_l1_bytes,
             gate: self.cache_gate,
+            feed_hot: self.feeds.feed_hot_items as usize,
+            feed_retention: self
+                .feeds
+                .retention()
+                .expect("checked when the application is built"),
         }
     }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::domain::history::History;
 use crate::domain::window::{Members, Window};
-use crate::domain::ChannelId;
+use crate::domain::feed::{Event, EventId, FeedWindow};
+use crate::domain::{ChannelId, UserId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -18,6 +19,10 @@ pub enum Key {
     Members(ChannelId),
     /// Runs of deep history ([`crate::domain::history`]), in their own budget.
     History(ChannelId),
+    /// A user's hot feed: event ids ([`super::feeds`]).
+    Feed(UserId),
+    /// An event's body, shared by the feeds that hold its id.
+    Event(EventId),
 }
 
 #[derive(Clone, Debug)]
@@ -25,6 +30,8 @@ pub enum Entry {
     Window(Arc<CachedWindow>),
     Members(Arc<Members>),
     History(Arc<History>),
+    Feed(Arc<FeedWindow>),
+    Event(Arc<Event>),
 }
 
 /// Most encoded pages remembered per window (the first ones asked for). Together they
@@ -89,6 +96,14 @@ impl Entry {
             Entry::Window(w) => w.weight().saturating_add(w.weight() / 2),
             Entry::Members(m) => m.weight(),
             Entry::History(h) => h.weight(),
+            Entry::Feed(f) => f.weight(),
+            Entry::Event(e) => {
+                let text = e.verb.len() + e.object_type.len() + e.object_id.len();
+                let more = e.target_id.as_ref().map_or(0, String::len)
+                    + e.data.as_ref().map_or(0, String::len)
+                    + e.channel_ids.len() * 16;
+                (200 + text + more) as u32
+            }
         }
     }
 }

@@ -26,7 +26,8 @@ use tracing::debug;
 
 use super::stats::bump;
 use super::HotCache;
-use crate::domain::ChannelId;
+use crate::domain::{ChannelId, UserId};
+use uuid::Uuid;
 use crate::domain::PageRequest;
 use crate::postgres::DbError;
 
@@ -45,6 +46,8 @@ pub enum What {
     /// A run of deep history starting at the cursor of a page it must answer
     /// ([`super::history`]).
     History(PageRequest),
+    /// A user's hot feed ([`super::feeds`]); the job's owner is the user.
+    Feed,
 }
 
 impl What {
@@ -55,6 +58,7 @@ impl What {
             What::Window => 0,
             What::Members => 1,
             What::History(_) => 2,
+            What::Feed => 3,
         }
     }
 }
@@ -62,7 +66,8 @@ impl What {
 /// One queued fill: the version the read's Redis miss handed out, or `None` when the
 /// read did not ask Redis ([`super::presence`]): the fill then looks first.
 struct Job {
-    channel: ChannelId,
+    /// The channel, or for [`What::Feed`] the user.
+    owner: Uuid,
     what: What,
     version: Option<String>,
     /// The kind of read that queued it, charged with its cost ([`super::gate`]).
@@ -74,7 +79,7 @@ pub struct Fills {
     after_misses: u32,
     tx: mpsc::Sender<Job>,
     rx: Mutex<Option<mpsc::Receiver<Job>>>,
-    queued: Mutex<HashSet<(ChannelId, u8)>>,
+    queued: Mutex<HashSet<(Uuid, u8)>>,
     /// Per slot, a channel's hash and its misses so far (low 8 bits); overwritten by the
     /// next channel that lands there.
     doorkeeper: Box<[AtomicU64]>,
@@ -94,11 +99,11 @@ impl Fills {
     }
 
     /// Counts a miss; true when it is the one that should fill.
-    fn admit(&self, channel: ChannelId, what: What) -> bool {
+    fn admit(&self, owner: Uuid, what: What) -> bool {
         if self.after_misses == 1 {
             return true;
         }
-        let hash = super::presence::key_hash(channel, what.kind()) & !0xff;
+        let hash = super::presence::key_hash(ChannelId(owner), what.kind()) & !0xff;
         let slot = &self.doorkeeper[(hash >> 50) as usize];
         let seen = slot.load(Ordering::Relaxed);
         let misses = if seen & !0xff == hash {
@@ -115,7 +120,7 @@ impl Fills {
         }
     }
 
-    fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<(ChannelId, u8)>> {
+    fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<(Uuid, u8)>> {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -133,18 +138,27 @@ impl HotCache {
         what: What,
         version: Option<String>,
     ) -> bool {
-        if !self.fills.admit(channel, what) || !self.fills.queued().insert((channel, what.kind())) {
+        self.queue_job(channel.0, what, version)
+    }
+
+    /// After a miss of a user's feed in both tiers: queues its fill when admitted.
+    pub(super) fn queue_feed_fill(&self, user: UserId, version: String) -> bool {
+        self.queue_job(user.0, What::Feed, Some(version))
+    }
+
+    fn queue_job(&self, owner: Uuid, what: What, version: Option<String>) -> bool {
+        if !self.fills.admit(owner, what) || !self.fills.queued().insert((owner, what.kind())) {
             return false;
         }
         let job = Job {
-            channel,
+            owner,
             what,
             version,
             kind: super::gate::current(),
             queued: std::time::Instant::now(),
         };
         if self.fills.tx.try_send(job).is_err() {
-            self.fills.queued().remove(&(channel, what.kind()));
+            self.fills.queued().remove(&(owner, what.kind()));
             bump(&self.stats.fills_dropped);
             return false;
         }
@@ -152,18 +166,20 @@ impl HotCache {
     }
 
     async fn run_fill(&self, job: &Job) -> Result<(), DbError> {
+        let channel = ChannelId(job.owner);
         let version = match &job.version {
             Some(version) => version.clone(),
-            None => match self.probe(job.channel, job.what).await {
+            None => match self.probe(channel, job.what).await {
                 Some(version) => version,
                 None => return Ok(()),
             },
         };
         let installed = match job.what {
-            What::Window => self.fill_window(job.channel, &version).await?,
-            What::Members => self.fill_members(job.channel, &version).await?,
+            What::Window => self.fill_window(channel, &version).await?,
+            What::Members => self.fill_members(channel, &version).await?,
+            What::Feed => self.fill_feed(UserId(job.owner), &version).await?,
             What::History(page) => {
-                let installed = self.fill_history(job.channel, page, &version).await?;
+                let installed = self.fill_history(channel, page, &version).await?;
                 if installed == Some(true) {
                     bump(&self.stats.history_fills);
                 }
@@ -173,7 +189,9 @@ impl HotCache {
         match installed {
             Some(true) => {
                 bump(&self.stats.fills);
-                self.presence.seen(job.channel, job.what.kind());
+                if job.what != What::Feed {
+                    self.presence.seen(channel, job.what.kind());
+                }
             }
             // A write came in after the version was taken: what we read may be older.
             Some(false) => bump(&self.stats.fills_refused),
@@ -206,12 +224,12 @@ pub async fn work(cache: Arc<HotCache>) {
                 {
                     bump(&cache.stats.fills_dropped);
                 } else if let Err(error) = cache.run_fill(&job).await {
-                    debug!(%error, channel = %job.channel, "a background fill failed");
+                    debug!(%error, owner = %job.owner, "a background fill failed");
                 }
                 if let Some(kind) = job.kind {
                     cache.gate.charge(kind, started.elapsed());
                 }
-                cache.fills.queued().remove(&(job.channel, job.what.kind()));
+                cache.fills.queued().remove(&(job.owner, job.what.kind()));
             }
         })
         .await;
@@ -230,14 +248,14 @@ mod tests {
         let fills = Fills::new(2);
         let a = ChannelId(uuid::Uuid::new_v4());
         let b = ChannelId(uuid::Uuid::new_v4());
-        assert!(!fills.admit(a, What::Window));
-        assert!(!fills.admit(a, What::Members), "members are counted apart");
-        assert!(fills.admit(a, What::Window));
+        assert!(!fills.admit(a.0, What::Window));
+        assert!(!fills.admit(a.0, What::Members), "members are counted apart");
+        assert!(fills.admit(a.0, What::Window));
         assert!(
-            !fills.admit(a, What::Window),
+            !fills.admit(a.0, What::Window),
             "admitting forgets the channel"
         );
-        assert!(!fills.admit(b, What::Window));
-        assert!(Fills::new(1).admit(b, What::Window));
+        assert!(!fills.admit(b.0, What::Window));
+        assert!(Fills::new(1).admit(b.0, What::Window));
     }
 }

@@ -54,16 +54,20 @@ pub enum Kind {
     Members,
     Unread,
     Message,
+    FeedPage,
+    FeedUnseen,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::LatestPage,
         Kind::CursorPage,
         Kind::Channel,
         Kind::Members,
         Kind::Unread,
         Kind::Message,
+        Kind::FeedPage,
+        Kind::FeedUnseen,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +78,8 @@ impl Kind {
             Kind::Members => "members",
             Kind::Unread => "unread",
             Kind::Message => "message",
+            Kind::FeedPage => "feed_page",
+            Kind::FeedUnseen => "feed_unseen",
         }
     }
 }
@@ -185,7 +191,7 @@ pub struct Standing {
 pub struct Gate {
     enabled: bool,
     started: Instant,
-    judges: [Judge; 6],
+    judges: [Judge; Kind::ALL.len()],
 }
 
 impl Gate {

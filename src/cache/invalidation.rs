@@ -17,7 +17,8 @@ use super::health::DirtyWork;
 use super::l1::Key;
 use super::stats::bump;
 use super::HotCache;
-use crate::domain::ChannelId;
+use crate::domain::feed::EventId;
+use crate::domain::{ChannelId, UserId};
 use crate::redis::SubscriptionEvent;
 
 /// How often each instance publishes its heartbeat.
@@ -37,7 +38,22 @@ pub enum Invalidation {
 #[derive(Debug, PartialEq, Eq)]
 enum Notice {
     Invalidate { from: String, what: Invalidation },
+    /// The feeds of these users (one message for a whole delivery).
+    Feeds { from: String, users: Vec<UserId> },
     Heartbeat { from: String },
+}
+
+/// Users named in one feeds message: about 7 KB of text.
+pub const FEEDS_PER_MESSAGE: usize = 200;
+
+/// `inv <instance> F <user> <user> …`.
+pub fn encode_feeds(instance: &str, users: &[UserId]) -> String {
+    let mut text = format!("inv {instance} F");
+    for u in users {
+        text.push(' ');
+        text.push_str(&u.to_string());
+    }
+    text
 }
 
 impl Invalidation {
@@ -49,6 +65,8 @@ impl Invalidation {
             }
             Invalidation::Key(Key::Members(c)) => format!("inv {instance} m {c}"),
             Invalidation::Key(Key::History(c)) => format!("inv {instance} h {c}"),
+            Invalidation::Key(Key::Feed(u)) => format!("inv {instance} f {u}"),
+            Invalidation::Key(Key::Event(e)) => format!("inv {instance} e {}", e.0),
             Invalidation::Channel(c) => format!("inv {instance} c {c}"),
             Invalidation::Everything => format!("inv {instance} *"),
         }
@@ -60,9 +78,18 @@ fn parse(text: &str) -> Option<Notice> {
     let (kind, from) = (words.next()?, words.next()?.to_owned());
     match kind {
         "hb" => Some(Notice::Heartbeat { from }),
+        "inv" if text.split(' ').nth(2) == Some("F") => {
+            let users = words
+                .skip(1)
+                .map(|u| UserId::parse(u).ok())
+                .collect::<Option<Vec<_>>>()?;
+            Some(Notice::Feeds { from, users })
+        }
         "inv" => {
             let what = match (words.next()?, words.next()) {
                 ("*", None) => Invalidation::Everything,
+                ("f", Some(u)) => Invalidation::Key(Key::Feed(UserId::parse(u).ok()?)),
+                ("e", Some(e)) => Invalidation::Key(Key::Event(EventId::parse(e).ok()?)),
                 (scope, Some(c)) => {
                     let channel = ChannelId::parse(c).ok()?;
                     match scope {
@@ -212,6 +239,12 @@ async fn listen(cache: Arc<HotCache>) {
                         cache.apply(what);
                         bump(&cache.stats.invalidations_received);
                     }
+                    Some(Notice::Feeds { from, users }) if from != cache.instance => {
+                        for user in users {
+                            cache.l1.invalidate(Key::Feed(user));
+                        }
+                        bump(&cache.stats.invalidations_received);
+                    }
                     _ => {}
                 },
             },
@@ -240,6 +273,8 @@ mod tests {
             Invalidation::Key(Key::Window(c)),
             Invalidation::Key(Key::Members(c)),
             Invalidation::Key(Key::History(c)),
+            Invalidation::Key(Key::Feed(UserId(Uuid::new_v4()))),
+            Invalidation::Key(Key::Event(EventId(42))),
             Invalidation::Channel(c),
             Invalidation::Everything,
         ] {
@@ -251,6 +286,14 @@ mod tests {
                 })
             );
         }
+        let users = vec![UserId(Uuid::new_v4()), UserId(Uuid::new_v4())];
+        assert_eq!(
+            parse(&encode_feeds("i3", &users)),
+            Some(Notice::Feeds {
+                from: "i3".into(),
+                users
+            })
+        );
         assert_eq!(
             parse("hb i2"),
             Some(Notice::Heartbeat { from: "i2".into() })

@@ -16,6 +16,7 @@
 //! the channel through Postgres ([`notices`]), so the other instances do the same.
 
 mod entry;
+pub mod feeds;
 pub mod fills;
 pub mod gate;
 pub mod health;
@@ -91,6 +92,10 @@ pub struct CacheSettings {
     /// Route each kind of read to the tiers or to Postgres alone by measured cost
     /// ([`gate`]).
     pub gate: bool,
+    /// Event ids per user kept in Redis and L1 (the hot feed, [`feeds`]).
+    pub feed_hot: usize,
+    /// Events older than this are in no answer.
+    pub feed_retention: crate::postgres::Retention,
 }
 
 /// A test hook: awaited at a point of the cache's work, with the channel at hand.
@@ -366,7 +371,7 @@ impl HotCache {
         let path = self.count_l1(source, &loaded);
         let lookup = match loaded {
             Loaded::Found(Entry::Window(w), _) => Lookup::Found(w),
-            Loaded::Found(Entry::Members(_) | Entry::History(_), _)
+            Loaded::Found(_, _)
             | Loaded::Unavailable
             | Loaded::Missed => Lookup::Unavailable,
         };
@@ -453,7 +458,7 @@ impl HotCache {
         let path = self.count_l1(source, &loaded);
         let lookup = match loaded {
             Loaded::Found(Entry::Members(m), _) => Lookup::Found(m),
-            Loaded::Found(Entry::Window(_) | Entry::History(_), _)
+            Loaded::Found(_, _)
             | Loaded::Unavailable
             | Loaded::Missed => Lookup::Unavailable,
         };

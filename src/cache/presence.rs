@@ -79,6 +79,8 @@ impl super::HotCache {
     /// Redis holds the key (now marked) or failed, else the version a fill must present.
     pub(super) async fn probe(&self, channel: ChannelId, what: What) -> Option<String> {
         let version = match what {
+            // Feed fills always carry the version of the read that missed.
+            What::Feed => return None,
             What::Window => {
                 let read = self.redis.read_window_head(channel, Some(1));
                 match self.redis_call("read_window", read).await? {

@@ -9,7 +9,7 @@ use super::l1::Key;
 use super::stats::bump;
 use super::HotCache;
 use crate::config::CacheMode;
-use crate::domain::{ChannelId, Member, Message};
+use crate::domain::{ChannelId, Member, Message, UserId};
 use crate::redis::RedisError;
 
 impl HotCache {
@@ -98,11 +98,22 @@ impl HotCache {
     }
 
     /// Publishes an invalidation for the other instances; false when it could not be sent.
-    async fn publish(&self, what: Invalidation) -> bool {
+    pub(super) async fn publish(&self, what: Invalidation) -> bool {
+        self.publish_text(what.encode(&self.instance)).await
+    }
+
+    /// Publishes the invalidation of these users' feeds, a few hundred to a message.
+    pub(super) async fn publish_feeds(&self, users: &[UserId]) -> bool {
+        let messages = users
+            .chunks(super::invalidation::FEEDS_PER_MESSAGE)
+            .map(|chunk| self.publish_text(super::invalidation::encode_feeds(&self.instance, chunk)));
+        futures::future::join_all(messages).await.into_iter().all(|sent| sent)
+    }
+
+    async fn publish_text(&self, message: String) -> bool {
         if self.breaker.is_open() {
             return false;
         }
-        let message = what.encode(&self.instance);
         let sent = self
             .redis_call(
                 "publish",

@@ -96,6 +96,44 @@ impl FeedPage {
     }
 }
 
+/// The newest event ids of one user's feed as the cache holds them (newest first), with
+/// the unseen marker. Ids of deleted or expired events stay in it; reads filter them with
+/// the events' bodies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedWindow {
+    pub ids: Vec<EventId>,
+    /// The window holds every id of the feed (it was never trimmed).
+    pub complete: bool,
+    pub seen: Option<EventId>,
+}
+
+impl FeedWindow {
+    /// The ids past the cursor in page order, and whether they are all of the feed's ids
+    /// in that direction (else a page that runs past them needs Postgres).
+    pub fn candidates(&self, cursor: FeedCursor) -> (Vec<EventId>, bool) {
+        match cursor {
+            FeedCursor::Latest => (self.ids.clone(), self.complete),
+            FeedCursor::Before(c) => (
+                self.ids.iter().copied().filter(|&id| id < c).collect(),
+                self.complete,
+            ),
+            FeedCursor::After(c) => {
+                let oldest = self.ids.last().copied();
+                let all = self.complete || oldest.is_some_and(|o| o <= c);
+                (
+                    self.ids.iter().rev().copied().filter(|&id| id > c).collect(),
+                    all,
+                )
+            }
+        }
+    }
+
+    /// Approximate bytes held, for L1's weigher.
+    pub fn weight(&self) -> u32 {
+        (64 + self.ids.len() * 8) as u32
+    }
+}
+
 /// Where a feed page starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FeedCursor {
@@ -410,6 +448,30 @@ mod tests {
             ..fields()
         };
         assert!(NewEvent::parse(many, 4096).is_err());
+    }
+
+    #[test]
+    fn a_window_knows_when_it_holds_every_id_past_a_cursor() {
+        let w = FeedWindow {
+            ids: vec![EventId(9), EventId(7), EventId(4)],
+            complete: false,
+            seen: None,
+        };
+        assert_eq!(w.candidates(FeedCursor::Latest), (w.ids.clone(), false));
+        assert_eq!(
+            w.candidates(FeedCursor::Before(EventId(8))),
+            (vec![EventId(7), EventId(4)], false)
+        );
+        assert_eq!(
+            w.candidates(FeedCursor::After(EventId(4))),
+            (vec![EventId(7), EventId(9)], true)
+        );
+        assert!(!w.candidates(FeedCursor::After(EventId(3))).1);
+        let whole = FeedWindow {
+            complete: true,
+            ..w.clone()
+        };
+        assert!(whole.candidates(FeedCursor::After(EventId(0))).1);
     }
 
     #[test]

@@ -50,8 +50,8 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct Delivered {
     pub event: EventId,
-    /// The users who gained this event (and perhaps older ones, pulled forward).
-    pub users: Vec<UserId>,
+    /// What each user gained: this event, and perhaps older ones pulled forward.
+    pub deliveries: Vec<Delivery>,
     /// Recipients still to go after this batch.
     pub remaining: usize,
 }
@@ -139,7 +139,7 @@ pub(super) async fn deliver(
     event: i64,
     created_at: DateTime<Utc>,
     users: &[Uuid],
-) -> Result<(), DbError> {
+) -> Result<Vec<Delivery>, DbError> {
     let mut items: Vec<Item> = users.iter().map(|&u| (u, event, created_at)).collect();
     items.extend(pulled_forward(tx, audiences, users, event).await?);
     items.sort_unstable_by_key(|&(u, e, _)| (e, u));
@@ -157,11 +157,29 @@ pub(super) async fn deliver(
         .prepare_cached(
             "INSERT INTO feed_items (user_id, event_id, created_at)
              SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[])
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT DO NOTHING
+             RETURNING user_id, event_id",
         )
         .await?;
-    tx.execute(&stmt, &[&us, &es, &ts]).await?;
-    Ok(())
+    let rows = tx.query(&stmt, &[&us, &es, &ts]).await?;
+    Ok(by_user(rows.iter().map(|r| (r.get(0), r.get(1)))))
+}
+
+/// One user's new feed items from one transaction, ascending.
+pub type Delivery = (UserId, Vec<EventId>);
+
+/// Groups written items by user, each user's ids ascending.
+fn by_user(items: impl Iterator<Item = (Uuid, i64)>) -> Vec<Delivery> {
+    let mut map: HashMap<Uuid, Vec<EventId>> = HashMap::new();
+    for (u, e) in items {
+        map.entry(u).or_default().push(EventId(e));
+    }
+    map.into_iter()
+        .map(|(u, mut ids)| {
+            ids.sort_unstable();
+            (UserId(u), ids)
+        })
+        .collect()
 }
 
 impl Db {
@@ -185,7 +203,7 @@ impl Db {
         let from = (next.max(0) as usize).min(audience.len());
         let to = (from + batch).min(audience.len());
         let users = &audience[from..to];
-        deliver(&tx, &self.audiences, event, created_at, users).await?;
+        let deliveries = deliver(&tx, &self.audiences, event, created_at, users).await?;
         if to == audience.len() {
             tx.execute("DELETE FROM fanouts WHERE event_id = $1", &[&event])
                 .await?;
@@ -202,7 +220,7 @@ impl Db {
         }
         Ok(Some(Delivered {
             event: EventId(event),
-            users: users.iter().map(|&u| UserId(u)).collect(),
+            deliveries,
             remaining: audience.len() - to,
         }))
     }

@@ -19,13 +19,13 @@ use crate::domain::{ChannelId, UserId};
 const PUBLISH_LOCK_KEY: i64 = 0x6863_7075_626c_7368;
 
 /// The columns of an event, in the order [`event`] reads them.
-const EVENT_COLUMNS: &str = "e.id, e.actor_id, e.verb, e.object_type, e.object_id, \
+pub(super) const EVENT_COLUMNS: &str = "e.id, e.actor_id, e.verb, e.object_type, e.object_id, \
      e.target_type, e.target_id, e.data::text, e.channel_ids, e.created_at, e.deleted_at";
 
 /// "Not expired" for a table aliased `e`, with the retention in seconds as `$1`.
-const LIVE: &str = "e.created_at > now() - make_interval(secs => $1)";
+pub(super) const LIVE: &str = "e.created_at > now() - make_interval(secs => $1)";
 
-fn event(row: &Row) -> Event {
+pub(super) fn event(row: &Row) -> Event {
     Event {
         id: EventId(row.get(0)),
         actor_id: UserId(row.get(1)),
@@ -60,8 +60,8 @@ pub enum PublishOutcome {
 pub struct Published {
     pub event: Event,
     pub recipients: i32,
-    /// Recipients whose feeds have it now (an audience up to [`INLINE_AUDIENCE`]).
-    pub delivered: Vec<UserId>,
+    /// What each recipient's feed gained (an audience up to [`INLINE_AUDIENCE`]).
+    pub delivered: Vec<fanout::Delivery>,
     /// Whether the rest is left to the background fan-out.
     pub background: bool,
 }
@@ -173,8 +173,7 @@ impl Db {
             tx.execute(&stmt, &[&id, &created_at, &audience]).await?;
             Vec::new()
         } else {
-            fanout::deliver(&tx, &self.audiences, id, created_at, &audience).await?;
-            audience.iter().map(|&u| UserId(u)).collect()
+            fanout::deliver(&tx, &self.audiences, id, created_at, &audience).await?
         };
         tx.commit().await?;
         Ok(PublishOutcome::Created(Published {

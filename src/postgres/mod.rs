@@ -4,6 +4,7 @@
 mod channels;
 mod error;
 mod fanout;
+mod feed_loads;
 mod feed_partitions;
 mod feeds;
 pub mod history;
@@ -25,7 +26,7 @@ use crate::config::DatabaseSettings;
 
 pub use channels::{MemberLookup, MemberRemoval};
 pub use error::DbError;
-pub use fanout::{Delivered, INLINE_AUDIENCE};
+pub use fanout::{Delivered, Delivery, INLINE_AUDIENCE};
 pub use feed_partitions::{Retention, Upkeep, FEED_TABLES};
 pub use feeds::{EventDeleteOutcome, PublishOutcome, Published};
 pub use messages::{DeleteOutcome, EditOutcome, NewMessage, PostOutcome};

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::feed::{Event, EventId};
 use crate::domain::history::Run;
 use crate::domain::{Channel, ChannelId, ChannelType, Member, Message, MessageId, UserId};
 
@@ -109,6 +110,66 @@ pub fn decode_message(channel: ChannelId, bytes: &[u8]) -> Option<Message> {
         updated_at: optional_time(stored.updated_at)?,
         deleted_at: optional_time(stored.deleted_at)?,
         seq: i64_at(bytes, 10)?,
+    })
+}
+
+/// An event body (shared by every feed that holds its id): format, schema, then bincode.
+#[derive(Serialize, Deserialize)]
+struct StoredEvent {
+    id: i64,
+    actor: u128,
+    verb: String,
+    object_type: String,
+    object_id: String,
+    target_type: Option<String>,
+    target_id: Option<String>,
+    data: Option<String>,
+    channels: Vec<u128>,
+    created_at: i64,
+    deleted_at: Option<i64>,
+}
+
+pub fn encode_event(e: &Event) -> Vec<u8> {
+    let head = vec![FORMAT, SCHEMA];
+    bincode_tail(
+        head,
+        &StoredEvent {
+            id: e.id.0,
+            actor: e.actor_id.0.as_u128(),
+            verb: e.verb.clone(),
+            object_type: e.object_type.clone(),
+            object_id: e.object_id.clone(),
+            target_type: e.target_type.clone(),
+            target_id: e.target_id.clone(),
+            data: e.data.clone(),
+            channels: e.channel_ids.iter().map(|c| c.0.as_u128()).collect(),
+            created_at: micros(e.created_at),
+            deleted_at: e.deleted_at.map(micros),
+        },
+    )
+}
+
+pub fn decode_event(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < 2 || bytes[0] != FORMAT || bytes[1] != SCHEMA {
+        return None;
+    }
+    let s: StoredEvent = decode_tail(&bytes[2..])?;
+    Some(Event {
+        id: EventId(s.id),
+        actor_id: UserId(Uuid::from_u128(s.actor)),
+        verb: s.verb,
+        object_type: s.object_type,
+        object_id: s.object_id,
+        target_type: s.target_type,
+        target_id: s.target_id,
+        data: s.data,
+        channel_ids: s
+            .channels
+            .into_iter()
+            .map(|c| ChannelId(Uuid::from_u128(c)))
+            .collect(),
+        created_at: from_micros(s.created_at)?,
+        deleted_at: optional_time(s.deleted_at)?,
     })
 }
 

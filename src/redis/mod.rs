@@ -7,7 +7,9 @@
 //! script is idempotent and fenced (see `lua/README.md`).
 
 pub mod codec;
+pub use feeds::FeedRead;
 pub use history::HistoryRead;
+mod feeds;
 mod history;
 mod pubsub;
 
@@ -74,6 +76,10 @@ struct Scripts {
     mark_read: Script,
     read_history: Script,
     fill_history: Script,
+    read_feed: Script,
+    fill_feed: Script,
+    feed_deliver: Script,
+    feed_seen: Script,
 }
 
 impl Scripts {
@@ -91,10 +97,14 @@ impl Scripts {
             mark_read: lua(include_str!("../../lua/mark_read.lua")),
             read_history: lua(include_str!("../../lua/read_history.lua")),
             fill_history: lua(include_str!("../../lua/fill_history.lua")),
+            read_feed: lua(include_str!("../../lua/read_feed.lua")),
+            fill_feed: lua(include_str!("../../lua/fill_feed.lua")),
+            feed_deliver: lua(include_str!("../../lua/feed_deliver.lua")),
+            feed_seen: lua(include_str!("../../lua/feed_seen.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 11] {
+    fn all(&self) -> [&Script; 15] {
         [
             &self.read_window,
             &self.fill_window,
@@ -107,6 +117,10 @@ impl Scripts {
             &self.mark_read,
             &self.read_history,
             &self.fill_history,
+            &self.read_feed,
+            &self.fill_feed,
+            &self.feed_deliver,
+            &self.feed_seen,
         ]
     }
 }

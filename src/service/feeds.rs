@@ -1,8 +1,8 @@
 //! Activity feed operations (`shared/API.md` "Activity feeds"), and the two background
 //! tasks of feeds: the fan-out worker and the partition upkeep.
 //!
-//! Feed reads go to Postgres in every cache mode for now; the feed cache tiers are not
-//! built yet (README "Activity feeds").
+//! Feed pages and unseen counts ask the tiers first ([`crate::cache::feeds`]), judged by
+//! the cost gate like every read; writes go to Postgres, then through the tiers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::{Error, Service};
+use crate::cache::gate::Kind;
 use crate::domain::feed::{Event, EventId, FeedPage, FeedRequest, NewEvent};
 use crate::domain::{ChannelId, UserId};
 use crate::postgres::{Db, EventDeleteOutcome, PublishOutcome, Retention};
@@ -45,6 +46,9 @@ impl Service {
         let call = self.db.publish_event(&new, self.retention());
         match self.pg("publish_event", call).await? {
             PublishOutcome::Created(published) => {
+                self.cache
+                    .after_feed_delivery(Some(&published.event), &published.delivered)
+                    .await;
                 if published.background {
                     self.fanout_wake.notify_one();
                 }
@@ -74,14 +78,26 @@ impl Service {
             .pg("delete_event", self.db.delete_event(id, self.retention()))
             .await?
         {
-            EventDeleteOutcome::Deleted(_) | EventDeleteOutcome::AlreadyDeleted => Ok(()),
+            EventDeleteOutcome::Deleted(tombstone) => {
+                self.cache.after_event_delete(&tombstone).await;
+                Ok(())
+            }
+            EventDeleteOutcome::AlreadyDeleted => Ok(()),
             EventDeleteOutcome::NotFound => Err(Error::NotFound("event")),
         }
     }
 
     pub async fn feed(&self, user: UserId, request: FeedRequest) -> Result<FeedPage, Error> {
+        let mut read = self.read(Some(Kind::FeedPage));
+        if let Some(page) = read
+            .ask(|reach| self.cache.feed_page(user, request, reach))
+            .await?
+        {
+            return Ok(page);
+        }
+        self.cache.note_postgres_read();
         let call = self.db.feed_page(user, request, self.retention());
-        self.pg("feed_page", call).await
+        Ok(read.postgres(self.pg("feed_page", call).await?))
     }
 
     pub async fn channel_events(
@@ -98,14 +114,25 @@ impl Service {
     }
 
     pub async fn mark_feed_seen(&self, user: UserId, seen: EventId) -> Result<EventId, Error> {
-        self.pg("mark_feed_seen", self.db.mark_feed_seen(user, seen))
-            .await
+        let marker = self
+            .pg("mark_feed_seen", self.db.mark_feed_seen(user, seen))
+            .await?;
+        self.cache.after_feed_seen(user, marker).await;
+        Ok(marker)
     }
 
     /// `(unseen_count, last_seen_event_id)`.
     pub async fn feed_unseen(&self, user: UserId) -> Result<(i64, Option<EventId>), Error> {
-        self.pg("feed_unseen", self.db.feed_unseen(user, self.retention()))
-            .await
+        let mut read = self.read(Some(Kind::FeedUnseen));
+        if let Some(unseen) = read
+            .ask(|reach| self.cache.feed_unseen(user, reach))
+            .await?
+        {
+            return Ok(unseen);
+        }
+        self.cache.note_postgres_read();
+        let call = self.db.feed_unseen(user, self.retention());
+        Ok(read.postgres(self.pg("feed_unseen", call).await?))
     }
 }
 
@@ -133,6 +160,10 @@ pub async fn run_fanout(service: Arc<Service>) {
     loop {
         match service.db.deliver_batch(batch).await {
             Ok(Some(done)) => {
+                service
+                    .cache
+                    .after_feed_delivery(None, &done.deliveries)
+                    .await;
                 if done.remaining == 0 {
                     info!(event = done.event.0, "background fan-out finished");
                 }

@@ -17,7 +17,7 @@ use crate::postgres::{DbError, MemberLookup, UnreadOutcome};
 
 /// A read in progress: timed from its start, recorded under the path that answered, and
 /// judged with the route the cost gate gave it ([`crate::cache::gate`]).
-struct Read<'a> {
+pub(super) struct Read<'a> {
     cache: &'a HotCache,
     started: Instant,
     /// `None` for reads only Postgres answers: not judged.
@@ -32,7 +32,7 @@ impl Read<'_> {
     /// only what L1 already holds on Postgres's (a hit costs nothing, and is not judged).
     /// `None` when they cannot answer, and the caller asks Postgres. Fills queued here are
     /// charged to this kind of read.
-    async fn ask<T, F>(&mut self, tiers: impl FnOnce(Reach) -> F) -> Result<Option<T>, Error>
+    pub(super) async fn ask<T, F>(&mut self, tiers: impl FnOnce(Reach) -> F) -> Result<Option<T>, Error>
     where
         F: Future<Output = Result<(Lookup<T>, Path), DbError>>,
     {
@@ -62,7 +62,7 @@ impl Read<'_> {
     }
 
     /// Records a read that Postgres answered.
-    fn postgres<T>(&self, answer: T) -> T {
+    pub(super) fn postgres<T>(&self, answer: T) -> T {
         self.record(self.missed);
         answer
     }
@@ -84,7 +84,7 @@ impl Read<'_> {
 impl Service {
     /// A read of `kind`, with the route the cost gate gives it; `None`: a read only
     /// Postgres answers.
-    fn read(&self, kind: Option<Kind>) -> Read<'_> {
+    pub(super) fn read(&self, kind: Option<Kind>) -> Read<'_> {
         Read {
             cache: &self.cache,
             started: Instant::now(),

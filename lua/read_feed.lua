@@ -1,0 +1,15 @@
+-- read_feed: a user's hot feed (event ids, newest first), or the fence version to fill it.
+-- KEYS[1] feed, KEYS[2] fmeta, KEYS[3] fver
+-- ARGV[1] a fresh random version, ARGV[2] TTL in ms, ARGV[3] fmt
+-- Returns {1, complete, seen, ids} on a hit, {0, version} on a miss. A feed whose list
+-- length differs from `count` (Redis evicted part of it) or whose `fmt` is another
+-- build's is a miss; the next fill replaces it.
+local m = redis.call('HMGET', KEYS[2], 'count', 'complete', 'fmt', 'seen')
+if m[1] and m[3] == ARGV[3] then
+  local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+  if #ids == tonumber(m[1]) then
+    return {1, m[2], m[4] or '', ids}
+  end
+end
+redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2])
+return {0, redis.call('GET', KEYS[3])}

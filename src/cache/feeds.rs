@@ -1,0 +1,330 @@
+//! Hot feeds: a user's newest event ids in Redis and L1, event bodies stored once.
+//!
+//! # Read path
+//! The feed's ids come from L1, else Redis (one script call, which hands out the fence
+//! version on a miss and queues a fill through [`super::fills`]); the bodies of the ids
+//! a page needs from L1, else one `MGET`, else Postgres by id (stored back with `SET NX`).
+//! Deleted and expired events are filtered with the bodies. A page that runs past the ids
+//! held, or any failure, is answered by Postgres.
+//!
+//! # Write path (write-through onto cached feeds only)
+//! After a delivery commits: the event's body goes to Redis once; then one script call per
+//! recipient bumps its fence version if it has one and reports whether its feed is cached
+//! (a user with neither costs that call and nothing else). For the cached ones, Postgres
+//! says the newest id below what each gained (`prev`: final once the delivery committed,
+//! thanks to the pull-forward of [`crate::postgres`]'s fan-out), and the script appends
+//! only onto a feed whose newest id is that `prev`. A feed that missed a delivery (one
+//! still in flight from another instance, or lost) is dropped and refilled, so a cached
+//! feed is always a prefix of the user's feed in id order and an `after` pager never
+//! skips. Then L1 here, then one invalidation message per 200 users for the others. A
+//! write that cannot reach Redis marks everything dirty (the channels' repair drops the
+//! whole prefix once Redis answers) and announces it through Postgres.
+
+use std::sync::Arc;
+
+use super::l1::{Entry, Key, Loaded};
+use super::paths::Path;
+use super::stats::bump;
+use super::{HotCache, Lookup, Reach};
+use crate::config::CacheMode;
+use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest, FeedWindow};
+use crate::domain::UserId;
+use crate::postgres::{DbError, Delivery};
+use crate::redis::FeedRead;
+
+/// Extra bodies read past a page's limit, for deleted or expired events among them.
+const BODY_SLACK: usize = 16;
+
+impl HotCache {
+    fn feeds_usable(&self) -> bool {
+        self.settings.mode != CacheMode::Off && !self.breaker.is_open() && self.dirty.is_empty()
+    }
+
+    /// Events created at or before this are expired.
+    fn expired_at_or_before(&self) -> chrono::DateTime<chrono::Utc> {
+        let keep = chrono::Duration::from_std(self.settings.feed_retention.keep)
+            .unwrap_or(chrono::Duration::MAX);
+        chrono::Utc::now() - keep
+    }
+
+    /// A page of a user's feed from the tiers.
+    pub async fn feed_page(
+        &self,
+        user: UserId,
+        request: FeedRequest,
+        reach: Reach,
+    ) -> Result<(Lookup<FeedPage>, Path), DbError> {
+        let Some((window, path)) = self.feed_window(user, reach).await? else {
+            return Ok((Lookup::Unavailable, Path::Postgres));
+        };
+        let (candidates, exhaustive) = window.candidates(request.cursor);
+        let want = request.limit as usize + 1;
+        let take = candidates.len().min(want + BODY_SLACK);
+        let Some(bodies) = self.event_bodies(&candidates[..take], reach).await? else {
+            return Ok((Lookup::Unavailable, Path::Postgres));
+        };
+        let cutoff = self.expired_at_or_before();
+        let shown: Vec<Event> = bodies
+            .iter()
+            .filter(|e| !e.is_deleted() && e.created_at > cutoff)
+            .take(want)
+            .map(|e| Event::clone(e))
+            .collect();
+        if shown.len() < want && !(take == candidates.len() && exhaustive) {
+            return Ok((Lookup::Unavailable, Path::Postgres));
+        }
+        Ok((
+            Lookup::Found(FeedPage::from_rows(shown, request.limit as usize)),
+            path,
+        ))
+    }
+
+    /// `(unseen_count, last_seen_event_id)` from the tiers, when the hot feed holds every
+    /// id above the marker.
+    pub async fn feed_unseen(
+        &self,
+        user: UserId,
+        reach: Reach,
+    ) -> Result<(Lookup<(i64, Option<EventId>)>, Path), DbError> {
+        let Some((window, path)) = self.feed_window(user, reach).await? else {
+            return Ok((Lookup::Unavailable, Path::Postgres));
+        };
+        let seen = window.seen;
+        let (above, exhaustive) = window.candidates(FeedCursor::After(seen.unwrap_or(EventId(0))));
+        if !exhaustive {
+            return Ok((Lookup::Unavailable, Path::Postgres));
+        }
+        let Some(bodies) = self.event_bodies(&above, reach).await? else {
+            return Ok((Lookup::Unavailable, Path::Postgres));
+        };
+        let cutoff = self.expired_at_or_before();
+        let count = bodies
+            .iter()
+            .filter(|e| !e.is_deleted() && e.created_at > cutoff)
+            .count() as i64;
+        Ok((Lookup::Found((count, seen)), path))
+    }
+
+    /// The user's hot feed from L1 or Redis; `None` when the tiers cannot answer.
+    async fn feed_window(
+        &self,
+        user: UserId,
+        reach: Reach,
+    ) -> Result<Option<(Arc<FeedWindow>, Path)>, DbError> {
+        if !self.feeds_usable() {
+            return Ok(None);
+        }
+        let key = Key::Feed(user);
+        if reach == Reach::L1 {
+            return Ok(match self.peek(key) {
+                Some(Entry::Feed(w)) => Some((w, Path::L1)),
+                _ => None,
+            });
+        }
+        let (loaded, source) = self.l1.fetch(key, || self.load_feed(user)).await?;
+        let path = self.count_l1(source, &loaded);
+        Ok(match loaded {
+            Loaded::Found(Entry::Feed(w), _) => Some((w, path)),
+            _ => None,
+        })
+    }
+
+    /// L1's load of a feed: Redis, and on a miss a queued fill.
+    async fn load_feed(&self, user: UserId) -> Result<Loaded, DbError> {
+        let read = self.redis.read_feed(user);
+        Ok(match self.redis_call("read_feed", read).await {
+            None => Loaded::Unavailable,
+            Some(FeedRead::Hit(window)) => {
+                bump(&self.stats.l2_hits);
+                Loaded::Found(Entry::Feed(Arc::new(window)), Path::Redis)
+            }
+            Some(FeedRead::Miss(version)) => {
+                bump(&self.stats.l2_misses);
+                self.queue_feed_fill(user, version);
+                Loaded::Missed
+            }
+        })
+    }
+
+    /// A fill of a user's feed: Postgres, then the fenced fill script. `None` when Redis
+    /// failed; else whether the fence let it in.
+    pub(super) async fn fill_feed(
+        &self,
+        user: UserId,
+        version: &str,
+    ) -> Result<Option<bool>, DbError> {
+        let load = self
+            .db
+            .load_feed_window(user, self.settings.feed_hot, self.settings.feed_retention);
+        let (window, bodies) = self.pg_call("load_feed_window", load).await?;
+        let fill = self.redis.fill_feed(user, version, &window, &bodies);
+        Ok(self.redis_call("fill_feed", fill).await)
+    }
+
+    /// The bodies of `ids`, in order: from L1, else Redis, else Postgres (and stored back
+    /// in both). `None` when an event is gone (expired past the retention's end) or a
+    /// tier failed; with `Reach::L1`, when L1 lacks one.
+    async fn event_bodies(
+        &self,
+        ids: &[EventId],
+        reach: Reach,
+    ) -> Result<Option<Vec<Arc<Event>>>, DbError> {
+        let mut bodies: Vec<Option<Arc<Event>>> = ids
+            .iter()
+            .map(|&id| match self.l1.peek(Key::Event(id)) {
+                Some(Entry::Event(e)) => Some(e),
+                _ => None,
+            })
+            .collect();
+        let missing: Vec<(usize, EventId)> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bodies[*i].is_none())
+            .map(|(i, &id)| (i, id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(Some(bodies.into_iter().flatten().collect()));
+        }
+        if reach == Reach::L1 {
+            return Ok(None);
+        }
+        let tickets: Vec<_> = missing
+            .iter()
+            .map(|&(_, id)| self.l1.ticket(Key::Event(id)))
+            .collect();
+        let wanted: Vec<EventId> = missing.iter().map(|&(_, id)| id).collect();
+        let Some(found) = self.redis_call("bodies", self.redis.bodies(&wanted)).await else {
+            return Ok(None);
+        };
+        let absent: Vec<EventId> = wanted
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        let mut loaded = Vec::new();
+        if !absent.is_empty() {
+            let load = self.db.load_events(&absent, self.settings.feed_retention);
+            loaded = self.pg_call("load_events", load).await?;
+            for event in &loaded {
+                let put = self.redis.put_body_if_absent(event);
+                if self.redis_call("put_body", put).await.is_none() {
+                    return Ok(None);
+                }
+            }
+        }
+        for ((&(at, id), ticket), from_redis) in missing.iter().zip(tickets).zip(found) {
+            let body = from_redis.or_else(|| loaded.iter().find(|e| e.id == id).cloned());
+            let Some(body) = body else {
+                // Expired and gone from Postgres: the page is Postgres's to answer.
+                return Ok(None);
+            };
+            let body = Arc::new(body);
+            self.l1
+                .install_with(Key::Event(id), ticket, Entry::Event(body.clone()));
+            bodies[at] = Some(body);
+        }
+        Ok(Some(bodies.into_iter().flatten().collect()))
+    }
+
+    /// Write-through of deliveries that committed: `event`'s body (a new event), then the
+    /// recipients' cached feeds, L1 here, and the other instances.
+    pub async fn after_feed_delivery(&self, event: Option<&Event>, deliveries: &[Delivery]) {
+        if self.settings.mode == CacheMode::Off || (event.is_none() && deliveries.is_empty()) {
+            return;
+        }
+        let mut reached = !self.breaker.is_open();
+        if let (true, Some(event)) = (reached, event) {
+            reached = self
+                .redis_call("put_body", self.redis.put_body(event))
+                .await
+                .is_some();
+        }
+        let users: Vec<UserId> = deliveries.iter().map(|(u, _)| *u).collect();
+        if reached && !users.is_empty() {
+            reached = self.deliver_onto_cached(deliveries, &users).await;
+        }
+        for &user in &users {
+            self.l1.invalidate(Key::Feed(user));
+        }
+        let published = reached && self.publish_feeds(&users).await;
+        if !published {
+            self.dirty.mark_all();
+            self.announce(None).await;
+        }
+    }
+
+    /// The fence bump of every recipient and the append onto cached feeds; false when
+    /// Redis failed.
+    async fn deliver_onto_cached(&self, deliveries: &[Delivery], users: &[UserId]) -> bool {
+        let Some(tops) = self
+            .redis_call("feed_tops", self.redis.feed_tops(users))
+            .await
+        else {
+            return false;
+        };
+        let cached: Vec<&Delivery> = deliveries
+            .iter()
+            .zip(&tops)
+            .filter(|(_, top)| top.is_some())
+            .map(|(d, _)| d)
+            .collect();
+        if cached.is_empty() {
+            return true;
+        }
+        let below: Vec<(UserId, EventId)> = cached
+            .iter()
+            .map(|(u, ids)| (*u, ids.first().copied().unwrap_or(EventId(0))))
+            .collect();
+        let prevs = self
+            .pg_call("feed_prevs", self.db.feed_prevs(&below, self.settings.feed_retention))
+            .await
+            // Unknown: no cached feed can match -1, so each is dropped and refilled.
+            .unwrap_or_else(|_| vec![-1; below.len()]);
+        let hot = self.settings.feed_hot;
+        let appends = cached
+            .iter()
+            .zip(prevs)
+            .map(|((user, ids), prev)| self.redis.feed_deliver(*user, prev, ids, hot));
+        let started = std::time::Instant::now();
+        let results = futures::future::join_all(appends).await;
+        self.metrics.record_redis_call("feed_deliver", started.elapsed());
+        results.iter().all(Result::is_ok)
+    }
+
+    /// Write-through of a user's unseen marker (the one now in force).
+    pub async fn after_feed_seen(&self, user: UserId, seen: EventId) {
+        if self.settings.mode == CacheMode::Off {
+            return;
+        }
+        let reached = !self.breaker.is_open()
+            && self
+                .redis_call("feed_seen", self.redis.feed_seen(user, seen))
+                .await
+                .is_some();
+        self.l1.invalidate(Key::Feed(user));
+        if !(reached && self.publish_feeds(&[user]).await) {
+            self.dirty.mark_all();
+            self.announce(None).await;
+        }
+    }
+
+    /// Write-through of a delete: the tombstone replaces the body everywhere.
+    pub async fn after_event_delete(&self, tombstone: &Event) {
+        if self.settings.mode == CacheMode::Off {
+            return;
+        }
+        let reached = !self.breaker.is_open()
+            && self
+                .redis_call("put_body", self.redis.put_body(tombstone))
+                .await
+                .is_some();
+        let key = Key::Event(tombstone.id);
+        self.l1.invalidate(key);
+        if !(reached && self.publish(super::invalidation::Invalidation::Key(key)).await) {
+            self.dirty.mark_all();
+            self.announce(None).await;
+        }
+    }
+}
+

@@ -1,0 +1,178 @@
+//! The Redis side of activity feeds (`lua/README.md` "Keys of a feed"): per user, in one
+//! hash slot `{u:<user id>}`, a list of the newest event ids, its meta hash and its fence
+//! version; per event, one body under `{e:<event id>}`, shared by every feed.
+
+use fred::prelude::KeysInterface;
+use fred::types::{Expiration, SetOptions, Value};
+
+use super::{codec, fresh_version, version_of, Redis, RedisError};
+use crate::domain::feed::{Event, EventId, FeedWindow};
+use crate::domain::UserId;
+
+/// Written into a feed's meta hash; a reader with another value treats it as a miss.
+const FEED_FORMAT: &str = "1";
+
+/// What a feed read found.
+pub enum FeedRead {
+    Hit(FeedWindow),
+    /// Not cached; a fill must present this version.
+    Miss(String),
+}
+
+fn int(value: &Value) -> Option<i64> {
+    value
+        .as_i64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+}
+
+impl Redis {
+    fn feed_keys(&self, user: UserId) -> Vec<String> {
+        let p = &self.settings.prefix;
+        vec![
+            format!("{p}:{{u:{user}}}:feed"),
+            format!("{p}:{{u:{user}}}:fmeta"),
+            format!("{p}:{{u:{user}}}:fver"),
+        ]
+    }
+
+    fn body_key(&self, id: EventId) -> String {
+        format!("{}:{{e:{}}}", self.settings.prefix, id.0)
+    }
+
+    pub async fn read_feed(&self, user: UserId) -> Result<FeedRead, RedisError> {
+        let args = vec![fresh_version(), self.ttl_ms(), Value::from(FEED_FORMAT)];
+        let answer = self
+            .eval(&self.scripts.read_feed, self.feed_keys(user), args)
+            .await?;
+        let mut parts = answer.into_array().into_iter();
+        match parts.next().and_then(|v| v.as_i64()) {
+            Some(1) => {
+                let complete = parts.next().as_ref().and_then(int) == Some(1);
+                let seen = parts.next().as_ref().and_then(int).map(EventId);
+                let ids = parts
+                    .next()
+                    .ok_or(RedisError::Protocol)?
+                    .into_array()
+                    .iter()
+                    .map(|v| int(v).map(EventId).ok_or(RedisError::Protocol))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(FeedRead::Hit(FeedWindow {
+                    ids,
+                    complete,
+                    seen,
+                }))
+            }
+            Some(0) => Ok(FeedRead::Miss(version_of(parts.next())?)),
+            _ => Err(RedisError::Protocol),
+        }
+    }
+
+    /// Installs a feed read from Postgres if the version is unchanged, after storing the
+    /// bodies of its events that Redis lacks (`SET NX`: a tombstone written by a delete
+    /// is never replaced by an older live body). True when installed.
+    pub async fn fill_feed(
+        &self,
+        user: UserId,
+        version: &str,
+        window: &FeedWindow,
+        bodies: &[Event],
+    ) -> Result<bool, RedisError> {
+        let puts = bodies.iter().map(|e| self.set_body(e, Some(SetOptions::NX)));
+        futures::future::try_join_all(puts).await?;
+        let mut args = Vec::with_capacity(5 + window.ids.len());
+        args.extend([
+            Value::from(version),
+            self.ttl_ms(),
+            Value::from(i64::from(window.complete)),
+            Value::from(window.seen.map_or(String::new(), |s| s.0.to_string())),
+            Value::from(FEED_FORMAT),
+        ]);
+        args.extend(window.ids.iter().map(|id| Value::from(id.0)));
+        let answer = self
+            .eval(&self.scripts.fill_feed, self.feed_keys(user), args)
+            .await?;
+        Ok(answer.as_i64() == Some(1))
+    }
+
+    /// For each user: the newest id of their cached feed, `None` when it is not cached.
+    /// Bumps the fence version of every user who has one (a delivery just committed).
+    pub async fn feed_tops(&self, users: &[UserId]) -> Result<Vec<Option<i64>>, RedisError> {
+        let calls = users.iter().map(|&u| {
+            let args = vec![self.ttl_ms(), Value::from(0), Value::from("?")];
+            self.eval(&self.scripts.feed_deliver, self.feed_keys(u), args)
+        });
+        let answers = futures::future::try_join_all(calls).await?;
+        Ok(answers
+            .iter()
+            .map(|a| a.as_i64().filter(|&top| top >= 0))
+            .collect())
+    }
+
+    /// Appends `ids` (ascending) onto a cached feed whose newest id is `prev`; else drops
+    /// it. 1 appended, -1 dropped, -2 not cached.
+    pub async fn feed_deliver(
+        &self,
+        user: UserId,
+        prev: i64,
+        ids: &[EventId],
+        hot: usize,
+    ) -> Result<i64, RedisError> {
+        let mut args = vec![
+            self.ttl_ms(),
+            Value::from(hot as i64),
+            Value::from(prev.to_string()),
+        ];
+        args.extend(ids.iter().map(|id| Value::from(id.0)));
+        let answer = self
+            .eval(&self.scripts.feed_deliver, self.feed_keys(user), args)
+            .await?;
+        answer.as_i64().ok_or(RedisError::Protocol)
+    }
+
+    /// Moves a cached feed's unseen marker forward.
+    pub async fn feed_seen(&self, user: UserId, seen: EventId) -> Result<(), RedisError> {
+        let keys = self.feed_keys(user)[1..].to_vec();
+        self.eval(&self.scripts.feed_seen, keys, vec![Value::from(seen.0)])
+            .await?;
+        Ok(())
+    }
+
+    /// Stores an event's body (a new event, or a tombstone over a live one).
+    pub async fn put_body(&self, event: &Event) -> Result<(), RedisError> {
+        self.set_body(event, None).await
+    }
+
+    /// Stores an event's body unless Redis has one (a tombstone is never replaced).
+    pub async fn put_body_if_absent(&self, event: &Event) -> Result<(), RedisError> {
+        self.set_body(event, Some(SetOptions::NX)).await
+    }
+
+    async fn set_body(&self, event: &Event, options: Option<SetOptions>) -> Result<(), RedisError> {
+        let ttl = self.settings.ttl.as_millis() as i64;
+        let bytes = codec::encode_event(event);
+        let _: Value = self
+            .bounded(self.client.next().set(
+                self.body_key(event.id),
+                Value::Bytes(bytes.into()),
+                Some(Expiration::PX(ttl)),
+                options,
+                false,
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// The bodies of these events, `None` where Redis has none (or one this build cannot
+    /// read).
+    pub async fn bodies(&self, ids: &[EventId]) -> Result<Vec<Option<Event>>, RedisError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|&id| self.body_key(id)).collect();
+        let values: Vec<Value> = self.bounded(self.client.next().mget(keys)).await?;
+        Ok(values
+            .iter()
+            .map(|v| v.as_bytes().and_then(codec::decode_event))
+            .collect())
+    }
+}
