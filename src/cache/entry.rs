@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domain::feed::{Event, EventId, FeedWindow};
 use crate::domain::history::History;
 use crate::domain::window::{Members, Window};
-use crate::domain::feed::{Event, EventId, FeedWindow};
 use crate::domain::{ChannelId, UserId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

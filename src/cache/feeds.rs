@@ -153,9 +153,9 @@ impl HotCache {
         user: UserId,
         version: &str,
     ) -> Result<Option<bool>, DbError> {
-        let load = self
-            .db
-            .load_feed_window(user, self.settings.feed_hot, self.settings.feed_retention);
+        let load =
+            self.db
+                .load_feed_window(user, self.settings.feed_hot, self.settings.feed_retention);
         let (window, bodies) = self.pg_call("load_feed_window", load).await?;
         let fill = self.redis.fill_feed(user, version, &window, &bodies);
         Ok(self.redis_call("fill_feed", fill).await)
@@ -277,7 +277,10 @@ impl HotCache {
             .map(|(u, ids)| (*u, ids.first().copied().unwrap_or(EventId(0))))
             .collect();
         let prevs = self
-            .pg_call("feed_prevs", self.db.feed_prevs(&below, self.settings.feed_retention))
+            .pg_call(
+                "feed_prevs",
+                self.db.feed_prevs(&below, self.settings.feed_retention),
+            )
             .await
             // Unknown: no cached feed can match -1, so each is dropped and refilled.
             .unwrap_or_else(|_| vec![-1; below.len()]);
@@ -288,7 +291,8 @@ impl HotCache {
             .map(|((user, ids), prev)| self.redis.feed_deliver(*user, prev, ids, hot));
         let started = std::time::Instant::now();
         let results = futures::future::join_all(appends).await;
-        self.metrics.record_redis_call("feed_deliver", started.elapsed());
+        self.metrics
+            .record_redis_call("feed_deliver", started.elapsed());
         results.iter().all(Result::is_ok)
     }
 
@@ -321,10 +325,13 @@ impl HotCache {
                 .is_some();
         let key = Key::Event(tombstone.id);
         self.l1.invalidate(key);
-        if !(reached && self.publish(super::invalidation::Invalidation::Key(key)).await) {
+        if !(reached
+            && self
+                .publish(super::invalidation::Invalidation::Key(key))
+                .await)
+        {
             self.dirty.mark_all();
             self.announce(None).await;
         }
     }
 }
-

@@ -26,10 +26,10 @@ use tracing::debug;
 
 use super::stats::bump;
 use super::HotCache;
-use crate::domain::{ChannelId, UserId};
-use uuid::Uuid;
 use crate::domain::PageRequest;
+use crate::domain::{ChannelId, UserId};
 use crate::postgres::DbError;
+use uuid::Uuid;
 
 /// Fills waiting for a worker.
 pub const QUEUE: usize = 1024;
@@ -249,7 +249,10 @@ mod tests {
         let a = ChannelId(uuid::Uuid::new_v4());
         let b = ChannelId(uuid::Uuid::new_v4());
         assert!(!fills.admit(a.0, What::Window));
-        assert!(!fills.admit(a.0, What::Members), "members are counted apart");
+        assert!(
+            !fills.admit(a.0, What::Members),
+            "members are counted apart"
+        );
         assert!(fills.admit(a.0, What::Window));
         assert!(
             !fills.admit(a.0, What::Window),

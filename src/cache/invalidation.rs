@@ -37,10 +37,18 @@ pub enum Invalidation {
 /// A message on the invalidation channel.
 #[derive(Debug, PartialEq, Eq)]
 enum Notice {
-    Invalidate { from: String, what: Invalidation },
+    Invalidate {
+        from: String,
+        what: Invalidation,
+    },
     /// The feeds of these users (one message for a whole delivery).
-    Feeds { from: String, users: Vec<UserId> },
-    Heartbeat { from: String },
+    Feeds {
+        from: String,
+        users: Vec<UserId>,
+    },
+    Heartbeat {
+        from: String,
+    },
 }
 
 /// Users named in one feeds message: about 7 KB of text.

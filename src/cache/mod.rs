@@ -371,9 +371,7 @@ impl HotCache {
         let path = self.count_l1(source, &loaded);
         let lookup = match loaded {
             Loaded::Found(Entry::Window(w), _) => Lookup::Found(w),
-            Loaded::Found(_, _)
-            | Loaded::Unavailable
-            | Loaded::Missed => Lookup::Unavailable,
+            Loaded::Found(_, _) | Loaded::Unavailable | Loaded::Missed => Lookup::Unavailable,
         };
         Ok((lookup, path))
     }
@@ -458,9 +456,7 @@ impl HotCache {
         let path = self.count_l1(source, &loaded);
         let lookup = match loaded {
             Loaded::Found(Entry::Members(m), _) => Lookup::Found(m),
-            Loaded::Found(_, _)
-            | Loaded::Unavailable
-            | Loaded::Missed => Lookup::Unavailable,
+            Loaded::Found(_, _) | Loaded::Unavailable | Loaded::Missed => Lookup::Unavailable,
         };
         Ok((lookup, path))
     }

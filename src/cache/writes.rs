@@ -106,8 +106,13 @@ impl HotCache {
     pub(super) async fn publish_feeds(&self, users: &[UserId]) -> bool {
         let messages = users
             .chunks(super::invalidation::FEEDS_PER_MESSAGE)
-            .map(|chunk| self.publish_text(super::invalidation::encode_feeds(&self.instance, chunk)));
-        futures::future::join_all(messages).await.into_iter().all(|sent| sent)
+            .map(|chunk| {
+                self.publish_text(super::invalidation::encode_feeds(&self.instance, chunk))
+            });
+        futures::future::join_all(messages)
+            .await
+            .into_iter()
+            .all(|sent| sent)
     }
 
     async fn publish_text(&self, message: String) -> bool {

@@ -121,7 +121,12 @@ impl FeedWindow {
                 let oldest = self.ids.last().copied();
                 let all = self.complete || oldest.is_some_and(|o| o <= c);
                 (
-                    self.ids.iter().rev().copied().filter(|&id| id > c).collect(),
+                    self.ids
+                        .iter()
+                        .rev()
+                        .copied()
+                        .filter(|&id| id > c)
+                        .collect(),
                     all,
                 )
             }

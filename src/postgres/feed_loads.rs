@@ -44,7 +44,12 @@ impl Db {
             .map(|r| EventId(r.get(0)));
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE {LIVE} AND e.id = ANY($2)");
         let stmt = tx.prepare_cached(&sql).await?;
-        let bodies = tx.query(&stmt, &[&keep, &ids]).await?.iter().map(event).collect();
+        let bodies = tx
+            .query(&stmt, &[&keep, &ids])
+            .await?
+            .iter()
+            .map(event)
+            .collect();
         tx.commit().await?;
         let window = FeedWindow {
             ids: ids.into_iter().map(EventId).collect(),

@@ -77,7 +77,9 @@ impl Redis {
         window: &FeedWindow,
         bodies: &[Event],
     ) -> Result<bool, RedisError> {
-        let puts = bodies.iter().map(|e| self.set_body(e, Some(SetOptions::NX)));
+        let puts = bodies
+            .iter()
+            .map(|e| self.set_body(e, Some(SetOptions::NX)));
         futures::future::try_join_all(puts).await?;
         let mut args = Vec::with_capacity(5 + window.ids.len());
         args.extend([

@@ -32,7 +32,10 @@ impl Read<'_> {
     /// only what L1 already holds on Postgres's (a hit costs nothing, and is not judged).
     /// `None` when they cannot answer, and the caller asks Postgres. Fills queued here are
     /// charged to this kind of read.
-    pub(super) async fn ask<T, F>(&mut self, tiers: impl FnOnce(Reach) -> F) -> Result<Option<T>, Error>
+    pub(super) async fn ask<T, F>(
+        &mut self,
+        tiers: impl FnOnce(Reach) -> F,
+    ) -> Result<Option<T>, Error>
     where
         F: Future<Output = Result<(Lookup<T>, Path), DbError>>,
     {

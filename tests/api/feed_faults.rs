@@ -65,7 +65,12 @@ async fn after_pagers_see_every_event_once_while_publishers_and_a_fan_out_race()
             let mut seen: Vec<i64> = Vec::new();
             let mut cursor = 0;
             let mut quiet_rounds = 0;
+            let deadline = Instant::now() + Duration::from_secs(120);
             loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "the pager of {reader} never caught up"
+                );
                 let path = format!("/v1/users/{reader}/feed?after={cursor}&limit=7");
                 let (page, _) = ids(&app, &path).await;
                 if let Some(&last) = page.last() {
@@ -254,6 +259,16 @@ async fn expired_events_vanish_on_time_and_whole_partitions_are_dropped() {
     assert!(ahead >= 3, "{ahead} partitions of events");
 }
 
+/// A server process that is killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_cut_short_by_sigkill_is_finished_exactly_once_after_a_restart() {
     const AUDIENCE: i64 = 50_000;
@@ -280,7 +295,7 @@ async fn a_fan_out_cut_short_by_sigkill_is_finished_exactly_once_after_a_restart
         let addr = wait_for_serving(&mut lines, &mut String::new());
         // Keep reading, so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        (child, format!("http://{addr}"))
+        (KillOnDrop(child), format!("http://{addr}"))
     };
     let (mut first, base) = start();
     let http = reqwest::Client::new();
@@ -328,8 +343,8 @@ async fn a_fan_out_cut_short_by_sigkill_is_finished_exactly_once_after_a_restart
         count("SELECT count(*) FROM feed_items").await >= 1_000
     })
     .await;
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
     let at_kill = count("SELECT count(*) FROM feed_items").await;
     assert!(at_kill < AUDIENCE, "the fan-out finished before the kill");
     assert_eq!(count("SELECT count(*) FROM fanouts").await, 1);
@@ -355,6 +370,6 @@ async fn a_fan_out_cut_short_by_sigkill_is_finished_exactly_once_after_a_restart
         .unwrap()
         .get(0);
     assert_eq!(members, AUDIENCE);
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.0.kill().unwrap();
+    second.0.wait().unwrap();
 }

@@ -12,6 +12,7 @@ mod support;
 pub const GATE_BY_DEFAULT: bool = false;
 
 mod faults;
+mod feeds;
 mod history;
 mod instances;
 mod partition;
