@@ -6,6 +6,7 @@
 mod contender;
 mod dataset;
 mod driver;
+mod feeds;
 pub mod hitrate;
 mod report;
 mod rng;
@@ -105,11 +106,22 @@ pub struct BenchSettings {
     /// one to the `_p<N>` name first): faster than seeding it anew at 100m.
     #[arg(long, value_enum, default_value_t = scale::Layouts::Both)]
     pub scale_layouts: scale::Layouts,
+    /// The activity feed scenario instead (`feeds.rs`): publishing at audiences of 10,
+    /// 1,000 and 100,000 beside `COPY`, feed reads per cache mode, and a hot feed page
+    /// against a hot channel page. Writes `feeds.md`.
+    #[arg(long)]
+    pub feeds: bool,
 }
 
 pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
     if let Some(messages) = b.scale {
         return scale::run(&b, messages).await;
+    }
+    if b.feeds {
+        if b.quick {
+            (b.requests, b.warmup) = (600, 200);
+        }
+        return feeds::run(&b).await;
     }
     if b.quick {
         (
