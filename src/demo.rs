@@ -85,6 +85,85 @@ pub async fn seed(db: &Db) -> Result<bool, DbError> {
                 .await?;
         }
     }
-    info!(channels = 3, messages = total, "demo data loaded");
+    let events = seed_events(db).await?;
+    info!(channels = 3, messages = total, events, "demo data loaded");
     Ok(true)
+}
+
+/// A few activity events: to `#general` (a team feed) and to named users.
+async fn seed_events(db: &Db) -> Result<usize, DbError> {
+    use crate::domain::feed::{EventFields, NewEvent};
+    use crate::postgres::Retention;
+    let retention = Retention {
+        keep: std::time::Duration::from_secs(90 * 86_400),
+        span: std::time::Duration::from_secs(86_400),
+    };
+    let events = [
+        (
+            ALICE,
+            "comment",
+            "Task-42",
+            Some(vec![GENERAL]),
+            None,
+            r#"{"excerpt": "looks good"}"#,
+        ),
+        (
+            BOB,
+            "close",
+            "Task-42",
+            Some(vec![GENERAL]),
+            None,
+            r#"{"reason": "done"}"#,
+        ),
+        (
+            CAROL,
+            "mention",
+            "Doc-7",
+            None,
+            Some(vec![DAVE]),
+            r#"{"excerpt": "@dave can you check?"}"#,
+        ),
+        (
+            DAVE,
+            "assign",
+            "Task-43",
+            None,
+            Some(vec![ALICE, CAROL]),
+            r#"{"due": "friday"}"#,
+        ),
+        (
+            ALICE,
+            "release",
+            "v1.4.0",
+            Some(vec![GENERAL, RANDOM]),
+            None,
+            r#"{"notes": "faster feeds"}"#,
+        ),
+    ];
+    for (i, (actor, verb, object, channels, users, data)) in events.iter().enumerate() {
+        let fields = EventFields {
+            actor_id: actor.to_string(),
+            verb: (*verb).into(),
+            object_type: if object.starts_with('v') {
+                "release"
+            } else {
+                "task"
+            }
+            .into(),
+            object_id: (*object).into(),
+            target_type: Some("project".into()),
+            target_id: Some("P-7".into()),
+            data: serde_json::from_str(data).ok(),
+            channel_ids: channels
+                .as_ref()
+                .map(|c| c.iter().map(Uuid::to_string).collect()),
+            user_ids: users
+                .as_ref()
+                .map(|u| u.iter().map(Uuid::to_string).collect()),
+            client_event_id: Some(format!("demo-{i}")),
+        };
+        let new = NewEvent::parse(fields, 4096).expect("valid demo events");
+        db.publish_event(&new, retention).await?;
+    }
+    Ok(events.len())
 }

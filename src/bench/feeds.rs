@@ -275,7 +275,11 @@ async fn seed_readers(
 }
 
 /// Reads the latest feed page of each user in `picks`, `concurrency` at a time.
-async fn drive(service: &Arc<Service>, picks: &[UserId], concurrency: usize) -> (Duration, Histogram<u64>) {
+async fn drive(
+    service: &Arc<Service>,
+    picks: &[UserId],
+    concurrency: usize,
+) -> (Duration, Histogram<u64>) {
     let picks: Arc<Vec<UserId>> = Arc::new(picks.to_vec());
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();

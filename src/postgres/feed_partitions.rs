@@ -1,12 +1,14 @@
 //! Time partitions of the feed tables, and retention by dropping them whole.
 //!
 //! `events`, `feed_items` and `channel_events` are partitioned by range of `created_at`
-//! (the event's time, in all three). A partition covers `[start, start + span)` with
-//! `start` a multiple of the span since the Unix epoch, and is named
-//! `<table>_p<start in epoch seconds>`. The current partition and the next two exist at
-//! all times (the periodic task, and a publish that finds none makes them). A partition is
-//! dropped once its whole span is past the retention; reads filter on `created_at` too, so
-//! an expired event never shows even before its partition goes.
+//! (the event's time, in all three). A partition covers `[start, end)`, in epoch seconds,
+//! and is named `<table>_p<start>_<end>`: the name carries its own bounds, so a changed
+//! `--feed-partition` never mistakes an old partition's span. New partitions are aligned
+//! to multiples of the span; where older ones already cover part of a span, only the
+//! uncovered rest is made. The current span and the next two are covered at all times
+//! (the periodic task, and a publish that finds no partition, make them). A partition is
+//! dropped once its end is past the retention; reads filter on `created_at` too, so an
+//! expired event never shows even before its partition goes.
 
 use std::time::Duration;
 
@@ -51,9 +53,34 @@ pub struct Upkeep {
     pub ran: bool,
 }
 
-/// The start (epoch seconds) of a partition, from its name.
-fn start_of(table: &str, name: &str) -> Option<i64> {
-    name.strip_prefix(table)?.strip_prefix("_p")?.parse().ok()
+/// The bounds (epoch seconds) of a partition, from its name.
+fn bounds_of(table: &str, name: &str) -> Option<(i64, i64)> {
+    let (start, end) = name
+        .strip_prefix(table)?
+        .strip_prefix("_p")?
+        .split_once('_')?;
+    Some((start.parse().ok()?, end.parse().ok()?))
+}
+
+/// The parts of `[start, end)` no range in `existing` covers.
+fn uncovered(start: i64, end: i64, existing: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut sorted = existing.to_vec();
+    sorted.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut at = start;
+    for (s, e) in sorted {
+        if e <= at || s >= end {
+            continue;
+        }
+        if s > at {
+            gaps.push((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        gaps.push((at, end));
+    }
+    gaps
 }
 
 impl Db {
@@ -100,29 +127,31 @@ impl Db {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
+            let mut ranges = Vec::new();
             for name in &existing {
-                let Some(start) = start_of(table, name) else {
+                let Some((start, end)) = bounds_of(table, name) else {
                     continue;
                 };
-                if start + span <= expired_before {
+                if end <= expired_before {
                     tx.batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\""))
                         .await?;
                     upkeep.dropped.push(name.clone());
+                } else {
+                    ranges.push((start, end));
                 }
             }
             for k in 0..=AHEAD {
                 let start = current + k * span;
-                let name = format!("{table}_p{start}");
-                if existing.contains(&name) {
-                    continue;
+                for (from, to) in uncovered(start, start + span, &ranges) {
+                    let name = format!("{table}_p{from}_{to}");
+                    tx.batch_execute(&format!(
+                        "CREATE TABLE IF NOT EXISTS \"{name}\" PARTITION OF {table}
+                         FOR VALUES FROM (to_timestamp({from})) TO (to_timestamp({to}))"
+                    ))
+                    .await?;
+                    ranges.push((from, to));
+                    upkeep.created.push(name);
                 }
-                tx.batch_execute(&format!(
-                    "CREATE TABLE IF NOT EXISTS \"{name}\" PARTITION OF {table}
-                     FOR VALUES FROM (to_timestamp({start})) TO (to_timestamp({}))",
-                    start + span
-                ))
-                .await?;
-                upkeep.created.push(name);
             }
         }
         // Background fan-outs of expired events have nowhere to deliver to.
@@ -153,7 +182,7 @@ impl Db {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        names.sort_by_key(|n| start_of(table, n).unwrap_or(i64::MIN));
+        names.sort_by_key(|n| bounds_of(table, n).map_or(i64::MIN, |(start, _)| start));
         Ok(names)
     }
 }
@@ -173,13 +202,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partition_names_carry_their_start() {
+    fn partition_names_carry_their_bounds() {
         assert_eq!(
-            start_of("events", "events_p1700000000"),
-            Some(1_700_000_000)
+            bounds_of("events", "events_p1700000000_1700086400"),
+            Some((1_700_000_000, 1_700_086_400))
         );
-        assert_eq!(start_of("events", "feed_items_p1"), None);
-        assert_eq!(start_of("feed_items", "feed_items_p-5"), Some(-5));
-        assert_eq!(start_of("events", "events_px"), None);
+        assert_eq!(bounds_of("events", "feed_items_p1_2"), None);
+        assert_eq!(bounds_of("events", "events_p5"), None);
+        assert_eq!(bounds_of("events", "events_px_y"), None);
+    }
+
+    #[test]
+    fn only_the_uncovered_parts_of_a_span_are_made() {
+        assert_eq!(uncovered(0, 10, &[]), [(0, 10)]);
+        assert_eq!(uncovered(0, 10, &[(0, 10)]), []);
+        // An older, longer partition covers the start; a shorter one sits inside.
+        assert_eq!(uncovered(0, 10, &[(-5, 3), (6, 7)]), [(3, 6), (7, 10)]);
+        assert_eq!(uncovered(0, 10, &[(10, 20), (-3, 0)]), [(0, 10)]);
     }
 }

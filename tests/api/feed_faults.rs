@@ -206,8 +206,8 @@ async fn expired_events_vanish_on_time_and_whole_partitions_are_dropped() {
     // Its partitions go whole (by the serve task or by `hotchan feed-cleanup`) once their
     // whole span is past the retention, and no row was deleted on the way (the triggers
     // above would have failed the cleanup).
-    let start: i64 = partition.rsplit("_p").next().unwrap().parse().unwrap();
-    let droppable = chrono::DateTime::from_timestamp(start + 2 + 6, 0).unwrap();
+    let end: i64 = partition.rsplit('_').next().unwrap().parse().unwrap();
+    let droppable = chrono::DateTime::from_timestamp(end + 6, 0).unwrap();
     let wait = droppable.signed_duration_since(chrono::Utc::now());
     tokio::time::sleep(wait.to_std().unwrap_or_default() + Duration::from_millis(100)).await;
     let cleanup = hotchan()
