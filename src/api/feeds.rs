@@ -2,7 +2,9 @@
 //! the unseen marker.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -117,14 +119,20 @@ impl PageQuery {
     }
 }
 
+/// The JSON of a feed page, for the service to encode once per cached feed.
+fn encode_page(page: &FeedPage) -> Bytes {
+    Bytes::from(serde_json::to_vec(page).expect("a feed page always serializes"))
+}
+
 async fn feed(
     State(state): State<AppState>,
     Path(uid): Path<String>,
     Query(query): Query<PageQuery>,
-) -> Result<Json<FeedPage>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let user = UserId::parse(&uid)?;
     let request = query.parse()?;
-    Ok(Json(state.service.feed(user, request).await?))
+    let body = state.service.feed(user, request, encode_page).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
 async fn channel_events(

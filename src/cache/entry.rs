@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::feed::{Event, EventId, FeedWindow};
+use crate::domain::feed::{Event, EventId, FeedRequest, FeedWindow};
 use crate::domain::history::History;
 use crate::domain::window::{Members, Window};
 use crate::domain::{ChannelId, UserId};
@@ -30,7 +30,7 @@ pub enum Entry {
     Window(Arc<CachedWindow>),
     Members(Arc<Members>),
     History(Arc<History>),
-    Feed(Arc<FeedWindow>),
+    Feed(Arc<CachedFeed>),
     Event(Arc<Event>),
 }
 
@@ -96,7 +96,7 @@ impl Entry {
             Entry::Window(w) => w.weight().saturating_add(w.weight() / 2),
             Entry::Members(m) => m.weight(),
             Entry::History(h) => h.weight(),
-            Entry::Feed(f) => f.weight(),
+            Entry::Feed(f) => f.window.weight() + FEED_PAGE_BYTES as u32,
             Entry::Event(e) => {
                 let text = e.verb.len() + e.object_type.len() + e.object_id.len();
                 let more = e.target_id.as_ref().map_or(0, String::len)
@@ -104,6 +104,84 @@ impl Entry {
                     + e.channel_ids.len() * 16;
                 (200 + text + more) as u32
             }
+        }
+    }
+}
+
+/// Bytes of encoded pages kept beside a hot feed (about one page of 50 events); an entry
+/// is weighed for them whether it has them yet or not.
+const FEED_PAGE_BYTES: usize = 16 * 1024;
+
+/// One encoded feed page, right while no event body was invalidated since (`generation`)
+/// and none of its events expired (`oldest`).
+struct FeedMemo {
+    request: FeedRequest,
+    body: bytes::Bytes,
+    generation: u64,
+    oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A hot feed as L1 holds it, with the pages already encoded from it. The ids never
+/// change once loaded (a delivery replaces the entry); a page depends on its events'
+/// bodies too, so a remembered page is used only while no body was invalidated since it
+/// was encoded and none of its events has expired.
+pub struct CachedFeed {
+    pub window: FeedWindow,
+    pages: std::sync::RwLock<Vec<FeedMemo>>,
+}
+
+impl std::fmt::Debug for CachedFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedFeed").field("window", &self.window).finish_non_exhaustive()
+    }
+}
+
+impl CachedFeed {
+    pub fn new(window: FeedWindow) -> CachedFeed {
+        CachedFeed {
+            window,
+            pages: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The remembered page for `request`, if still right at `generation` with events
+    /// expiring at or before `cutoff`.
+    pub fn page(
+        &self,
+        request: FeedRequest,
+        generation: u64,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Option<bytes::Bytes> {
+        let pages = self.pages.read().unwrap_or_else(|e| e.into_inner());
+        pages
+            .iter()
+            .find(|m| {
+                m.request == request
+                    && m.generation == generation
+                    && m.oldest.is_none_or(|t| t > cutoff)
+            })
+            .map(|m| m.body.clone())
+    }
+
+    /// Remembers a page encoded at `generation`; `oldest` is the creation time of the
+    /// oldest event it depends on. Kept within [`FEED_PAGE_BYTES`].
+    pub fn remember(
+        &self,
+        request: FeedRequest,
+        body: bytes::Bytes,
+        generation: u64,
+        oldest: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        let mut pages = self.pages.write().unwrap_or_else(|e| e.into_inner());
+        pages.retain(|m| m.generation == generation && m.request != request);
+        let used: usize = pages.iter().map(|m| m.body.len()).sum();
+        if used + body.len() <= FEED_PAGE_BYTES {
+            pages.push(FeedMemo {
+                request,
+                body,
+                generation,
+                oldest,
+            });
         }
     }
 }

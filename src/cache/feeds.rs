@@ -22,12 +22,16 @@
 
 use std::sync::Arc;
 
-use super::l1::{Entry, Key, Loaded};
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::l1::{CachedFeed, Entry, Key, Loaded};
 use super::paths::Path;
 use super::stats::bump;
 use super::{HotCache, Lookup, Reach};
 use crate::config::CacheMode;
-use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest, FeedWindow};
+use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest};
 use crate::domain::UserId;
 use crate::postgres::{DbError, Delivery};
 use crate::redis::FeedRead;
@@ -47,23 +51,31 @@ impl HotCache {
         chrono::Utc::now() - keep
     }
 
-    /// A page of a user's feed from the tiers.
+    /// A page of a user's feed from the tiers, encoded by `encode`. A page encoded from an
+    /// L1 entry is remembered beside it ([`CachedFeed`]) while its events' bodies stand.
     pub async fn feed_page(
         &self,
         user: UserId,
         request: FeedRequest,
         reach: Reach,
-    ) -> Result<(Lookup<FeedPage>, Path), DbError> {
-        let Some((window, path)) = self.feed_window(user, reach).await? else {
+        encode: fn(&FeedPage) -> Bytes,
+    ) -> Result<(Lookup<Bytes>, Path), DbError> {
+        let Some((cached, path)) = self.feed_window(user, reach).await? else {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
+        let cutoff = self.expired_at_or_before();
+        // Read before the bodies: a delete landing meanwhile makes the memo unusable.
+        let generation = self.bodies_generation.load(Ordering::Acquire);
+        if let Some(body) = cached.page(request, generation, cutoff) {
+            return Ok((Lookup::Found(body), path));
+        }
+        let window = &cached.window;
         let (candidates, exhaustive) = window.candidates(request.cursor);
         let want = request.limit as usize + 1;
         let take = candidates.len().min(want + BODY_SLACK);
         let Some(bodies) = self.event_bodies(&candidates[..take], reach).await? else {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
-        let cutoff = self.expired_at_or_before();
         let shown: Vec<Event> = bodies
             .iter()
             .filter(|e| !e.is_deleted() && e.created_at > cutoff)
@@ -73,10 +85,10 @@ impl HotCache {
         if shown.len() < want && !(take == candidates.len() && exhaustive) {
             return Ok((Lookup::Unavailable, Path::Postgres));
         }
-        Ok((
-            Lookup::Found(FeedPage::from_rows(shown, request.limit as usize)),
-            path,
-        ))
+        let oldest = shown.iter().map(|e| e.created_at).min();
+        let body = encode(&FeedPage::from_rows(shown, request.limit as usize));
+        cached.remember(request, body.clone(), generation, oldest);
+        Ok((Lookup::Found(body), path))
     }
 
     /// `(unseen_count, last_seen_event_id)` from the tiers, when the hot feed holds every
@@ -89,8 +101,8 @@ impl HotCache {
         let Some((window, path)) = self.feed_window(user, reach).await? else {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
-        let seen = window.seen;
-        let (above, exhaustive) = window.candidates(FeedCursor::After(seen.unwrap_or(EventId(0))));
+        let seen = window.window.seen;
+        let (above, exhaustive) = window.window.candidates(FeedCursor::After(seen.unwrap_or(EventId(0))));
         if !exhaustive {
             return Ok((Lookup::Unavailable, Path::Postgres));
         }
@@ -105,12 +117,19 @@ impl HotCache {
         Ok((Lookup::Found((count, seen)), path))
     }
 
+    /// Drops an event's body from L1, and every page remembered beside a feed (one may
+    /// hold it).
+    pub(super) fn invalidate_body(&self, id: EventId) {
+        self.bodies_generation.fetch_add(1, Ordering::AcqRel);
+        self.l1.invalidate(Key::Event(id));
+    }
+
     /// The user's hot feed from L1 or Redis; `None` when the tiers cannot answer.
     async fn feed_window(
         &self,
         user: UserId,
         reach: Reach,
-    ) -> Result<Option<(Arc<FeedWindow>, Path)>, DbError> {
+    ) -> Result<Option<(Arc<CachedFeed>, Path)>, DbError> {
         if !self.feeds_usable() {
             return Ok(None);
         }
@@ -136,7 +155,7 @@ impl HotCache {
             None => Loaded::Unavailable,
             Some(FeedRead::Hit(window)) => {
                 bump(&self.stats.l2_hits);
-                Loaded::Found(Entry::Feed(Arc::new(window)), Path::Redis)
+                Loaded::Found(Entry::Feed(Arc::new(CachedFeed::new(window))), Path::Redis)
             }
             Some(FeedRead::Miss(version)) => {
                 bump(&self.stats.l2_misses);
@@ -324,7 +343,7 @@ impl HotCache {
                 .await
                 .is_some();
         let key = Key::Event(tombstone.id);
-        self.l1.invalidate(key);
+        self.invalidate_body(tombstone.id);
         if !(reached
             && self
                 .publish(super::invalidation::Invalidation::Key(key))

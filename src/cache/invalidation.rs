@@ -119,6 +119,7 @@ fn parse(text: &str) -> Option<Notice> {
 impl HotCache {
     pub(super) fn apply(&self, what: Invalidation) {
         match what {
+            Invalidation::Key(Key::Event(id)) => self.invalidate_body(id),
             Invalidation::Key(key) => self.l1.invalidate(key),
             Invalidation::Channel(c) => self.l1.invalidate_channel(c),
             Invalidation::Everything => self.l1.flush(),

@@ -29,7 +29,7 @@ use tokio::sync::OnceCell;
 use crate::domain::ChannelId;
 
 use super::entry::JitteredTtl;
-pub use super::entry::{CachedWindow, Entry, Key};
+pub use super::entry::{CachedFeed, CachedWindow, Entry, Key};
 use super::paths::Path;
 
 /// Most loads in flight that later callers can join. Past it (a storm of distinct

@@ -149,6 +149,9 @@ pub struct HotCache {
     fills: fills::Fills,
     gate: gate::Gate,
     presence: presence::Presence,
+    /// Bumped whenever an event body leaves L1 on purpose: pages remembered beside hot
+    /// feeds are right only at the count they were encoded at ([`feeds`]).
+    bodies_generation: std::sync::atomic::AtomicU64,
     /// This instance's name on the invalidation channel and in cache notices.
     instance: String,
     /// Whether the cache notice listener is connected ([`notices`]).
@@ -182,6 +185,7 @@ impl HotCache {
             gate: gate::Gate::new(settings.gate && settings.mode != CacheMode::Off),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             notice_listener: AtomicBool::new(false),
+            bodies_generation: std::sync::atomic::AtomicU64::new(0),
             settings,
             db,
             redis,

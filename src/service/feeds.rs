@@ -87,17 +87,25 @@ impl Service {
         }
     }
 
-    pub async fn feed(&self, user: UserId, request: FeedRequest) -> Result<FeedPage, Error> {
+    /// A feed page, encoded by `encode`: pages served from L1 are encoded once and kept
+    /// while their events stand.
+    pub async fn feed(
+        &self,
+        user: UserId,
+        request: FeedRequest,
+        encode: fn(&FeedPage) -> bytes::Bytes,
+    ) -> Result<bytes::Bytes, Error> {
         let mut read = self.read(Some(Kind::FeedPage));
-        if let Some(page) = read
-            .ask(|reach| self.cache.feed_page(user, request, reach))
+        if let Some(body) = read
+            .ask(|reach| self.cache.feed_page(user, request, reach, encode))
             .await?
         {
-            return Ok(page);
+            return Ok(body);
         }
         self.cache.note_postgres_read();
         let call = self.db.feed_page(user, request, self.retention());
-        Ok(read.postgres(self.pg("feed_page", call).await?))
+        let page = self.pg("feed_page", call).await?;
+        Ok(read.postgres(encode(&page)))
     }
 
     pub async fn channel_events(
