@@ -1,8 +1,8 @@
 //! Activity feed routes: publish, show and delete events; feed and channel event pages;
 //! the unseen marker.
 
-use axum::extract::{Path, Query, State};
 use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};

@@ -1,7 +1,7 @@
 //! `hotchan bench --feeds`: the activity feed scenario, in process (service calls, no
 //! HTTP), on the bench database.
 //!
-//! 1. **Publishing** at audiences of 10, 1,000 and 100,000 (channel members): events/s
+//! 1. **Publishing** at audiences of 10, 1,000, 10,000 and 100,000 (channel members): events/s
 //!    and deliveries/s until every recipient has the event, beside the rate at which the
 //!    same Postgres takes the same number of feed items with `COPY`, measured right after.
 //! 2. **Feed reads**: latest pages of users drawn by Zipf over readers, `off`, `redis`
@@ -32,7 +32,7 @@ const ITEMS_PER_READER: i64 = 60;
 
 struct Sizes {
     /// (audience, events published).
-    publish: [(i64, usize); 3],
+    publish: [(i64, usize); 4],
     readers: usize,
     events: i64,
     hot_calls: usize,
@@ -41,14 +41,14 @@ struct Sizes {
 fn sizes(quick: bool) -> Sizes {
     if quick {
         Sizes {
-            publish: [(10, 40), (100, 10), (2_000, 1)],
+            publish: [(10, 40), (100, 10), (1_500, 2), (3_000, 1)],
             readers: 300,
             events: 300,
             hot_calls: 500,
         }
     } else {
         Sizes {
-            publish: [(10, 2_000), (1_000, 100), (100_000, 3)],
+            publish: [(10, 2_000), (1_000, 100), (10_000, 10), (100_000, 3)],
             readers: 20_000,
             events: 20_000,
             hot_calls: 20_000,
@@ -80,6 +80,8 @@ pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
         .connect(tokio_postgres::NoTls)
         .await?;
     tokio::spawn(connection);
+    // Seeding a million feed items takes longer than a request's statement timeout.
+    sql.batch_execute("SET statement_timeout = 0").await?;
     let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut report = format!(
         "# hotchan bench --feeds\n\nIn process (service calls, no HTTP); {} readers × {ITEMS_PER_READER} feed items; Zipf {}; {} measured reads after {} warm-up ones; concurrency {}; seed {}.\n",
@@ -169,11 +171,13 @@ pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
             ratio(st.l2_hits, st.l2_misses),
             st.postgres_reads as f64 / b.requests as f64,
         );
-        if mode == CacheMode::Full {
-            hot_against_channel(&mut report, &service, &sql, picks[0], s.hot_calls).await?;
-        }
         app.close().await;
     }
+    // In an instance of its own: in the one above, L1 is full of feeds and bodies, and
+    // moka's admission may keep a new channel window out.
+    let app = instance(b, CacheMode::Full, &format!("{run_id}.hot")).await?;
+    hot_against_channel(&mut report, &app.service(), &sql, picks[0], s.hot_calls).await?;
+    app.close().await;
     std::fs::create_dir_all(&b.out_dir)
         .with_context(|| format!("--out-dir {}", b.out_dir.display()))?;
     std::fs::write(b.out_dir.join("feeds.md"), &report)?;
@@ -355,27 +359,29 @@ async fn hot_against_channel(
         service.feed(user, feed, encode_feed).await?;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // Each in a loop of its own, three rounds in turn; the best round of each counts.
     let time = |n: usize| async move {
-        let mut channel_us = 0.0;
-        let mut feed_us = 0.0;
-        for _ in 0..n {
+        let (mut channel_us, mut feed_us) = (f64::MAX, f64::MAX);
+        for _ in 0..3 {
             let t = Instant::now();
-            let body = service.page(channel, page, encode).await?;
-            std::hint::black_box(body);
-            channel_us += t.elapsed().as_secs_f64() * 1e6;
+            for _ in 0..n {
+                std::hint::black_box(service.page(channel, page, encode).await?);
+            }
+            channel_us = channel_us.min(t.elapsed().as_secs_f64() * 1e6 / n as f64);
             let t = Instant::now();
-            let body = service.feed(user, feed, encode_feed).await?;
-            std::hint::black_box(body);
-            feed_us += t.elapsed().as_secs_f64() * 1e6;
+            for _ in 0..n {
+                std::hint::black_box(service.feed(user, feed, encode_feed).await?);
+            }
+            feed_us = feed_us.min(t.elapsed().as_secs_f64() * 1e6 / n as f64);
         }
-        anyhow::Ok((channel_us / n as f64, feed_us / n as f64))
+        anyhow::Ok((channel_us, feed_us))
     };
     let l1_before = service.cache().stats().snapshot();
     let (channel_us, feed_us) = time(calls).await?;
     let st = service.cache().stats().snapshot().since(&l1_before);
     let _ = writeln!(
         report,
-        "\n## A hot feed page against a hot channel page (`full`, from L1, encoded)\n\n| page | µs per call |\n|---|---|\n| channel, latest 50 | {channel_us:.1} |\n| feed, latest 50 | {feed_us:.1} |\n\nFeed / channel: **{:.2}×** (goal ≤ 1.5×). L1 hits {} of {} lookups.",
+        "\n## A hot feed page against a hot channel page (`full`, from L1, encoded)\n\n| page | µs per call (best of 3 rounds) |\n|---|---|\n| channel, latest 50 | {channel_us:.1} |\n| feed, latest 50 | {feed_us:.1} |\n\nFeed / channel: **{:.2}×** (goal ≤ 1.5×). L1 hits {} of {} lookups.",
         feed_us / channel_us,
         st.l1_hits,
         st.l1_hits + st.l1_misses

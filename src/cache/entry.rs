@@ -132,7 +132,9 @@ pub struct CachedFeed {
 
 impl std::fmt::Debug for CachedFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedFeed").field("window", &self.window).finish_non_exhaustive()
+        f.debug_struct("CachedFeed")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
     }
 }
 

@@ -102,7 +102,9 @@ impl HotCache {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
         let seen = window.window.seen;
-        let (above, exhaustive) = window.window.candidates(FeedCursor::After(seen.unwrap_or(EventId(0))));
+        let (above, exhaustive) = window
+            .window
+            .candidates(FeedCursor::After(seen.unwrap_or(EventId(0))));
         if !exhaustive {
             return Ok((Lookup::Unavailable, Path::Postgres));
         }
@@ -181,8 +183,8 @@ impl HotCache {
     }
 
     /// The bodies of `ids`, in order: from L1, else Redis, else Postgres (and stored back
-    /// in both). `None` when an event is gone (expired past the retention's end) or a
-    /// tier failed; with `Reach::L1`, when L1 lacks one.
+    /// in both); an event Postgres no longer has (past the retention) is left out. `None`
+    /// when a tier failed; with `Reach::L1`, when L1 lacks one.
     async fn event_bodies(
         &self,
         ids: &[EventId],
@@ -222,6 +224,7 @@ impl HotCache {
             .map(|(&id, _)| id)
             .collect();
         let mut loaded = Vec::new();
+        let mut gone = Vec::new();
         if !absent.is_empty() {
             let load = self.db.load_events(&absent, self.settings.feed_retention);
             loaded = self.pg_call("load_events", load).await?;
@@ -235,15 +238,24 @@ impl HotCache {
         for ((&(at, id), ticket), from_redis) in missing.iter().zip(tickets).zip(found) {
             let body = from_redis.or_else(|| loaded.iter().find(|e| e.id == id).cloned());
             let Some(body) = body else {
-                // Expired and gone from Postgres: the page is Postgres's to answer.
-                return Ok(None);
+                // Past the retention (its id came from a feed, so it existed): shown as
+                // nothing, like an expired body.
+                gone.push(at);
+                continue;
             };
             let body = Arc::new(body);
             self.l1
                 .install_with(Key::Event(id), ticket, Entry::Event(body.clone()));
             bodies[at] = Some(body);
         }
-        Ok(Some(bodies.into_iter().flatten().collect()))
+        Ok(Some(
+            bodies
+                .into_iter()
+                .enumerate()
+                .filter(|(at, _)| !gone.contains(at))
+                .filter_map(|(_, body)| body)
+                .collect(),
+        ))
     }
 
     /// Write-through of deliveries that committed: `event`'s body (a new event), then the

@@ -12,6 +12,10 @@ use crate::domain::UserId;
 /// Written into a feed's meta hash; a reader with another value treats it as a miss.
 const FEED_FORMAT: &str = "1";
 
+/// Users whose fence versions one `MGET` asks for; their script calls (for the users
+/// who have one) are in flight together.
+const TOPS_AT_ONCE: usize = 1000;
+
 /// What a feed read found.
 pub enum FeedRead {
     Hit(FeedWindow),
@@ -98,16 +102,33 @@ impl Redis {
 
     /// For each user: the newest id of their cached feed, `None` when it is not cached.
     /// Bumps the fence version of every user who has one (a delivery just committed).
+    ///
+    /// One `MGET` of the fence versions first, [`TOPS_AT_ONCE`] users at a time: a user
+    /// with no version has no cached feed and no fill in flight (a reader that misses
+    /// makes the version before it reads Postgres), so only the others need the script.
+    /// A version made after this `MGET` belongs to a reader whose Postgres read comes
+    /// after the delivery's commit, so skipping that user is safe.
     pub async fn feed_tops(&self, users: &[UserId]) -> Result<Vec<Option<i64>>, RedisError> {
-        let calls = users.iter().map(|&u| {
-            let args = vec![self.ttl_ms(), Value::from(0), Value::from("?")];
-            self.eval(&self.scripts.feed_deliver, self.feed_keys(u), args)
-        });
-        let answers = futures::future::try_join_all(calls).await?;
-        Ok(answers
-            .iter()
-            .map(|a| a.as_i64().filter(|&top| top >= 0))
-            .collect())
+        let mut tops = Vec::with_capacity(users.len());
+        for chunk in users.chunks(TOPS_AT_ONCE) {
+            let versions: Vec<String> = chunk
+                .iter()
+                .map(|&u| self.feed_keys(u).swap_remove(2))
+                .collect();
+            let present: Vec<Value> = self.bounded(self.client.next().mget(versions)).await?;
+            let calls = chunk.iter().zip(&present).map(|(&u, version)| async move {
+                if version.is_null() {
+                    return Ok(None);
+                }
+                let args = vec![self.ttl_ms(), Value::from(0), Value::from("?")];
+                let answer = self
+                    .eval(&self.scripts.feed_deliver, self.feed_keys(u), args)
+                    .await?;
+                Ok::<_, RedisError>(answer.as_i64().filter(|&top| top >= 0))
+            });
+            tops.extend(futures::future::try_join_all(calls).await?);
+        }
+        Ok(tops)
     }
 
     /// Appends `ids` (ascending) onto a cached feed whose newest id is `prev`; else drops

@@ -165,13 +165,23 @@ pub async fn run_upkeep(db: Db, retention: Retention) {
 pub async fn run_fanout(service: Arc<Service>) {
     const IDLE: Duration = Duration::from_secs(1);
     let batch = service.settings.feeds.fanout_batch;
+    // The write-through of one batch runs while the next batch is written to Postgres:
+    // batches of one fan-out reach different users, and a feed that gains them in another
+    // order is dropped rather than shown with a gap (`crate::cache::feeds`).
+    let mut writing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         match service.db.deliver_batch(batch).await {
             Ok(Some(done)) => {
-                service
-                    .cache
-                    .after_feed_delivery(None, &done.deliveries)
-                    .await;
+                if let Some(previous) = writing.take() {
+                    let _ = previous.await;
+                }
+                let service_ = service.clone();
+                writing = Some(tokio::spawn(async move {
+                    service_
+                        .cache
+                        .after_feed_delivery(None, &done.deliveries)
+                        .await;
+                }));
                 if done.remaining == 0 {
                     info!(event = done.event.0, "background fan-out finished");
                 }
