@@ -69,6 +69,23 @@ impl HotCache {
         if let Some(body) = cached.page(request, generation, cutoff) {
             return Ok((Lookup::Found(body), path));
         }
+        // Boxed: the hot answer above stays a small future to create and poll.
+        Box::pin(self.compose_feed_page(cached, path, request, reach, encode, generation, cutoff))
+            .await
+    }
+
+    /// A feed page built from the ids and the bodies, encoded and remembered.
+    #[allow(clippy::too_many_arguments)]
+    async fn compose_feed_page(
+        &self,
+        cached: Arc<CachedFeed>,
+        path: Path,
+        request: FeedRequest,
+        reach: Reach,
+        encode: fn(&FeedPage) -> Bytes,
+        generation: u64,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Lookup<Bytes>, Path), DbError> {
         let window = &cached.window;
         let (candidates, exhaustive) = window.candidates(request.cursor);
         let want = request.limit as usize + 1;
@@ -142,7 +159,10 @@ impl HotCache {
                 _ => None,
             });
         }
-        let (loaded, source) = self.l1.fetch(key, || self.load_feed(user)).await?;
+        let (loaded, source) = self
+            .l1
+            .fetch(key, || Box::pin(self.load_feed(user)))
+            .await?;
         let path = self.count_l1(source, &loaded);
         Ok(match loaded {
             Loaded::Found(Entry::Feed(w), _) => Some((w, path)),
