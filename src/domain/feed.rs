@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-use super::input::{invalid, page_limit, InvalidInput};
+use super::input::{invalid, page_direction, page_limit, Direction, InvalidInput};
 use super::model::{rfc3339_micros, rfc3339_micros_opt};
 use super::{ChannelId, UserId};
 
@@ -165,16 +165,10 @@ impl FeedRequest {
         after: Option<&str>,
     ) -> Result<Self, InvalidInput> {
         let limit = page_limit(limit)?;
-        let id = |name: &str, s: &str| {
-            s.parse::<i64>()
-                .map(EventId)
-                .or_else(|_| invalid(format!("{name} must be an integer event id, not '{s}'")))
-        };
-        let cursor = match (before, after) {
-            (Some(_), Some(_)) => return invalid("give either before or after, not both"),
-            (Some(b), None) => FeedCursor::Before(id("before", b)?),
-            (None, Some(a)) => FeedCursor::After(id("after", a)?),
-            (None, None) => FeedCursor::Latest,
+        let cursor = match page_direction(before, after, "event")? {
+            Direction::Latest => FeedCursor::Latest,
+            Direction::Before(id) => FeedCursor::Before(EventId(id)),
+            Direction::After(id) => FeedCursor::After(EventId(id)),
         };
         Ok(FeedRequest { limit, cursor })
     }

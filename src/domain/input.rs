@@ -197,19 +197,38 @@ impl PageRequest {
         after: Option<&str>,
     ) -> Result<Self, InvalidInput> {
         let limit = page_limit(limit)?;
-        let cursor_id = |name: &str, s: &str| {
-            s.parse::<i64>()
-                .map(MessageId)
-                .or_else(|_| invalid(format!("{name} must be an integer message id, not '{s}'")))
-        };
-        let cursor = match (before, after) {
-            (Some(_), Some(_)) => return invalid("give either before or after, not both"),
-            (Some(b), None) => Cursor::Before(cursor_id("before", b)?),
-            (None, Some(a)) => Cursor::After(cursor_id("after", a)?),
-            (None, None) => Cursor::Latest,
+        let cursor = match page_direction(before, after, "message")? {
+            Direction::Latest => Cursor::Latest,
+            Direction::Before(id) => Cursor::Before(MessageId(id)),
+            Direction::After(id) => Cursor::After(MessageId(id)),
         };
         Ok(PageRequest { limit, cursor })
     }
+}
+
+/// Where a page of messages or events starts, by id.
+pub(super) enum Direction {
+    Latest,
+    Before(i64),
+    After(i64),
+}
+
+/// Parses the raw `before` and `after` of a page; `noun` names the ids in messages.
+pub(super) fn page_direction(
+    before: Option<&str>,
+    after: Option<&str>,
+    noun: &str,
+) -> Result<Direction, InvalidInput> {
+    let id = |name: &str, s: &str| {
+        s.parse::<i64>()
+            .or_else(|_| invalid(format!("{name} must be an integer {noun} id, not '{s}'")))
+    };
+    Ok(match (before, after) {
+        (Some(_), Some(_)) => return invalid("give either before or after, not both"),
+        (Some(b), None) => Direction::Before(id("before", b)?),
+        (None, Some(a)) => Direction::After(id("after", a)?),
+        (None, None) => Direction::Latest,
+    })
 }
 
 /// The `limit` of a page: 1 to 200, 50 when absent.

@@ -19,6 +19,12 @@ use super::{Db, DbError};
 /// The tables partitioned by time.
 pub const FEED_TABLES: [&str; 3] = ["events", "feed_items", "channel_events"];
 
+/// The partitions of the table named `$1`, by name.
+const PARTITIONS_OF: &str = "SELECT c.relname::text FROM pg_inherits i
+     JOIN pg_class c ON c.oid = i.inhrelid
+     JOIN pg_class p ON p.oid = i.inhparent
+     WHERE p.relname = $1 AND p.relnamespace = 'public'::regnamespace";
+
 /// Partitions kept ahead of the current one.
 const AHEAD: i64 = 2;
 
@@ -116,13 +122,7 @@ impl Db {
         };
         for table in FEED_TABLES {
             let existing: Vec<String> = tx
-                .query(
-                    "SELECT c.relname::text FROM pg_inherits i
-                     JOIN pg_class c ON c.oid = i.inhrelid
-                     JOIN pg_class p ON p.oid = i.inhparent
-                     WHERE p.relname = $1 AND p.relnamespace = 'public'::regnamespace",
-                    &[&table],
-                )
+                .query(PARTITIONS_OF, &[&table])
                 .await?
                 .iter()
                 .map(|r| r.get(0))
@@ -171,13 +171,7 @@ impl Db {
     pub async fn feed_partitions(&self, table: &str) -> Result<Vec<String>, DbError> {
         let client = self.client().await?;
         let mut names: Vec<String> = client
-            .query(
-                "SELECT c.relname::text FROM pg_inherits i
-                 JOIN pg_class c ON c.oid = i.inhrelid
-                 JOIN pg_class p ON p.oid = i.inhparent
-                 WHERE p.relname = $1 AND p.relnamespace = 'public'::regnamespace",
-                &[&table],
-            )
+            .query(PARTITIONS_OF, &[&table])
             .await?
             .iter()
             .map(|r| r.get(0))

@@ -300,15 +300,18 @@ async fn a_fan_out_cut_short_by_sigkill_is_finished_exactly_once_after_a_restart
     let (mut first, base) = start();
     let http = reqwest::Client::new();
     let actor = Uuid::new_v4();
-    let channel: serde_json::Value = http
-        .post(format!("{base}/v1/channels"))
-        .json(&json!({"type": "group", "members": [actor, Uuid::new_v4()]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = |path: &str, body: serde_json::Value| {
+        let request = http.post(format!("{base}{path}")).json(&body);
+        async move {
+            let answer = request.send().await.unwrap();
+            answer.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let channel = post(
+        "/v1/channels",
+        json!({"type": "group", "members": [actor, Uuid::new_v4()]}),
+    )
+    .await;
     let channel: Uuid = channel["id"].as_str().unwrap().parse().unwrap();
     let (pg, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -321,18 +324,9 @@ async fn a_fan_out_cut_short_by_sigkill_is_finished_exactly_once_after_a_restart
     )
     .await
     .unwrap();
-    let answer: serde_json::Value = http
-        .post(format!("{base}/v1/events"))
-        .json(
-            &json!({"actor_id": actor, "verb": "v", "object_type": "o", "object_id": "big",
-                      "channel_ids": [channel]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"actor_id": actor, "verb": "v", "object_type": "o", "object_id": "big",
+                      "channel_ids": [channel]});
+    let answer = post("/v1/events", body).await;
     assert_eq!(answer["recipients"], AUDIENCE);
     let id = answer["event"]["id"].as_i64().unwrap();
     let count = |sql: &'static str| {

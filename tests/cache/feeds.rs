@@ -6,8 +6,8 @@ use hotchan::config::CacheMode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app_with, spawn_with_settings, test_settings, TestApp};
-use crate::support::{cached, l1_serving, until_cached, within_promise};
+use crate::helpers::{spawn_app_with, TestApp};
+use crate::support::{cached, until_cached, within_promise};
 
 async fn publish(app: &TestApp, actor: Uuid, users: &[Uuid]) -> i64 {
     let body = json!({"actor_id": actor, "verb": "v", "object_type": "o", "object_id": "x",
@@ -125,12 +125,7 @@ async fn a_cached_feed_that_missed_a_delivery_is_dropped_not_shown_with_a_gap() 
 
 #[tokio::test]
 async fn a_new_event_and_a_delete_on_one_instance_show_on_the_other_within_a_second() {
-    let mut settings = test_settings();
-    settings.cache = CacheMode::Full;
-    let a = spawn_with_settings(settings.clone()).await;
-    let b = spawn_with_settings(settings).await;
-    l1_serving(&a).await;
-    l1_serving(&b).await;
+    let (a, b) = crate::instances::two_instances().await;
     let (actor, reader) = (Uuid::new_v4(), Uuid::new_v4());
     let kept = publish(&a, actor, &[reader]).await;
     let feed = format!("/v1/users/{reader}/feed");

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_with_settings, test_settings, users, TestApp};
 use crate::support::{cache_stats, eventually, l1_serving, within_promise};
 
-async fn two_instances() -> (TestApp, TestApp) {
+pub(crate) async fn two_instances() -> (TestApp, TestApp) {
     let mut settings = test_settings();
     settings.cache = CacheMode::Full;
     let a = spawn_with_settings(settings.clone()).await;
