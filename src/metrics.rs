@@ -25,6 +25,9 @@ pub struct CacheState {
     pub bounds: Vec<crate::cache::Bound>,
     /// How the cost gate routes each kind of read.
     pub gate: Vec<crate::cache::gate::Standing>,
+    /// Background fan-outs not finished, and the recipients they still have to reach
+    /// (`None` when Postgres did not answer in time).
+    pub fanouts: Option<(i64, i64)>,
 }
 
 /// How often recorded histogram samples are folded into their buckets ([`upkeep`]).
@@ -193,6 +196,10 @@ impl Metrics {
             counter!("hotchan_cache_fills_total", "outcome" => "refused").absolute(s.fills_refused);
             counter!("hotchan_cache_fills_total", "outcome" => "dropped").absolute(s.fills_dropped);
             gauge!("hotchan_cache_fills_pending").set(cache.fills_pending as f64);
+            if let Some((fanouts, recipients)) = cache.fanouts {
+                gauge!("hotchan_feed_fanouts_pending").set(fanouts as f64);
+                gauge!("hotchan_feed_recipients_pending").set(recipients as f64);
+            }
             for b in &cache.bounds {
                 gauge!("hotchan_bounded_entries", "name" => b.name).set(b.len as f64);
                 gauge!("hotchan_bounded_limit", "name" => b.name).set(b.limit as f64);

@@ -72,6 +72,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let cache = state.service.cache();
+    let fanouts = fanouts_pending(&state).await;
     let text = state.metrics.render(
         state.db.pool_state(),
         &crate::metrics::CacheState {
@@ -82,9 +83,20 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             fills_pending: cache.fills_pending(),
             bounds: state.service.bounds(),
             gate: cache.gate().standings(),
+            fanouts,
         },
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// Unfinished background fan-outs and their recipients to go, if Postgres answers within
+/// a second.
+async fn fanouts_pending(state: &AppState) -> Option<(i64, i64)> {
+    let query = state.db.fanouts_pending();
+    tokio::time::timeout(std::time::Duration::from_secs(1), query)
+        .await
+        .ok()?
+        .ok()
 }
 
 /// L1 and Redis as this instance sees them.
@@ -94,7 +106,12 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     let (entries, weighted_bytes, capacity_bytes) = cache.l1().usage();
     let history = cache.l1().history_usage();
     let hot_channels = cache.redis().count_windows().await.ok();
+    let fanouts = fanouts_pending(&state).await;
     Json(serde_json::json!({
+        "feeds": {
+            "fanouts_pending": fanouts.map(|f| f.0),
+            "recipients_pending": fanouts.map(|f| f.1),
+        },
         "mode": cache.mode().as_str(),
         "l1": {
             "enabled": cache.l1().is_enabled(),

@@ -451,4 +451,14 @@ async fn a_large_audience_is_delivered_in_the_background_exactly_once() {
     )
     .await;
     assert_eq!(members, 2_500);
+    let admin = app.get("/v1/admin/cache").await.expect(200);
+    assert_eq!(
+        admin["feeds"],
+        json!({"fanouts_pending": 0, "recipients_pending": 0})
+    );
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("hotchan_feed_fanouts_pending 0"),
+        "{metrics}"
+    );
 }
