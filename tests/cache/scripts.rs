@@ -350,3 +350,119 @@ async fn a_head_read_is_the_newest_messages_and_claims_nothing_about_older_ones(
     };
     assert_eq!(all, w, "a head past the window's end is the whole window");
 }
+
+mod feeds {
+    use super::*;
+    use hotchan::domain::feed::{Event, EventId, FeedWindow};
+    use hotchan::redis::FeedRead;
+
+    fn event(id: i64) -> Event {
+        Event {
+            id: EventId(id),
+            actor_id: UserId(Uuid::from_u128(7)),
+            verb: "comment".into(),
+            object_type: "task".into(),
+            object_id: format!("Task-{id}"),
+            target_type: None,
+            target_id: None,
+            data: Some(r#"{"n":1}"#.into()),
+            channel_ids: vec![],
+            created_at: now(),
+            deleted_at: None,
+        }
+    }
+
+    fn window(ids: &[i64]) -> FeedWindow {
+        FeedWindow {
+            ids: ids.iter().map(|&i| EventId(i)).collect(),
+            complete: true,
+            seen: None,
+        }
+    }
+
+    async fn miss(r: &Redis, user: UserId) -> String {
+        match r.read_feed(user).await.unwrap() {
+            FeedRead::Miss(version) => version,
+            FeedRead::Hit(w) => panic!("a hit: {w:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fill_that_read_postgres_before_a_delivery_is_refused() {
+        let r = redis();
+        let user = UserId(Uuid::new_v4());
+        let version = miss(&r, user).await;
+        // A delivery commits and reaches Redis while the fill reads Postgres.
+        assert_eq!(r.feed_tops(&[user]).await.unwrap(), [None]);
+        let bodies = [event(2), event(1)];
+        assert!(!r
+            .fill_feed(user, &version, &window(&[2, 1]), &bodies)
+            .await
+            .unwrap());
+        // The next reader's fill goes in, and the feed is a hit with its bodies.
+        let version = miss(&r, user).await;
+        assert!(r
+            .fill_feed(user, &version, &window(&[2, 1]), &bodies)
+            .await
+            .unwrap());
+        match r.read_feed(user).await.unwrap() {
+            FeedRead::Hit(w) => assert_eq!(w, window(&[2, 1])),
+            FeedRead::Miss(_) => panic!("a miss after the fill"),
+        }
+        let found = r.bodies(&[EventId(1), EventId(3)]).await.unwrap();
+        assert_eq!(found, [Some(bodies[1].clone()), None]);
+    }
+
+    #[tokio::test]
+    async fn deliveries_append_only_onto_the_predecessor_they_name() {
+        let r = redis();
+        let user = UserId(Uuid::new_v4());
+        let version = miss(&r, user).await;
+        assert!(r
+            .fill_feed(user, &version, &window(&[5, 3]), &[])
+            .await
+            .unwrap());
+        assert_eq!(r.feed_tops(&[user]).await.unwrap(), [Some(5)]);
+        // Appended: the feed's newest id is the predecessor named.
+        assert_eq!(
+            r.feed_deliver(user, 5, &[EventId(7), EventId(8)], 3)
+                .await
+                .unwrap(),
+            1
+        );
+        match r.read_feed(user).await.unwrap() {
+            // Trimmed to the hot size, and no longer the whole feed.
+            FeedRead::Hit(w) => assert_eq!(
+                (w.ids, w.complete),
+                (vec![EventId(8), EventId(7), EventId(5)], false)
+            ),
+            FeedRead::Miss(_) => panic!("a miss after an append"),
+        }
+        // A delivery whose predecessor (9) never landed here: the feed is dropped.
+        assert_eq!(
+            r.feed_deliver(user, 9, &[EventId(10)], 3).await.unwrap(),
+            -1
+        );
+        assert!(matches!(
+            r.read_feed(user).await.unwrap(),
+            FeedRead::Miss(_)
+        ));
+        // A user with nothing cached: nothing to do.
+        let idle = UserId(Uuid::new_v4());
+        assert_eq!(
+            r.feed_deliver(idle, 0, &[EventId(10)], 3).await.unwrap(),
+            -2
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_is_never_replaced_by_an_older_live_body() {
+        let r = redis();
+        let mut tombstone = event(4);
+        tombstone.data = None;
+        tombstone.deleted_at = Some(now());
+        r.put_body(&tombstone).await.unwrap();
+        r.put_body_if_absent(&event(4)).await.unwrap();
+        assert_eq!(r.bodies(&[EventId(4)]).await.unwrap(), [Some(tombstone)]);
+    }
+}
