@@ -88,6 +88,10 @@ impl HotCache {
     ) -> Result<(Lookup<Bytes>, Path), DbError> {
         let window = &cached.window;
         let (candidates, exhaustive) = window.candidates(request.cursor);
+        // Oldest first: ids missing from the window would come before the ones it holds.
+        if !exhaustive && matches!(request.cursor, FeedCursor::After(_)) {
+            return Ok((Lookup::Unavailable, Path::Postgres));
+        }
         let want = request.limit as usize + 1;
         let take = candidates.len().min(want + BODY_SLACK);
         let Some(bodies) = self.event_bodies(&candidates[..take], reach).await? else {

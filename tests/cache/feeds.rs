@@ -124,6 +124,38 @@ async fn a_cached_feed_that_missed_a_delivery_is_dropped_not_shown_with_a_gap() 
 }
 
 #[tokio::test]
+async fn pages_past_a_trimmed_hot_feed_are_exact() {
+    let app = spawn_app_with(|s| {
+        s.cache = CacheMode::Full;
+        s.feeds.feed_hot_items = 3;
+    })
+    .await;
+    let (actor, reader) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut published = Vec::new();
+    for _ in 0..6 {
+        published.push(publish(&app, actor, &[reader]).await);
+    }
+    let feed = format!("/v1/users/{reader}/feed");
+    until_cached(&app, &format!("{feed}?limit=2")).await;
+    // Oldest first from the first event: the two after it lie below the 3 ids held.
+    let after = app
+        .get(&format!("{feed}?after={}&limit=2", published[0]))
+        .await
+        .expect(200);
+    assert_eq!(ids(&after), [published[1], published[2]]);
+    assert_eq!(after["has_more"], true);
+    // Newest first from the newest: held; past the held ids: Postgres.
+    let before = app
+        .get(&format!("{feed}?before={}&limit=4", published[5]))
+        .await
+        .expect(200);
+    assert_eq!(
+        ids(&before),
+        [published[4], published[3], published[2], published[1]]
+    );
+}
+
+#[tokio::test]
 async fn a_new_event_and_a_delete_on_one_instance_show_on_the_other_within_a_second() {
     let (a, b) = crate::instances::two_instances().await;
     let (actor, reader) = (Uuid::new_v4(), Uuid::new_v4());
