@@ -37,6 +37,8 @@ if count > hot then
   redis.call('HSET', KEYS[2], 'complete', '0')
 end
 redis.call('HSET', KEYS[2], 'top', top, 'count', count)
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+-- All three live as long: a feed outliving its version would miss deliveries.
+for i = 1, 3 do
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
 return 1

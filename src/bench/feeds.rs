@@ -88,15 +88,10 @@ pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
         s.readers, b.zipf, b.requests, b.warmup, b.concurrency, b.seed
     );
 
-    // 1. Publishing, with the cache on (the default deployment).
-    let app = instance(b, CacheMode::Full, &format!("{run_id}.pub")).await?;
-    let service = app.service();
-    let pool = crate::postgres::Db::connect(db).await?;
-    let _ = writeln!(
-        report,
-        "\n## Publishing\n\n| audience | events | events/s | deliveries/s | publish p50 ms | publish p99 ms | all delivered after | COPY of as many items, rows/s | fan-out / COPY |\n|---|---|---|---|---|---|---|---|---|"
-    );
-    for (audience, events) in s.publish {
+    // 1. Publishing with `off` and with `full` (the default deployment), one instance at
+    // a time (every instance's fan-out worker would take the other's background work).
+    let mut channels = Vec::new();
+    for (audience, _) in s.publish {
         let channel: Uuid = sql
             .query_one(
                 "INSERT INTO channels (type, name) VALUES ('group', 'feed bench') RETURNING id",
@@ -110,25 +105,55 @@ pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
             &[&channel, &audience],
         )
         .await?;
-        let (took, latency) = publish(&service, &sql, ChannelId(channel), events).await?;
+        channels.push(ChannelId(channel));
+    }
+    // Per audience, `off` then `full`, each in an instance of its own, so that neither
+    // always runs on the larger tables.
+    let mut runs = [Vec::new(), Vec::new()];
+    for (&(audience, events), &channel) in s.publish.iter().zip(&channels) {
+        for (at, mode) in [CacheMode::Off, CacheMode::Full].into_iter().enumerate() {
+            let app = instance(
+                b,
+                mode,
+                &format!("{run_id}.pub{audience}.{}", mode.as_str()),
+            )
+            .await?;
+            let run = publish(&app.service(), &sql, channel, events).await?;
+            app.close().await;
+            eprintln!(
+                "{}: published {events} events to {audience} members each in {:?}",
+                mode.as_str(),
+                run.0
+            );
+            runs[at].push(run);
+        }
+    }
+    let pool = crate::postgres::Db::connect(db).await?;
+    let _ = writeln!(
+        report,
+        "\n## Publishing\n\n`off` and `full` publish the same events in turn, per audience; `COPY` writes as many feed items (at most 200,000) right after.\n\n| audience | events | `full` events/s | `off` events/s | `full` / `off` | `full` deliveries/s | `full` publish p50 / p99 ms | all delivered after (`full`) | COPY rows/s | fan-out (`full`) / COPY |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for (at, &(audience, events)) in s.publish.iter().enumerate() {
+        let ((full_took, latency), (off_took, _)) = (&runs[1][at], &runs[0][at]);
         let rows = (audience as usize * events).min(200_000);
         let users: Vec<Uuid> = (0..rows).map(|_| Uuid::new_v4()).collect();
         let started = Instant::now();
         pool.copy_feed_items(&users, -(audience)).await?;
         let copy_rate = rows as f64 / started.elapsed().as_secs_f64();
-        let deliveries = (audience as usize * events) as f64 / took.as_secs_f64();
+        let rate = |took: &Duration| events as f64 / took.as_secs_f64();
+        let deliveries = (audience as usize * events) as f64 / full_took.as_secs_f64();
         let _ = writeln!(
             report,
-            "| {audience} | {events} | {:.0} | {deliveries:.0} | {:.2} | {:.2} | {:.2} s | {copy_rate:.0} | {:.2} |",
-            events as f64 / took.as_secs_f64(),
+            "| {audience} | {events} | {:.0} | {:.0} | {:.2}× | {deliveries:.0} | {:.2} / {:.2} | {:.2} s | {copy_rate:.0} | {:.2} |",
+            rate(full_took),
+            rate(off_took),
+            rate(full_took) / rate(off_took),
             latency.value_at_quantile(0.5) as f64 / 1000.0,
             latency.value_at_quantile(0.99) as f64 / 1000.0,
-            took.as_secs_f64(),
+            full_took.as_secs_f64(),
             deliveries / copy_rate,
         );
-        eprintln!("published {events} events to {audience} members each in {took:?}");
     }
-    app.close().await;
 
     // 2. Feed reads.
     let readers = seed_readers(&sql, s.readers, s.events).await?;

@@ -8,9 +8,10 @@
 //! held, or any failure, is answered by Postgres.
 //!
 //! # Write path (write-through onto cached feeds only)
-//! After a delivery commits: the event's body goes to Redis once; then one script call per
-//! recipient bumps its fence version if it has one and reports whether its feed is cached
-//! (a user with neither costs that call and nothing else). For the cached ones, Postgres
+//! After a delivery commits: one `MGET` per 1,000 recipients finds those with a fence
+//! version, and one script call for each of them bumps it and reports whether their feed
+//! is cached (a user with neither costs a key in that `MGET` and nothing else). When a
+//! cached feed will show it, the event's body goes to Redis once. For the cached ones, Postgres
 //! says the newest id below what each gained (`prev`: final once the delivery committed,
 //! thanks to the pull-forward of [`crate::postgres`]'s fan-out), and the script appends
 //! only onto a feed whose newest id is that `prev`. A feed that missed a delivery (one
@@ -288,17 +289,9 @@ impl HotCache {
         if self.settings.mode == CacheMode::Off || (event.is_none() && deliveries.is_empty()) {
             return;
         }
-        let mut reached = !self.breaker.is_open();
-        if let (true, Some(event)) = (reached, event) {
-            reached = self
-                .redis_call("put_body", self.redis.put_body(event))
-                .await
-                .is_some();
-        }
         let users: Vec<UserId> = deliveries.iter().map(|(u, _)| *u).collect();
-        if reached && !users.is_empty() {
-            reached = self.deliver_onto_cached(deliveries, &users).await;
-        }
+        let reached =
+            !self.breaker.is_open() && self.deliver_onto_cached(event, deliveries, &users).await;
         for &user in &users {
             self.l1.invalidate(Key::Feed(user));
         }
@@ -309,14 +302,25 @@ impl HotCache {
         }
     }
 
-    /// The fence bump of every recipient and the append onto cached feeds; false when
-    /// Redis failed.
-    async fn deliver_onto_cached(&self, deliveries: &[Delivery], users: &[UserId]) -> bool {
-        let Some(tops) = self
-            .redis_call("feed_tops", self.redis.feed_tops(users))
-            .await
-        else {
-            return false;
+    /// The fence bump of every recipient and the append onto cached feeds, after the new
+    /// event's body when a cached feed will show it (uncached feeds get bodies when they
+    /// are filled); false when Redis failed.
+    async fn deliver_onto_cached(
+        &self,
+        event: Option<&Event>,
+        deliveries: &[Delivery],
+        users: &[UserId],
+    ) -> bool {
+        let tops = if users.is_empty() {
+            Vec::new()
+        } else {
+            match self
+                .redis_call("feed_tops", self.redis.feed_tops(users))
+                .await
+            {
+                Some(tops) => tops,
+                None => return false,
+            }
         };
         let cached: Vec<&Delivery> = deliveries
             .iter()
@@ -326,6 +330,12 @@ impl HotCache {
             .collect();
         if cached.is_empty() {
             return true;
+        }
+        if let Some(event) = event {
+            let put = self.redis.put_body(event);
+            if self.redis_call("put_body", put).await.is_none() {
+                return false;
+            }
         }
         let below: Vec<(UserId, EventId)> = cached
             .iter()

@@ -456,6 +456,25 @@ mod feeds {
     }
 
     #[tokio::test]
+    async fn a_feed_whose_version_is_gone_is_a_miss() {
+        // Writers skip users with no version, so such a feed may lack deliveries.
+        let r = redis();
+        let user = UserId(Uuid::new_v4());
+        let version = miss(&r, user).await;
+        assert!(r
+            .fill_feed(user, &version, &window(&[1]), &[])
+            .await
+            .unwrap());
+        let key = format!("{}:{{u:{user}}}:fver", r.prefix());
+        let _: i64 = raw().await.del(&key).await.unwrap();
+        assert_eq!(r.feed_tops(&[user]).await.unwrap(), [None]);
+        assert!(matches!(
+            r.read_feed(user).await.unwrap(),
+            FeedRead::Miss(_)
+        ));
+    }
+
+    #[tokio::test]
     async fn a_tombstone_is_never_replaced_by_an_older_live_body() {
         let r = redis();
         let mut tombstone = event(4);
