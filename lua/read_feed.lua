@@ -10,6 +10,11 @@ local m = redis.call('HMGET', KEYS[2], 'count', 'complete', 'fmt', 'seen')
 if m[1] and m[3] == ARGV[3] and redis.call('EXISTS', KEYS[3]) == 1 then
   local ids = redis.call('LRANGE', KEYS[1], 0, -1)
   if #ids == tonumber(m[1]) then
+    -- A read keeps the three keys alive together: the version outlives every copy of
+    -- the feed held in an L1 (writers invalidate only users who have a version).
+    for i = 1, 3 do
+      redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    end
     return {1, m[2], m[4] or '', ids}
   end
 end

@@ -35,7 +35,7 @@ use crate::config::CacheMode;
 use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest};
 use crate::domain::UserId;
 use crate::postgres::{DbError, Delivery};
-use crate::redis::FeedRead;
+use crate::redis::{FeedRead, FeedState};
 
 /// Extra bodies read past a page's limit, for deleted or expired events among them.
 const BODY_SLACK: usize = 16;
@@ -290,12 +290,19 @@ impl HotCache {
             return;
         }
         let users: Vec<UserId> = deliveries.iter().map(|(u, _)| *u).collect();
-        let reached =
-            !self.breaker.is_open() && self.deliver_onto_cached(event, deliveries, &users).await;
-        for &user in &users {
+        let versioned = if self.breaker.is_open() {
+            None
+        } else {
+            self.deliver_onto_cached(event, deliveries, &users).await
+        };
+        let reached = versioned.is_some();
+        // Without a version a user has no feed in Redis or in any L1; when Redis failed,
+        // every recipient counts.
+        let touched = versioned.unwrap_or(users);
+        for &user in &touched {
             self.l1.invalidate(Key::Feed(user));
         }
-        let published = reached && self.publish_feeds(&users).await;
+        let published = reached && self.publish_feeds(&touched).await;
         if !published {
             self.dirty.mark_all();
             self.announce(None).await;
@@ -304,38 +311,37 @@ impl HotCache {
 
     /// The fence bump of every recipient and the append onto cached feeds, after the new
     /// event's body when a cached feed will show it (uncached feeds get bodies when they
-    /// are filled); false when Redis failed.
+    /// are filled). The recipients who have a fence version; `None` when Redis failed.
     async fn deliver_onto_cached(
         &self,
         event: Option<&Event>,
         deliveries: &[Delivery],
         users: &[UserId],
-    ) -> bool {
-        let tops = if users.is_empty() {
+    ) -> Option<Vec<UserId>> {
+        let states = if users.is_empty() {
             Vec::new()
         } else {
-            match self
-                .redis_call("feed_tops", self.redis.feed_tops(users))
-                .await
-            {
-                Some(tops) => tops,
-                None => return false,
-            }
+            self.redis_call("feed_tops", self.redis.feed_tops(users))
+                .await?
         };
+        let versioned: Vec<UserId> = users
+            .iter()
+            .zip(&states)
+            .filter(|(_, state)| **state != FeedState::NoVersion)
+            .map(|(u, _)| *u)
+            .collect();
         let cached: Vec<&Delivery> = deliveries
             .iter()
-            .zip(&tops)
-            .filter(|(_, top)| top.is_some())
+            .zip(&states)
+            .filter(|(_, state)| matches!(state, FeedState::Cached(_)))
             .map(|(d, _)| d)
             .collect();
         if cached.is_empty() {
-            return true;
+            return Some(versioned);
         }
         if let Some(event) = event {
             let put = self.redis.put_body(event);
-            if self.redis_call("put_body", put).await.is_none() {
-                return false;
-            }
+            self.redis_call("put_body", put).await?;
         }
         let below: Vec<(UserId, EventId)> = cached
             .iter()
@@ -358,7 +364,7 @@ impl HotCache {
         let results = futures::future::join_all(appends).await;
         self.metrics
             .record_redis_call("feed_deliver", started.elapsed());
-        results.iter().all(Result::is_ok)
+        results.iter().all(Result::is_ok).then_some(versioned)
     }
 
     /// Write-through of a user's unseen marker (the one now in force).

@@ -16,6 +16,18 @@ const FEED_FORMAT: &str = "1";
 /// who have one) are in flight together.
 const TOPS_AT_ONCE: usize = 1000;
 
+/// A recipient's feed in Redis, as a delivery finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedState {
+    /// No fence version: nothing cached and no fill in flight, here or in any L1 (a feed
+    /// read keeps the version alive as long as what it read).
+    NoVersion,
+    /// A version (now bumped), no feed.
+    Uncached,
+    /// A cached feed, with its newest id.
+    Cached(i64),
+}
+
 /// What a feed read found.
 pub enum FeedRead {
     Hit(FeedWindow),
@@ -100,15 +112,15 @@ impl Redis {
         Ok(answer.as_i64() == Some(1))
     }
 
-    /// For each user: the newest id of their cached feed, `None` when it is not cached.
-    /// Bumps the fence version of every user who has one (a delivery just committed).
+    /// For each user, their feed's state ([`FeedState`]). Bumps the fence version of every
+    /// user who has one (a delivery just committed).
     ///
     /// One `MGET` of the fence versions first, [`TOPS_AT_ONCE`] users at a time: a user
     /// with no version has no cached feed and no fill in flight (a reader that misses
     /// makes the version before it reads Postgres), so only the others need the script.
     /// A version made after this `MGET` belongs to a reader whose Postgres read comes
     /// after the delivery's commit, so skipping that user is safe.
-    pub async fn feed_tops(&self, users: &[UserId]) -> Result<Vec<Option<i64>>, RedisError> {
+    pub async fn feed_tops(&self, users: &[UserId]) -> Result<Vec<FeedState>, RedisError> {
         let mut tops = Vec::with_capacity(users.len());
         for chunk in users.chunks(TOPS_AT_ONCE) {
             let versions: Vec<String> = chunk
@@ -118,13 +130,16 @@ impl Redis {
             let present: Vec<Value> = self.bounded(self.client.next().mget(versions)).await?;
             let calls = chunk.iter().zip(&present).map(|(&u, version)| async move {
                 if version.is_null() {
-                    return Ok(None);
+                    return Ok(FeedState::NoVersion);
                 }
                 let args = vec![self.ttl_ms(), Value::from(0), Value::from("?")];
                 let answer = self
                     .eval(&self.scripts.feed_deliver, self.feed_keys(u), args)
                     .await?;
-                Ok::<_, RedisError>(answer.as_i64().filter(|&top| top >= 0))
+                Ok::<_, RedisError>(match answer.as_i64() {
+                    Some(top) if top >= 0 => FeedState::Cached(top),
+                    _ => FeedState::Uncached,
+                })
             });
             tops.extend(futures::future::try_join_all(calls).await?);
         }

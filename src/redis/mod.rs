@@ -7,7 +7,7 @@
 //! script is idempotent and fenced (see `lua/README.md`).
 
 pub mod codec;
-pub use feeds::FeedRead;
+pub use feeds::{FeedRead, FeedState};
 pub use history::HistoryRead;
 mod feeds;
 mod history;

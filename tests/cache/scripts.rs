@@ -354,7 +354,7 @@ async fn a_head_read_is_the_newest_messages_and_claims_nothing_about_older_ones(
 mod feeds {
     use super::*;
     use hotchan::domain::feed::{Event, EventId, FeedWindow};
-    use hotchan::redis::FeedRead;
+    use hotchan::redis::{FeedRead, FeedState};
 
     fn event(id: i64) -> Event {
         Event {
@@ -393,7 +393,7 @@ mod feeds {
         let user = UserId(Uuid::new_v4());
         let version = miss(&r, user).await;
         // A delivery commits and reaches Redis while the fill reads Postgres.
-        assert_eq!(r.feed_tops(&[user]).await.unwrap(), [None]);
+        assert_eq!(r.feed_tops(&[user]).await.unwrap(), [FeedState::Uncached]);
         let bodies = [event(2), event(1)];
         assert!(!r
             .fill_feed(user, &version, &window(&[2, 1]), &bodies)
@@ -422,7 +422,7 @@ mod feeds {
             .fill_feed(user, &version, &window(&[5, 3]), &[])
             .await
             .unwrap());
-        assert_eq!(r.feed_tops(&[user]).await.unwrap(), [Some(5)]);
+        assert_eq!(r.feed_tops(&[user]).await.unwrap(), [FeedState::Cached(5)]);
         // Appended: the feed's newest id is the predecessor named.
         assert_eq!(
             r.feed_deliver(user, 5, &[EventId(7), EventId(8)], 3)
@@ -467,7 +467,7 @@ mod feeds {
             .unwrap());
         let key = format!("{}:{{u:{user}}}:fver", r.prefix());
         let _: i64 = raw().await.del(&key).await.unwrap();
-        assert_eq!(r.feed_tops(&[user]).await.unwrap(), [None]);
+        assert_eq!(r.feed_tops(&[user]).await.unwrap(), [FeedState::NoVersion]);
         assert!(matches!(
             r.read_feed(user).await.unwrap(),
             FeedRead::Miss(_)
