@@ -51,6 +51,11 @@ impl Redis {
         ]
     }
 
+    /// The fence version's key alone (`feed_keys(user)[2]`), for the writers' `MGET`.
+    fn version_key(&self, user: UserId) -> String {
+        format!("{}:{{u:{user}}}:fver", self.settings.prefix)
+    }
+
     fn body_key(&self, id: EventId) -> String {
         format!("{}:{{e:{}}}", self.settings.prefix, id.0)
     }
@@ -123,11 +128,13 @@ impl Redis {
     pub async fn feed_tops(&self, users: &[UserId]) -> Result<Vec<FeedState>, RedisError> {
         let mut tops = Vec::with_capacity(users.len());
         for chunk in users.chunks(TOPS_AT_ONCE) {
-            let versions: Vec<String> = chunk
-                .iter()
-                .map(|&u| self.feed_keys(u).swap_remove(2))
-                .collect();
+            let versions: Vec<String> = chunk.iter().map(|&u| self.version_key(u)).collect();
             let present: Vec<Value> = self.bounded(self.client.next().mget(versions)).await?;
+            if present.iter().all(Value::is_null) {
+                // The common case for a large audience: nobody's feed is cached.
+                tops.extend(std::iter::repeat_n(FeedState::NoVersion, chunk.len()));
+                continue;
+            }
             let calls = chunk.iter().zip(&present).map(|(&u, version)| async move {
                 if version.is_null() {
                     return Ok(FeedState::NoVersion);
