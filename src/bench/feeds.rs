@@ -71,6 +71,15 @@ async fn instance(b: &BenchSettings, mode: CacheMode, run: &str) -> anyhow::Resu
     Ok(app)
 }
 
+/// Stops an instance and deletes what it left in Redis (its prefix is its own).
+async fn close(app: Application) -> anyhow::Result<()> {
+    let redis = crate::redis::Redis::connect(app.redis_settings())?;
+    app.close().await;
+    let _ = redis.delete_prefix().await;
+    redis.close().await;
+    Ok(())
+}
+
 pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
     let s = sizes(b.quick);
     let db = &b.serve.db;
@@ -119,7 +128,7 @@ pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
             )
             .await?;
             let run = publish(&app.service(), &sql, channel, events).await?;
-            app.close().await;
+            close(app).await?;
             eprintln!(
                 "{}: published {events} events to {audience} members each in {:?}",
                 mode.as_str(),
@@ -196,13 +205,13 @@ pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
             ratio(st.l2_hits, st.l2_misses),
             st.postgres_reads as f64 / b.requests as f64,
         );
-        app.close().await;
+        close(app).await?;
     }
     // In an instance of its own: in the one above, L1 is full of feeds and bodies, and
     // moka's admission may keep a new channel window out.
     let app = instance(b, CacheMode::Full, &format!("{run_id}.hot")).await?;
     hot_against_channel(&mut report, &app.service(), &sql, picks[0], s.hot_calls).await?;
-    app.close().await;
+    close(app).await?;
     std::fs::create_dir_all(&b.out_dir)
         .with_context(|| format!("--out-dir {}", b.out_dir.display()))?;
     std::fs::write(b.out_dir.join("feeds.md"), &report)?;
