@@ -17,7 +17,8 @@
 //! only onto a feed whose newest id is that `prev`. A feed that missed a delivery (one
 //! still in flight from another instance, or lost) is dropped and refilled, so a cached
 //! feed is always a prefix of the user's feed in id order and an `after` pager never
-//! skips. Then L1 here, then one invalidation message per 200 users for the others. A
+//! skips. Then, for the users with a version, L1 here and one invalidation message per
+//! 200 users for the others. A
 //! write that cannot reach Redis marks everything dirty (the channels' repair drops the
 //! whole prefix once Redis answers) and announces it through Postgres.
 

@@ -17,7 +17,7 @@ use tracing::info;
 use super::{Db, DbError};
 
 /// The tables partitioned by time.
-pub const FEED_TABLES: [&str; 3] = ["events", "feed_items", "channel_events"];
+const FEED_TABLES: [&str; 3] = ["events", "feed_items", "channel_events"];
 
 /// The partitions of the table named `$1`, by name.
 const PARTITIONS_OF: &str = "SELECT c.relname::text FROM pg_inherits i
@@ -55,8 +55,6 @@ pub struct Upkeep {
     pub created: Vec<String>,
     /// Partitions dropped, by name.
     pub dropped: Vec<String>,
-    /// False when another instance held the upkeep lock (it does the work).
-    pub ran: bool,
 }
 
 /// The bounds (epoch seconds) of a partition, from its name.
@@ -116,10 +114,7 @@ impl Db {
         let span = retention.span_secs();
         let current = now.div_euclid(span) * span;
         let expired_before = now - retention.keep.as_secs() as i64;
-        let mut upkeep = Upkeep {
-            ran: true,
-            ..Upkeep::default()
-        };
+        let mut upkeep = Upkeep::default();
         for table in FEED_TABLES {
             let existing: Vec<String> = tx
                 .query(PARTITIONS_OF, &[&table])
@@ -165,19 +160,6 @@ impl Db {
             info!(created = ?upkeep.created, dropped = ?upkeep.dropped, "feed partitions");
         }
         Ok(upkeep)
-    }
-
-    /// The partitions of a feed table, oldest first (for `/v1/admin` and tests).
-    pub async fn feed_partitions(&self, table: &str) -> Result<Vec<String>, DbError> {
-        let client = self.client().await?;
-        let mut names: Vec<String> = client
-            .query(PARTITIONS_OF, &[&table])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        names.sort_by_key(|n| bounds_of(table, n).map_or(i64::MIN, |(start, _)| start));
-        Ok(names)
     }
 }
 

@@ -27,7 +27,7 @@ use crate::config::DatabaseSettings;
 pub use channels::{MemberLookup, MemberRemoval};
 pub use error::DbError;
 pub use fanout::{Delivered, Delivery, INLINE_AUDIENCE};
-pub use feed_partitions::{Retention, Upkeep, FEED_TABLES};
+pub use feed_partitions::{Retention, Upkeep};
 pub use feeds::{EventDeleteOutcome, PublishOutcome, Published};
 pub use messages::{DeleteOutcome, EditOutcome, NewMessage, PostOutcome};
 pub use migrate::{drop_database, ensure_database, migrate, MIGRATIONS};
