@@ -271,14 +271,15 @@ impl Db {
         retention: Retention,
     ) -> Result<FeedPage, DbError> {
         let (bound, order, cursor) = match request.cursor {
-            FeedCursor::Latest => ("TRUE", "DESC", i64::MAX),
+            // The newest: below every id.
+            FeedCursor::Latest => ("i.event_id < $3", "DESC", i64::MAX),
             FeedCursor::Before(id) => ("i.event_id < $3", "DESC", id.0),
             FeedCursor::After(id) => ("i.event_id > $3", "ASC", id.0),
         };
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM {table} i
              JOIN events e ON e.id = i.event_id AND e.created_at = i.created_at
-             WHERE i.{column} = $2 AND {bound} AND $3::bigint IS NOT NULL
+             WHERE i.{column} = $2 AND {bound}
                AND i.created_at > now() - make_interval(secs => $1)
                AND {LIVE} AND e.deleted_at IS NULL
              ORDER BY i.event_id {order} LIMIT $4"
