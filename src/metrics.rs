@@ -222,6 +222,7 @@ impl Metrics {
             counter!("hotchan_cache_notices_total", "direction" => "received")
                 .absolute(s.notices_received);
             counter!("hotchan_redis_errors_total").absolute(s.redis_errors);
+            counter!("hotchan_redis_repair_failures_total").absolute(s.repair_failures);
             gauge!("hotchan_l1_bypassed").set(f64::from(u8::from(cache.l1_bypassed)));
             gauge!("hotchan_redis_breaker_open").set(f64::from(u8::from(cache.breaker_open)));
             gauge!("hotchan_dirty_channels").set(cache.dirty_channels as f64);

@@ -40,10 +40,16 @@ async fn healthz() -> Json<serde_json::Value> {
 struct Readiness {
     postgres: &'static str,
     redis: &'static str,
+    /// Why Postgres is down: the client's or the server's own message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    postgres_error: Option<String>,
+    /// Why Redis is down: it does not answer a PING, or calls fail (the breaker is open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_error: Option<String>,
 }
 
-fn up_or_down(up: bool) -> &'static str {
-    if up {
+fn up_or_down(error: &Option<String>) -> &'static str {
+    if error.is_none() {
         "up"
     } else {
         "down"
@@ -52,20 +58,29 @@ fn up_or_down(up: bool) -> &'static str {
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let postgres = async {
-        matches!(
-            tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await,
-            Ok(Ok(()))
-        )
+        match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {} ms", READY_TIMEOUT.as_millis())),
+        }
     };
-    let (postgres, redis) = tokio::join!(postgres, state.redis.is_up());
-    let status = if postgres {
+    let (postgres_error, ping) = tokio::join!(postgres, state.redis.ping());
+    // A PING can succeed while every real call fails (`MOVED`, `NOSCRIPT` loops, a
+    // replica that refuses writes): the breaker's reason counts too.
+    let redis_error = match ping {
+        Err(e) => Some(e.to_string()),
+        Ok(()) => state.service.cache().breaker().open_reason(),
+    };
+    let status = if postgres_error.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = Readiness {
-        postgres: up_or_down(postgres),
-        redis: up_or_down(redis),
+        postgres: up_or_down(&postgres_error),
+        redis: up_or_down(&redis_error),
+        postgres_error,
+        redis_error,
     };
     (status, Json(body))
 }

@@ -25,6 +25,8 @@ pub struct Breaker {
     started: Instant,
     /// Milliseconds from `started` to the last success.
     last_success_ms: AtomicU64,
+    /// What the last failed call said (the server's own message), until the breaker closes.
+    last_error: Mutex<Option<String>>,
 }
 
 impl Breaker {
@@ -35,6 +37,7 @@ impl Breaker {
             open: AtomicBool::new(false),
             started: Instant::now(),
             last_success_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -53,7 +56,8 @@ impl Breaker {
 
     /// Returns true when this failure opened the breaker. A timeout within
     /// [`SLOW_GRACE`] of a success does not count.
-    pub fn record_failure(&self, timed_out: bool) -> bool {
+    pub fn record_failure(&self, timed_out: bool, error: &dyn std::fmt::Display) -> bool {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
         let since_success = self.now_ms() - self.last_success_ms.load(Ordering::Acquire);
         if timed_out && since_success < SLOW_GRACE.as_millis() as u64 {
             return false;
@@ -65,6 +69,16 @@ impl Breaker {
     pub fn close(&self) {
         self.failures.store(0, Ordering::Release);
         self.open.store(false, Ordering::Release);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// While the breaker is open: what the last failed call said.
+    pub fn open_reason(&self) -> Option<String> {
+        if !self.is_open() {
+            return None;
+        }
+        let reason = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some(reason.unwrap_or_else(|| "Redis calls failed".to_owned()))
     }
 }
 
@@ -185,13 +199,13 @@ mod tests {
     #[test]
     fn the_breaker_opens_after_the_threshold_and_success_resets_the_count() {
         let b = Breaker::new(3);
-        assert!(!b.record_failure(false));
-        assert!(!b.record_failure(false));
+        assert!(!b.record_failure(false, &"refused"));
+        assert!(!b.record_failure(false, &"refused"));
         b.record_success();
-        assert!(!b.record_failure(false) && !b.record_failure(false));
-        assert!(b.record_failure(false), "the third in a row opens it");
+        assert!(!b.record_failure(false, &"refused") && !b.record_failure(false, &"refused"));
+        assert!(b.record_failure(false, &"refused"), "the third in a row opens it");
         assert!(b.is_open());
-        assert!(!b.record_failure(false), "already open");
+        assert!(!b.record_failure(false, &"refused"), "already open");
         b.record_success();
         assert!(b.is_open(), "only close() closes it");
         b.close();
@@ -203,19 +217,19 @@ mod tests {
         let b = Breaker::new(2);
         b.record_success();
         for _ in 0..10 {
-            assert!(!b.record_failure(true));
+            assert!(!b.record_failure(true, &"timed out"));
         }
         assert!(!b.is_open(), "Redis answered 0 ms ago");
         std::thread::sleep(SLOW_GRACE + Duration::from_millis(50));
-        assert!(!b.record_failure(true));
+        assert!(!b.record_failure(true, &"timed out"));
         assert!(
-            b.record_failure(true),
+            b.record_failure(true, &"timed out"),
             "no success for longer than the grace"
         );
         let refused = Breaker::new(2);
         refused.record_success();
-        assert!(!refused.record_failure(false));
-        assert!(refused.record_failure(false), "errors count at once");
+        assert!(!refused.record_failure(false, &"refused"));
+        assert!(refused.record_failure(false, &"refused"), "errors count at once");
     }
 
     #[test]

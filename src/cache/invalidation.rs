@@ -19,7 +19,7 @@ use super::stats::bump;
 use super::HotCache;
 use crate::domain::feed::EventId;
 use crate::domain::{ChannelId, UserId};
-use crate::redis::SubscriptionEvent;
+use crate::redis::{RedisError, SubscriptionEvent};
 
 /// How often each instance publishes its heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
@@ -127,48 +127,37 @@ impl HotCache {
     }
 
     /// Drops dirty channels from Redis and tells the other instances; closes the breaker
-    /// once nothing is dirty. Returns whether Redis answered.
-    pub async fn repair(&self) -> bool {
-        if !self.redis.is_up().await {
-            return false;
-        }
+    /// once nothing is dirty. The error says what Redis answered when it could not.
+    pub async fn repair(&self) -> Result<(), RedisError> {
+        self.redis.ping().await?;
         let work = self.dirty.work();
         let channel = self.redis.invalidation_channel();
-        let done = match &work {
-            DirtyWork::Nothing => true,
+        match &work {
+            DirtyWork::Nothing => {}
             DirtyWork::Everything => {
-                self.redis.delete_prefix().await.is_ok()
-                    && self
-                        .redis
-                        .publish(&channel, Invalidation::Everything.encode(&self.instance))
-                        .await
-                        .is_ok()
+                self.redis.delete_prefix().await?;
+                self.redis
+                    .publish(&channel, Invalidation::Everything.encode(&self.instance))
+                    .await?;
             }
             DirtyWork::Channels(channels) => {
-                let mut all = true;
                 for &c in channels {
-                    all = all
-                        && self.redis.drop_channel(c).await.is_ok()
-                        && self
-                            .redis
-                            .publish(&channel, Invalidation::Channel(c).encode(&self.instance))
-                            .await
-                            .is_ok();
+                    self.redis.drop_channel(c).await?;
+                    self.redis
+                        .publish(&channel, Invalidation::Channel(c).encode(&self.instance))
+                        .await?;
                 }
-                all
-            }
-        };
-        if done {
-            if work != DirtyWork::Nothing {
-                bump(&self.stats.invalidations_sent);
-            }
-            self.dirty.done(&work);
-            if self.breaker.is_open() && self.dirty.is_empty() {
-                self.breaker.close();
-                info!("Redis answers again and no channel is dirty: breaker closed");
             }
         }
-        true
+        if work != DirtyWork::Nothing {
+            bump(&self.stats.invalidations_sent);
+        }
+        self.dirty.done(&work);
+        if self.breaker.is_open() && self.dirty.is_empty() {
+            self.breaker.close();
+            info!("Redis answers again and no channel is dirty: breaker closed");
+        }
+        Ok(())
     }
 }
 
@@ -192,10 +181,17 @@ async fn maintain(cache: Arc<HotCache>) {
     let _ = cache.redis.load_scripts().await;
     let mut ticker = tokio::time::interval(cache.settings.probe_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = RepairLog::default();
     loop {
         ticker.tick().await;
         if cache.breaker.is_open() || !cache.dirty.is_empty() {
-            cache.repair().await;
+            match cache.repair().await {
+                Ok(()) => failures.succeeded(),
+                Err(error) => {
+                    bump(&cache.stats.repair_failures);
+                    failures.failed(&error, cache.dirty.len());
+                }
+            }
         }
     }
 }
@@ -309,5 +305,41 @@ mod tests {
         );
         assert_eq!(parse("inv i1 w not-a-uuid"), None);
         assert_eq!(parse("nonsense"), None);
+    }
+}
+
+/// Failed repairs are logged at most once per [`REPAIR_LOG_EVERY`], with how many were
+/// not logged since; every one is counted in `hotchan_redis_repair_failures_total`.
+#[derive(Default)]
+struct RepairLog {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+/// The least time between two log lines of failed repairs.
+const REPAIR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl RepairLog {
+    fn failed(&mut self, error: &RedisError, dirty: usize) {
+        if self
+            .last_logged
+            .is_some_and(|at| at.elapsed() < REPAIR_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        warn!(%error, dirty, not_logged_since = self.unlogged, "cannot repair the cache in Redis yet; reads of dirty channels go to Postgres");
+        self.last_logged = Some(Instant::now());
+        self.unlogged = 0;
+    }
+
+    fn succeeded(&mut self) {
+        if self.last_logged.take().is_some() {
+            info!(
+                not_logged = self.unlogged,
+                "the cache in Redis is repaired"
+            );
+        }
+        self.unlogged = 0;
     }
 }

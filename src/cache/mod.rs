@@ -303,7 +303,7 @@ impl HotCache {
             Err(error) => {
                 bump(&self.stats.redis_errors);
                 let timed_out = matches!(error, RedisError::Timeout);
-                if self.breaker.record_failure(timed_out) {
+                if self.breaker.record_failure(timed_out, &error) {
                     warn!(%error, "Redis breaker opened: reads and writes go to Postgres only");
                 } else {
                     debug!(%error, "a Redis call failed");

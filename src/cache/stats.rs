@@ -65,6 +65,8 @@ counters! {
     /// Other instances' announcements heard (live or caught up).
     notices_received,
     redis_errors,
+    /// Attempts of the background repair that Redis did not let finish.
+    repair_failures,
 }
 
 pub fn bump(counter: &AtomicU64) {

@@ -2,14 +2,15 @@
 
 use deadpool_postgres::PoolError;
 
-/// A failure talking to Postgres. `Display` names this layer; the cause is in `source()`.
+/// A failure talking to Postgres. `Display` names this layer and then every cause, down
+/// to the server's own message (`tokio_postgres` alone prints only "db error").
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// No connection within the pool wait timeout, or the pool is closed.
-    #[error("no Postgres connection available")]
+    #[error("no Postgres connection available: {}", causes(.0))]
     Pool(#[source] PoolError),
     /// A statement failed.
-    #[error("a Postgres statement failed")]
+    #[error("a Postgres statement failed: {}", causes(.0))]
     Query(#[from] tokio_postgres::Error),
     /// The schema cannot be set up as the settings ask.
     #[error("the schema cannot be set up: {0}")]
@@ -41,6 +42,21 @@ impl DbError {
             },
         }
     }
+}
+
+/// `e` and its sources, joined with ": ", skipping a cause its parent already printed.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn has_io_cause(e: &(dyn std::error::Error + 'static)) -> bool {

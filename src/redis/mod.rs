@@ -40,16 +40,25 @@ const LOADED_MARKER: &str = "_";
 pub enum RedisError {
     #[error("the Redis call timed out")]
     Timeout,
-    #[error("the Redis call failed")]
+    /// fred's kind and the server's own message (`MOVED …`, `CROSSSLOT …`, `NOAUTH …`).
+    #[error("Redis: {0}")]
     Command(#[from] fred::error::Error),
     #[error("Redis answered something this build does not understand")]
     Protocol,
+    #[error(transparent)]
+    Config(#[from] RedisConfigError),
 }
 
 /// Redis could not be set up (a bad URL); being unreachable is not an error here.
 #[derive(Debug, thiserror::Error)]
-#[error("bad Redis configuration")]
-pub struct RedisConfigError(#[source] fred::error::Error);
+#[error("bad Redis configuration (--redis-url / HOTCHAN_REDIS_URL): {0}")]
+pub struct RedisConfigError(String);
+
+impl From<fred::error::Error> for RedisConfigError {
+    fn from(e: fred::error::Error) -> Self {
+        RedisConfigError(e.details().to_owned())
+    }
+}
 
 /// Timeouts and lifetimes of the Redis tier.
 #[derive(Debug, Clone)]
@@ -160,7 +169,7 @@ pub struct Redis {
 }
 
 fn builder(settings: &RedisSettings) -> Result<Builder, RedisConfigError> {
-    let config = Config::from_url(&settings.url).map_err(RedisConfigError)?;
+    let config = Config::from_url(&settings.url)?;
     let mut builder = Builder::from_config(config);
     let timeout = settings.timeout;
     builder
@@ -188,8 +197,7 @@ impl Redis {
     /// Starts connecting in the background; returns at once, reachable or not.
     pub fn connect(settings: RedisSettings) -> Result<Redis, RedisConfigError> {
         let client = builder(&settings)?
-            .build_pool(settings.connections.max(1))
-            .map_err(RedisConfigError)?;
+            .build_pool(settings.connections.max(1))?;
         // The connection tasks run until `quit`; they reconnect by the policy above.
         let _tasks = client.connect_pool();
         Ok(Redis {
@@ -202,7 +210,7 @@ impl Redis {
     /// A subscription to one pub/sub channel, on a connection of its own.
     pub async fn subscribe(&self, channel: &str) -> Result<Subscription, RedisError> {
         let client = builder(&self.settings)
-            .map_err(|e| RedisError::Command(e.0))?
+            .map_err(RedisError::Config)?
             .build_subscriber_client()?;
         Subscription::start(client, channel.to_owned(), self.settings.timeout).await
     }
@@ -264,7 +272,12 @@ impl Redis {
 
     /// True when Redis answers a PING within the call timeout.
     pub async fn is_up(&self) -> bool {
-        self.bounded(self.client.ping::<String>(None)).await.is_ok()
+        self.ping().await.is_ok()
+    }
+
+    /// A PING within the call timeout; the error says why not.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        self.bounded(self.client.ping::<String>(None)).await.map(drop)
     }
 
     pub async fn read_window(&self, channel: ChannelId) -> Result<WindowRead, RedisError> {
