@@ -140,11 +140,13 @@ fn lua(c: &mut Criterion) {
     let redis = rt.block_on(async {
         let redis = Redis::connect(RedisSettings {
             url: url.clone(),
+            ca_file: None,
             prefix,
             timeout: Duration::from_secs(1),
             ttl: Duration::from_secs(300),
             connections: 1,
         })
+        .await
         .ok()?;
         for _ in 0..20 {
             if redis.is_up().await {

@@ -60,7 +60,7 @@ impl Application {
             .await
             .context("reading the database identity")?;
         let redis_settings = settings.redis_settings(identity);
-        let redis = Redis::connect(redis_settings.clone()).context("--redis-url")?;
+        let redis = Redis::connect(redis_settings.clone()).await?;
         let metrics = Arc::new(Metrics::new());
         let hot = Arc::new(HotCache::new(
             settings.cache_settings(),

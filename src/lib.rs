@@ -42,3 +42,4 @@ pub mod postgres;
 pub mod progress;
 pub mod redis;
 pub mod service;
+pub mod tls;

@@ -163,3 +163,52 @@ ensure_redis() {
 ensure_cargo() {
   command -v cargo >/dev/null || die "cargo is missing: hotchan builds with a Rust toolchain (rustup, Rust 1.85 or newer)"
 }
+
+# free_port -> a TCP port nothing listens on now (the kernel's pick).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_redis_cluster DIR -> prints a redis-cluster:// URL. Starts a private Redis Cluster
+# of three primaries (no replicas) on free ports under DIR, splits the slots between
+# them, and waits (at most 30 s) until every node says cluster_state:ok.
+# stop_redis_cluster DIR stops it.
+start_redis_cluster() {
+  local dir=$1 ports=() port i
+  command -v redis-server >/dev/null || apt_install redis-server
+  mkdir -p "$dir"
+  for i in 0 1 2; do
+    port=$(free_port)
+    ports+=("$port")
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+      --cluster-enabled yes --cluster-config-file "nodes-$port.conf" --cluster-node-timeout 2000 \
+      --dir "$dir" --pidfile "$dir/redis-$port.pid" --logfile "$dir/redis-$port.log" >&2
+  done
+  for port in "${ports[@]}"; do wait_for_port 127.0.0.1 "$port" "Redis Cluster node"; done
+  redis-cli -p "${ports[0]}" cluster addslotsrange 0 5460 >/dev/null
+  redis-cli -p "${ports[1]}" cluster addslotsrange 5461 10922 >/dev/null
+  redis-cli -p "${ports[2]}" cluster addslotsrange 10923 16383 >/dev/null
+  for port in "${ports[@]:1}"; do
+    redis-cli -p "${ports[0]}" cluster meet 127.0.0.1 "$port" >/dev/null
+  done
+  for i in $(seq 1 150); do
+    local ok=0
+    for port in "${ports[@]}"; do
+      redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' && ok=$((ok + 1))
+    done
+    if [[ $ok == 3 ]]; then
+      printf 'redis-cluster://127.0.0.1:%s?node=127.0.0.1:%s&node=127.0.0.1:%s\n' "${ports[@]}"
+      return 0
+    fi
+    sleep 0.2
+  done
+  stop_redis_cluster "$dir"
+  die "the private Redis Cluster did not reach cluster_state:ok in 30 s (logs: $dir)"
+}
+
+stop_redis_cluster() {
+  local pid
+  for pid in "$1"/redis-*.pid; do
+    [[ -f $pid ]] && kill "$(cat "$pid")" 2>/dev/null || true
+  done
+}

@@ -95,7 +95,7 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
     let reads = measured.iter().filter(|op| op.is_read()).count() as u64;
     let rss = rss_start();
     let app = Application::build(c.settings).await?;
-    let redis = crate::redis::Redis::connect(app.redis_settings())?;
+    let redis = crate::redis::Redis::connect(app.redis_settings()).await?;
     let service = app.service();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut idle = None;

@@ -73,7 +73,7 @@ async fn instance(b: &BenchSettings, mode: CacheMode, run: &str) -> anyhow::Resu
 
 /// Stops an instance and deletes what it left in Redis (its prefix is its own).
 async fn close(app: Application) -> anyhow::Result<()> {
-    let redis = crate::redis::Redis::connect(app.redis_settings())?;
+    let redis = crate::redis::Redis::connect(app.redis_settings()).await?;
     app.close().await;
     let _ = redis.delete_prefix().await;
     redis.close().await;

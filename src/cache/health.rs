@@ -77,7 +77,11 @@ impl Breaker {
         if !self.is_open() {
             return None;
         }
-        let reason = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reason = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Some(reason.unwrap_or_else(|| "Redis calls failed".to_owned()))
     }
 }
@@ -203,7 +207,10 @@ mod tests {
         assert!(!b.record_failure(false, &"refused"));
         b.record_success();
         assert!(!b.record_failure(false, &"refused") && !b.record_failure(false, &"refused"));
-        assert!(b.record_failure(false, &"refused"), "the third in a row opens it");
+        assert!(
+            b.record_failure(false, &"refused"),
+            "the third in a row opens it"
+        );
         assert!(b.is_open());
         assert!(!b.record_failure(false, &"refused"), "already open");
         b.record_success();
@@ -229,7 +236,10 @@ mod tests {
         let refused = Breaker::new(2);
         refused.record_success();
         assert!(!refused.record_failure(false, &"refused"));
-        assert!(refused.record_failure(false, &"refused"), "errors count at once");
+        assert!(
+            refused.record_failure(false, &"refused"),
+            "errors count at once"
+        );
     }
 
     #[test]

@@ -335,10 +335,7 @@ impl RepairLog {
 
     fn succeeded(&mut self) {
         if self.last_logged.take().is_some() {
-            info!(
-                not_logged = self.unlogged,
-                "the cache in Redis is repaired"
-            );
+            info!(not_logged = self.unlogged, "the cache in Redis is repaired");
         }
         self.unlogged = 0;
     }

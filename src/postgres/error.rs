@@ -12,6 +12,9 @@ pub enum DbError {
     /// A statement failed.
     #[error("a Postgres statement failed: {}", causes(.0))]
     Query(#[from] tokio_postgres::Error),
+    /// The URL's TLS settings cannot be used (a missing or unreadable root certificate).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The schema cannot be set up as the settings ask.
     #[error("the schema cannot be set up: {0}")]
     Schema(String),
@@ -29,7 +32,7 @@ impl DbError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             DbError::Pool(_) => true,
-            DbError::Schema(_) => false,
+            DbError::Schema(_) | DbError::Tls(_) => false,
             DbError::Query(e) if e.is_closed() => true,
             DbError::Query(e) => match e.code() {
                 // SQLSTATE classes: 08 connection exception, 53 insufficient resources,

@@ -2,7 +2,6 @@
 //! Postgres advisory lock, so several instances can start at once.
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 use tracing::info;
 
 use super::{connect_config, DbError};
@@ -38,8 +37,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 pub(super) const MIGRATION_LOCK_KEY: i64 = 0x686f_7463_6861_6e31;
 
 /// Opens one connection outside the pool and drives it on a task of its own.
-async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
-    let (client, connection) = config.connect(NoTls).await?;
+async fn connect(
+    config: &tokio_postgres::Config,
+    settings: &DatabaseSettings,
+) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = config.connect(super::tls(settings)?).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "migration connection ended with an error");
@@ -55,7 +57,7 @@ pub async fn ensure_database(settings: &DatabaseSettings) -> Result<bool, DbErro
     let dbname = config.get_dbname().unwrap_or("hotchan").to_owned();
     let mut maintenance = config.clone();
     maintenance.dbname("postgres");
-    let client = connect(&maintenance).await?;
+    let client = connect(&maintenance, settings).await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
         .await?
@@ -85,7 +87,7 @@ pub async fn drop_database(settings: &DatabaseSettings) -> Result<(), DbError> {
     let dbname = config.get_dbname().unwrap_or("hotchan").to_owned();
     let mut maintenance = config.clone();
     maintenance.dbname("postgres");
-    let client = connect(&maintenance).await?;
+    let client = connect(&maintenance, settings).await?;
     let quoted = format!("\"{}\"", dbname.replace('"', "\"\""));
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
@@ -96,7 +98,7 @@ pub async fn drop_database(settings: &DatabaseSettings) -> Result<(), DbError> {
 
 /// Applies every pending migration. Returns how many it applied.
 pub async fn migrate(settings: &DatabaseSettings) -> Result<usize, DbError> {
-    let mut client = connect(&connect_config(settings)).await?;
+    let mut client = connect(&connect_config(settings), settings).await?;
     let tx = client.transaction().await?;
     // Held until commit: a second instance waits here, then finds nothing pending.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])

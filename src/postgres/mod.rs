@@ -20,7 +20,6 @@ mod window;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::DatabaseSettings;
 
@@ -43,6 +42,7 @@ pub struct Db {
     pool: Pool,
     /// For connections outside the pool (the notice listener).
     config: std::sync::Arc<tokio_postgres::Config>,
+    tls: crate::tls::MakeRustlsConnect,
     /// Audiences of unfinished background fan-outs ([`fanout`]).
     audiences: std::sync::Arc<fanout::Audiences>,
 }
@@ -72,14 +72,24 @@ pub fn connect_config(settings: &DatabaseSettings) -> tokio_postgres::Config {
     config
 }
 
+/// The TLS connector of the URL's `sslmode` and `sslrootcert` (see [`crate::tls`]).
+pub fn tls(settings: &DatabaseSettings) -> Result<crate::tls::MakeRustlsConnect, DbError> {
+    let tls = &settings.database_url.1;
+    Ok(crate::tls::postgres_connector(
+        tls.mode,
+        tls.root_cert.as_ref(),
+    )?)
+}
+
 impl Db {
     /// Builds the pool and checks one connection, since building a deadpool pool never
     /// fails on its own.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
         let config = connect_config(settings);
+        let tls = tls(settings)?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -95,6 +105,7 @@ impl Db {
         let db = Db {
             pool,
             config: std::sync::Arc::new(config),
+            tls,
             audiences: Default::default(),
         };
         db.ping().await?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tracing::debug;
 
 use super::{Db, DbError};
@@ -96,7 +96,7 @@ impl Db {
     pub async fn listen_notices(&self) -> Result<NoticeListener, DbError> {
         let mut config = (*self.config).clone();
         config.application_name(LISTENER_APPLICATION_NAME);
-        let (client, mut connection) = config.connect(NoTls).await?;
+        let (client, mut connection) = config.connect(self.tls.clone()).await?;
         let (sender, heard) = mpsc::channel(NOTICE_BUFFER);
         let lost = Arc::new(AtomicBool::new(false));
         let overflowed = lost.clone();

@@ -16,7 +16,7 @@
 
 use std::ops::ControlFlow;
 
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::Transaction;
 
 use super::migrate::MIGRATION_LOCK_KEY;
 use super::{connect_config, DbError};
@@ -154,7 +154,9 @@ async fn layout_in(tx: &Transaction<'_>) -> Result<Layout, DbError> {
 
 /// The layout of `messages` in the configured database.
 pub async fn layout(settings: &DatabaseSettings) -> Result<Layout, DbError> {
-    let (mut client, connection) = connect_config(settings).connect(NoTls).await?;
+    let (mut client, connection) = connect_config(settings)
+        .connect(super::tls(settings)?)
+        .await?;
     tokio::spawn(connection);
     let tx = client.transaction().await?;
     layout_in(&tx).await
@@ -175,7 +177,7 @@ pub async fn partition_messages(
     }
     let mut config = connect_config(settings);
     config.application_name("hotchan-partition");
-    let (mut client, connection) = config.connect(NoTls).await?;
+    let (mut client, connection) = config.connect(super::tls(settings)?).await?;
     tokio::spawn(connection);
     let tx = client.transaction().await?;
     tx.batch_execute("SET LOCAL statement_timeout = 0").await?;

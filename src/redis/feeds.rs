@@ -129,7 +129,7 @@ impl Redis {
         let mut tops = Vec::with_capacity(users.len());
         for chunk in users.chunks(TOPS_AT_ONCE) {
             let versions: Vec<String> = chunk.iter().map(|&u| self.version_key(u)).collect();
-            let present: Vec<Value> = self.bounded(self.client.next().mget(versions)).await?;
+            let present = self.mget(versions).await?;
             if present.iter().all(Value::is_null) {
                 // The common case for a large audience: nobody's feed is cached.
                 tops.extend(std::iter::repeat_n(FeedState::NoVersion, chunk.len()));
@@ -214,7 +214,7 @@ impl Redis {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = ids.iter().map(|&id| self.body_key(id)).collect();
-        let values: Vec<Value> = self.bounded(self.client.next().mget(keys)).await?;
+        let values = self.mget(keys).await?;
         Ok(values
             .iter()
             .map(|v| v.as_bytes().and_then(codec::decode_event))

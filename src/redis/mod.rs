@@ -15,7 +15,9 @@ mod pubsub;
 
 use std::time::Duration;
 
-use fred::prelude::{Builder, ClientLike, Config, KeysInterface, PubsubInterface, ReconnectPolicy};
+use fred::prelude::{
+    Builder, ClientLike, Config, EventInterface, KeysInterface, PubsubInterface, ReconnectPolicy,
+};
 use fred::types::scripts::Script;
 use fred::types::Value;
 use futures::TryStreamExt;
@@ -32,6 +34,8 @@ const RECONNECT_MAX_MS: u32 = 2_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A connection that answers nothing for this long is closed and reopened (a black hole).
 const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(1);
+/// How long startup waits for the first connection to Redis.
+const STARTUP_WAIT: Duration = Duration::from_secs(3);
 /// The member-hash field that marks a loaded set, even an empty one.
 const LOADED_MARKER: &str = "_";
 
@@ -40,6 +44,9 @@ const LOADED_MARKER: &str = "_";
 pub enum RedisError {
     #[error("the Redis call timed out")]
     Timeout,
+    /// No connection is up; what the last attempt met.
+    #[error("Redis is not connected: {0}")]
+    Unreachable(String),
     /// fred's kind and the server's own message (`MOVED …`, `CROSSSLOT …`, `NOAUTH …`).
     #[error("Redis: {0}")]
     Command(#[from] fred::error::Error),
@@ -64,6 +71,8 @@ impl From<fred::error::Error> for RedisConfigError {
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     pub url: String,
+    /// The CA bundle a TLS URL is verified against (`None`: the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
     pub prefix: String,
     /// Bound of every call.
     pub timeout: Duration,
@@ -166,10 +175,28 @@ pub struct Redis {
     client: fred::clients::Pool,
     settings: std::sync::Arc<RedisSettings>,
     scripts: std::sync::Arc<Scripts>,
+    /// What the last failed connection attempt met (kept by fred's error events).
+    link_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// Whether the URL asks for TLS (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`).
+fn is_tls_url(url: &str) -> bool {
+    let scheme = url.split(':').next().unwrap_or_default();
+    scheme.starts_with("rediss") || scheme.starts_with("valkeys")
 }
 
 fn builder(settings: &RedisSettings) -> Result<Builder, RedisConfigError> {
-    let config = Config::from_url(&settings.url)?;
+    let mut config = Config::from_url(&settings.url)?;
+    if is_tls_url(&settings.url) {
+        // Always our own rustls config: the CA setting, and never a plaintext fallback.
+        let tls = crate::tls::redis_client_config(settings.ca_file.as_deref())
+            .map_err(|e| RedisConfigError(e.to_string()))?;
+        config.tls = Some(fred::prelude::TlsConnector::from(tls).into());
+    } else if settings.ca_file.is_some() {
+        return Err(RedisConfigError(
+            "--redis-ca-file is set but the URL is not a TLS URL (use rediss://, rediss-cluster:// or rediss-sentinel://)".into(),
+        ));
+    }
     let mut builder = Builder::from_config(config);
     let timeout = settings.timeout;
     builder
@@ -194,17 +221,75 @@ fn builder(settings: &RedisSettings) -> Result<Builder, RedisConfigError> {
 }
 
 impl Redis {
-    /// Starts connecting in the background; returns at once, reachable or not.
-    pub fn connect(settings: RedisSettings) -> Result<Redis, RedisConfigError> {
-        let client = builder(&settings)?
-            .build_pool(settings.connections.max(1))?;
+    /// Connects, waiting up to [`STARTUP_WAIT`] for the first connection (on a cluster:
+    /// for its slot map, so no call meets a missing routing state). Redis that does not
+    /// answer yet is no error: connections keep being retried and the cache stays off
+    /// until it answers. What is refused: a TLS URL whose handshake fails (a certificate
+    /// that does not verify, a plaintext server), and a one-server URL at a cluster node.
+    pub async fn connect(settings: RedisSettings) -> Result<Redis, RedisConfigError> {
+        let client = builder(&settings)?.build_pool(settings.connections.max(1))?;
         // The connection tasks run until `quit`; they reconnect by the policy above.
+        let link_error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        for connection in client.clients() {
+            let link_error = link_error.clone();
+            connection.on_error(move |(error, server)| {
+                let text = match server {
+                    Some(server) => format!("{server}: {error}"),
+                    None => error.to_string(),
+                };
+                *link_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+                async { Ok(()) }
+            });
+        }
         let _tasks = client.connect_pool();
-        Ok(Redis {
+        let redis = Redis {
             client,
             settings: std::sync::Arc::new(settings),
             scripts: std::sync::Arc::new(Scripts::new()),
-        })
+            link_error,
+        };
+        redis.check_at_startup().await?;
+        Ok(redis)
+    }
+
+    async fn check_at_startup(&self) -> Result<(), RedisConfigError> {
+        let tls = is_tls_url(&self.settings.url);
+        match tokio::time::timeout(STARTUP_WAIT, self.client.wait_for_connect()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) if tls && is_handshake_failure(&error) => {
+                return Err(RedisConfigError(format!(
+                    "the TLS handshake with Redis failed (check --redis-url and --redis-ca-file / HOTCHAN_REDIS_CA_FILE): {}",
+                    error.details()
+                )));
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(error = %RedisError::Command(error), "Redis does not answer yet: serving from Postgres until it does");
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::warn!(
+                    waited_ms = STARTUP_WAIT.as_millis() as u64,
+                    "Redis did not connect yet: serving from Postgres until it does"
+                );
+                return Ok(());
+            }
+        }
+        if !self.client.is_clustered() {
+            let info: Option<String> = self
+                .bounded(
+                    self.client
+                        .next()
+                        .info(Some(fred::types::InfoKind::Cluster)),
+                )
+                .await
+                .ok();
+            if info.is_some_and(|i| i.contains("cluster_enabled:1")) {
+                return Err(RedisConfigError(
+                    "this Redis is a node of a Redis Cluster, and a redis:// URL would meet MOVED on most keys: use redis-cluster://host:port (rediss-cluster:// for TLS)".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A subscription to one pub/sub channel, on a connection of its own.
@@ -275,9 +360,27 @@ impl Redis {
         self.ping().await.is_ok()
     }
 
-    /// A PING within the call timeout; the error says why not.
+    /// A PING within the call timeout; the error says why not. While no connection is
+    /// up, that is what the last connection attempt met (a PING would only time out).
     pub async fn ping(&self) -> Result<(), RedisError> {
-        self.bounded(self.client.ping::<String>(None)).await.map(drop)
+        let result = self
+            .bounded(self.client.ping::<String>(None))
+            .await
+            .map(drop);
+        match result {
+            Err(_) if !self.client.is_connected() => {
+                let reason = self
+                    .link_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                match reason {
+                    Some(reason) => Err(RedisError::Unreachable(reason)),
+                    None => result,
+                }
+            }
+            other => other,
+        }
     }
 
     pub async fn read_window(&self, channel: ChannelId) -> Result<WindowRead, RedisError> {
@@ -494,29 +597,83 @@ impl Redis {
         .map(drop)
     }
 
-    /// Deletes every key under the prefix (SCAN, then DEL in batches). Versions are
-    /// deleted too: a missing version is replaced by a fresh random one, never reused.
+    /// `MGET` of keys that may sit in different slots. On a cluster the keys are grouped
+    /// by slot and the groups go out in one pipeline (one `MGET` per slot, each routed
+    /// to its primary); the values come back in the order of `keys`.
+    async fn mget(&self, keys: Vec<String>) -> Result<Vec<Value>, RedisError> {
+        let client = self.client.next();
+        if !client.is_clustered() {
+            return self.bounded(client.mget(keys)).await;
+        }
+        let groups = by_slot(keys.iter().map(String::as_str));
+        if groups.len() == 1 {
+            return self.bounded(client.mget(keys)).await;
+        }
+        let pipeline = client.pipeline();
+        for positions in groups.values() {
+            let group: Vec<&str> = positions.iter().map(|&i| keys[i].as_str()).collect();
+            let () = pipeline.mget(group).await?;
+        }
+        let answers: Vec<Value> = self.bounded(pipeline.all()).await?;
+        let mut values = vec![Value::Null; keys.len()];
+        for (positions, answer) in groups.values().zip(answers) {
+            for (&i, value) in positions.iter().zip(answer.into_array()) {
+                values[i] = value;
+            }
+        }
+        Ok(values)
+    }
+
+    /// Every key under `pattern`: on a cluster, from every primary.
+    fn scan(
+        &self,
+        pattern: String,
+        page: u32,
+    ) -> futures::stream::BoxStream<'_, Result<fred::types::Key, fred::error::Error>> {
+        let client = self.client.next_connected();
+        if client.is_clustered() {
+            Box::pin(client.scan_cluster_buffered(pattern, Some(page), None))
+        } else {
+            Box::pin(client.scan_buffered(pattern, Some(page), None))
+        }
+    }
+
+    /// Deletes these keys, one `DEL` per slot (a cluster refuses a `DEL` across slots).
+    async fn delete(&self, keys: Vec<fred::types::Key>) -> Result<u64, fred::error::Error> {
+        let client = self.client.next_connected();
+        if !client.is_clustered() {
+            return client.del::<u64, _>(keys).await;
+        }
+        let groups = by_slot(keys.iter().map(|k| k.as_bytes()));
+        let deletes = groups.into_values().map(|positions| {
+            let group: Vec<fred::types::Key> =
+                positions.into_iter().map(|i| keys[i].clone()).collect();
+            client.del::<u64, _>(group)
+        });
+        Ok(futures::future::try_join_all(deletes)
+            .await?
+            .into_iter()
+            .sum())
+    }
+
+    /// Deletes every key under the prefix (SCAN every primary, then DEL in batches, slot
+    /// by slot). Versions are deleted too: a missing version is replaced by a fresh
+    /// random one, never reused.
     pub async fn delete_prefix(&self) -> Result<u64, RedisError> {
         let pattern = format!("{}:*", self.settings.prefix);
         let mut deleted = 0;
-        let mut pages = self
-            .client
-            .next_connected()
-            .scan_buffered(pattern, Some(500), None);
+        let mut pages = self.scan(pattern, 500);
         let mut batch = Vec::new();
         let deadline = self.settings.timeout * 50;
         let scan = async {
             while let Some(key) = pages.try_next().await? {
                 batch.push(key);
                 if batch.len() == 500 {
-                    deleted += self
-                        .client
-                        .del::<u64, _>(std::mem::take(&mut batch))
-                        .await?;
+                    deleted += self.delete(std::mem::take(&mut batch)).await?;
                 }
             }
             if !batch.is_empty() {
-                deleted += self.client.del::<u64, _>(batch).await?;
+                deleted += self.delete(batch).await?;
             }
             Ok::<_, fred::error::Error>(deleted)
         };
@@ -526,13 +683,12 @@ impl Redis {
         }
     }
 
-    /// How many channel windows are held under the prefix (a SCAN: for the admin view).
+    /// How many channel windows are held under the prefix (a SCAN of every primary: for
+    /// the admin view).
     pub async fn count_windows(&self) -> Result<u64, RedisError> {
         let pattern = format!("{}:*:meta", self.settings.prefix);
         let count = self
-            .client
-            .next_connected()
-            .scan_buffered(pattern, Some(1000), None)
+            .scan(pattern, 1000)
             .try_fold(0u64, |n, _| async move { Ok(n + 1) });
         match tokio::time::timeout(self.settings.timeout * 20, count).await {
             Ok(result) => Ok(result?),
@@ -544,6 +700,33 @@ impl Redis {
     pub async fn close(&self) {
         let _ = tokio::time::timeout(self.settings.timeout, self.client.quit()).await;
     }
+}
+
+/// Whether a failed connection attempt got past TCP and failed in TLS (a certificate
+/// that does not verify, or a server that does not speak TLS).
+fn is_handshake_failure(error: &fred::error::Error) -> bool {
+    let text = error.details().to_ascii_lowercase();
+    let network = [
+        "refused",
+        "timed out",
+        "timeout",
+        "unreachable",
+        "reset by peer",
+        "no route",
+    ];
+    !network.iter().any(|n| text.contains(n))
+}
+
+/// Positions of `keys` grouped by their cluster slot.
+fn by_slot<'k, K: AsRef<[u8]> + ?Sized + 'k>(
+    keys: impl Iterator<Item = &'k K>,
+) -> std::collections::BTreeMap<u16, Vec<usize>> {
+    let mut groups = std::collections::BTreeMap::<u16, Vec<usize>>::new();
+    for (i, key) in keys.enumerate() {
+        let slot = fred::util::redis_keyslot(key.as_ref());
+        groups.entry(slot).or_default().push(i);
+    }
+    groups
 }
 
 /// A random version in [0, 2^62): `INCR` on it never overflows.

@@ -256,11 +256,19 @@ impl TestApp {
             .build()
             .unwrap();
         client.init().await.expect("Redis accepts connections");
-        let keys: Vec<fred::types::Key> = client
-            .scan_buffered(format!("{}*", self.settings.redis_prefix), Some(500), None)
-            .try_collect()
-            .await
-            .expect("SCAN answers");
+        let pattern = format!("{}*", self.settings.redis_prefix);
+        let keys: Vec<fred::types::Key> = if client.is_clustered() {
+            client
+                .scan_cluster_buffered(pattern, Some(500), None)
+                .try_collect()
+                .await
+        } else {
+            client
+                .scan_buffered(pattern, Some(500), None)
+                .try_collect()
+                .await
+        }
+        .expect("SCAN answers");
         let mut snapshot = BTreeMap::new();
         for key in keys {
             let dump: fred::types::Value = client.dump(&key).await.expect("DUMP answers");

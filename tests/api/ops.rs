@@ -26,10 +26,14 @@ async fn health_and_readiness_report_both_stores() {
 async fn readiness_says_redis_is_down_and_still_answers_200() {
     // Port 1 on loopback refuses connections.
     let app = spawn_app_with(|s| s.redis_url = "redis://127.0.0.1:1".into()).await;
+    let ready = app.get("/readyz").await.expect(200);
     assert_eq!(
-        app.get("/readyz").await.expect(200),
-        json!({"postgres": "up", "redis": "down"})
+        (&ready["postgres"], &ready["redis"]),
+        (&json!("up"), &json!("down"))
     );
+    // The reason is what the connection attempt met, not a bare "down".
+    let reason = ready["redis_error"].as_str().expect("a redis_error string");
+    assert!(reason.contains("refused"), "{reason}");
     // Reads and writes do not need Redis.
     let [a] = users();
     let cid = app.group(&[a]).await;
@@ -55,7 +59,19 @@ async fn without_postgres_readiness_is_503_and_writes_answer_503() {
 
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status.as_u16(), 503);
-    assert_eq!(ready.body, json!({"postgres": "down", "redis": "up"}));
+    assert_eq!(
+        (&ready.body["postgres"], &ready.body["redis"]),
+        (&json!("down"), &json!("up"))
+    );
+    // The server's own message, not only "db error".
+    let reason = ready.body["postgres_error"]
+        .as_str()
+        .expect("a postgres_error string");
+    assert!(
+        reason.contains("is not currently accepting connections"),
+        "{reason}"
+    );
+    assert!(ready.body.get("redis_error").is_none(), "{}", ready.body);
     app.post(
         &format!("/v1/channels/{cid}/messages"),
         json!({"sender_id": a, "content": "x"}),

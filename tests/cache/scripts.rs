@@ -12,14 +12,16 @@ use uuid::Uuid;
 
 use crate::helpers::redis_url;
 
-fn redis() -> Redis {
+async fn redis() -> Redis {
     Redis::connect(RedisSettings {
         url: redis_url(),
+        ca_file: None,
         prefix: format!("hct_{}", Uuid::new_v4().simple()),
         timeout: Duration::from_secs(2),
         ttl: Duration::from_secs(60),
         connections: 1,
     })
+    .await
     .unwrap()
 }
 
@@ -89,7 +91,7 @@ fn seqs(w: &Window) -> Vec<i64> {
 
 #[tokio::test]
 async fn a_fill_installs_with_the_version_it_read_and_is_refused_after_a_write() {
-    let redis = redis();
+    let redis = redis().await;
     let c = ChannelId(Uuid::new_v4());
     let w = window(c, 1..=3);
 
@@ -117,7 +119,7 @@ async fn a_fill_installs_with_the_version_it_read_and_is_refused_after_a_write()
 
 #[tokio::test]
 async fn append_takes_only_the_next_seq_and_a_replay_changes_nothing() {
-    let redis = redis();
+    let redis = redis().await;
     let c = ChannelId(Uuid::new_v4());
     let v = version(&redis, c).await;
     assert!(redis.fill_window(&v, &window(c, 1..=3)).await.unwrap());
@@ -147,7 +149,7 @@ async fn append_takes_only_the_next_seq_and_a_replay_changes_nothing() {
 
 #[tokio::test]
 async fn append_keeps_the_hot_window_size_and_raises_the_floor() {
-    let redis = redis();
+    let redis = redis().await;
     let c = ChannelId(Uuid::new_v4());
     let mut w = window(c, 1..=3);
     // Message 1 was edited last (seq 4): the channel is at seq 4.
@@ -171,7 +173,7 @@ async fn append_keeps_the_hot_window_size_and_raises_the_floor() {
 
 #[tokio::test]
 async fn rewrite_replaces_in_place_and_an_older_message_raises_the_floor() {
-    let redis = redis();
+    let redis = redis().await;
     let c = ChannelId(Uuid::new_v4());
     let v = version(&redis, c).await;
     assert!(redis.fill_window(&v, &window(c, 5..=7)).await.unwrap());
@@ -201,7 +203,7 @@ async fn rewrite_replaces_in_place_and_an_older_message_raises_the_floor() {
 
 #[tokio::test]
 async fn a_partly_evicted_window_is_a_miss_and_is_dropped_by_the_next_write() {
-    let redis = redis();
+    let redis = redis().await;
     let raw = raw().await;
     let c = ChannelId(Uuid::new_v4());
     let v = version(&redis, c).await;
@@ -227,7 +229,7 @@ async fn a_partly_evicted_window_is_a_miss_and_is_dropped_by_the_next_write() {
 
 #[tokio::test]
 async fn drop_channel_forgets_everything_and_fences_fills() {
-    let redis = redis();
+    let redis = redis().await;
     let c = ChannelId(Uuid::new_v4());
     let v = version(&redis, c).await;
     assert!(redis.fill_window(&v, &window(c, 1..=2)).await.unwrap());
@@ -260,7 +262,7 @@ async fn members(redis: &Redis, c: ChannelId) -> Result<Members, String> {
 
 #[tokio::test]
 async fn members_fill_read_drop_and_markers_only_move_forward() {
-    let redis = redis();
+    let redis = redis().await;
     let c = ChannelId(Uuid::new_v4());
     let set = Members {
         members: vec![member(1, None, 1_000), member(2, Some(5), 2_000)],
@@ -315,7 +317,7 @@ async fn members_fill_read_drop_and_markers_only_move_forward() {
 
 #[tokio::test]
 async fn every_key_of_a_channel_shares_its_hash_tag() {
-    let redis = redis();
+    let redis = redis().await;
     let c = ChannelId(Uuid::new_v4());
     let k = redis.keys(c);
     for key in [k.msgs, k.meta, k.ver, k.members, k.mver] {
@@ -326,7 +328,7 @@ async fn every_key_of_a_channel_shares_its_hash_tag() {
 
 #[tokio::test]
 async fn a_head_read_is_the_newest_messages_and_claims_nothing_about_older_ones() {
-    let redis = redis();
+    let redis = redis().await;
     let c = ChannelId(Uuid::new_v4());
     let mut w = window(c, 1..=10);
     w.complete = true;
@@ -389,7 +391,7 @@ mod feeds {
 
     #[tokio::test]
     async fn a_fill_that_read_postgres_before_a_delivery_is_refused() {
-        let r = redis();
+        let r = redis().await;
         let user = UserId(Uuid::new_v4());
         let version = miss(&r, user).await;
         // A delivery commits and reaches Redis while the fill reads Postgres.
@@ -415,7 +417,7 @@ mod feeds {
 
     #[tokio::test]
     async fn deliveries_append_only_onto_the_predecessor_they_name() {
-        let r = redis();
+        let r = redis().await;
         let user = UserId(Uuid::new_v4());
         let version = miss(&r, user).await;
         assert!(r
@@ -458,7 +460,7 @@ mod feeds {
     #[tokio::test]
     async fn a_feed_whose_version_is_gone_is_a_miss() {
         // Writers skip users with no version, so such a feed may lack deliveries.
-        let r = redis();
+        let r = redis().await;
         let user = UserId(Uuid::new_v4());
         let version = miss(&r, user).await;
         assert!(r
@@ -476,7 +478,7 @@ mod feeds {
 
     #[tokio::test]
     async fn a_tombstone_is_never_replaced_by_an_older_live_body() {
-        let r = redis();
+        let r = redis().await;
         let mut tombstone = event(4);
         tombstone.data = None;
         tombstone.deleted_at = Some(now());
