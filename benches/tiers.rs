@@ -141,6 +141,7 @@ fn lua(c: &mut Criterion) {
         let redis = Redis::connect(RedisSettings {
             url: url.clone(),
             ca_file: None,
+            wait_replicas: None,
             prefix,
             timeout: Duration::from_secs(1),
             ttl: Duration::from_secs(300),

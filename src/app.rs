@@ -48,7 +48,7 @@ impl Application {
         let retention = settings.feeds.retention().map_err(anyhow::Error::msg)?;
         postgres::ensure_database(&settings.db)
             .await
-            .context("cannot reach Postgres to check the database")?;
+            .context("cannot reach Postgres at --database-url (with its sslmode and sslrootcert) to check the database")?;
         postgres::migrate(&settings.db)
             .await
             .context("migrating the database failed")?;

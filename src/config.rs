@@ -264,6 +264,20 @@ fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
     Ok(DatabaseUrl(config, tls))
 }
 
+/// `--redis-wait-replicas`: a number, or `None` for `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitReplicas(pub Option<u32>);
+
+fn parse_wait_replicas(s: &str) -> Result<WaitReplicas, String> {
+    if s == "auto" {
+        return Ok(WaitReplicas(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n <= 16 => Ok(WaitReplicas(Some(n))),
+        _ => Err("a number of replicas from 0 to 16, or auto".into()),
+    }
+}
+
 /// A span of time as the feed settings write it: a whole number of days, hours, minutes
 /// or seconds (`90d`, `12h`, `30m`, `45s`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,6 +375,13 @@ pub struct Settings {
     /// roots. Only read for `rediss://` and `rediss-cluster://` URLs.
     #[arg(long, env = "HOTCHAN_REDIS_CA_FILE")]
     pub redis_ca_file: Option<std::path::PathBuf>,
+
+    /// Replicas a write to Redis must reach (`WAIT`) before it counts, so that a failover
+    /// cannot lose a fence bump: a number, or `auto` (1 behind Sentinel and on a cluster
+    /// with replicas, else 0). A write that does not reach them is handled like one made
+    /// while Redis was down.
+    #[arg(long, env = "HOTCHAN_REDIS_WAIT_REPLICAS", default_value = "auto", value_parser = parse_wait_replicas)]
+    pub redis_wait_replicas: WaitReplicas,
 
     /// Listen address: HOST:PORT, or unix:/path/to.sock for a Unix socket.
     #[arg(long, env = "HOTCHAN_LISTEN", default_value = "127.0.0.1:7600")]
@@ -509,6 +530,7 @@ impl Settings {
         crate::redis::RedisSettings {
             url: self.redis_url.clone(),
             ca_file: self.redis_ca_file.clone(),
+            wait_replicas: self.redis_wait_replicas.0,
             prefix: format!("{}.{}", self.redis_prefix, &id[..12]),
             timeout: self.redis_timeout(),
             ttl: Duration::from_millis(self.redis_ttl_ms),

@@ -164,9 +164,13 @@ ensure_cargo() {
   command -v cargo >/dev/null || die "cargo is missing: hotchan builds with a Rust toolchain (rustup, Rust 1.85 or newer)"
 }
 
-# free_port -> a TCP port nothing listens on now (the kernel's pick).
+# free_port -> a TCP port in 20000..59999 that nothing listens on now.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    port_open 127.0.0.1 "$port" || { printf '%s\n' "$port"; return 0; }
+  done
 }
 
 # start_redis_cluster DIR -> prints a redis-cluster:// URL. Starts a private Redis Cluster

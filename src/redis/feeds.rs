@@ -141,7 +141,7 @@ impl Redis {
                 }
                 let args = vec![self.ttl_ms(), Value::from(0), Value::from("?")];
                 let answer = self
-                    .eval(&self.scripts.feed_deliver, self.feed_keys(u), args)
+                    .eval_write(&self.scripts.feed_deliver, self.feed_keys(u), args)
                     .await?;
                 Ok::<_, RedisError>(match answer.as_i64() {
                     Some(top) if top >= 0 => FeedState::Cached(top),
@@ -169,7 +169,7 @@ impl Redis {
         ];
         args.extend(ids.iter().map(|id| Value::from(id.0)));
         let answer = self
-            .eval(&self.scripts.feed_deliver, self.feed_keys(user), args)
+            .eval_write(&self.scripts.feed_deliver, self.feed_keys(user), args)
             .await?;
         answer.as_i64().ok_or(RedisError::Protocol)
     }
@@ -177,7 +177,7 @@ impl Redis {
     /// Moves a cached feed's unseen marker forward.
     pub async fn feed_seen(&self, user: UserId, seen: EventId) -> Result<(), RedisError> {
         let keys = self.feed_keys(user)[1..].to_vec();
-        self.eval(&self.scripts.feed_seen, keys, vec![Value::from(seen.0)])
+        self.eval_write(&self.scripts.feed_seen, keys, vec![Value::from(seen.0)])
             .await?;
         Ok(())
     }
@@ -195,16 +195,20 @@ impl Redis {
     async fn set_body(&self, event: &Event, options: Option<SetOptions>) -> Result<(), RedisError> {
         let ttl = self.settings.ttl.as_millis() as i64;
         let bytes = codec::encode_event(event);
+        let key = self.body_key(event.id);
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let client = self.client.next_connected();
+        let link = self.link_epoch();
         let _: Value = self
-            .bounded(self.client.next().set(
-                self.body_key(event.id),
+            .bounded(client.set(
+                key,
                 Value::Bytes(bytes.into()),
                 Some(Expiration::PX(ttl)),
                 options,
                 false,
             ))
             .await?;
-        Ok(())
+        self.replicated(client, slot, link).await
     }
 
     /// The bodies of these events, `None` where Redis has none (or one this build cannot

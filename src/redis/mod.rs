@@ -16,7 +16,8 @@ mod pubsub;
 use std::time::Duration;
 
 use fred::prelude::{
-    Builder, ClientLike, Config, EventInterface, KeysInterface, PubsubInterface, ReconnectPolicy,
+    Builder, ClientLike, ClusterInterface, Config, EventInterface, KeysInterface, PubsubInterface,
+    ReconnectPolicy, ServerInterface,
 };
 use fred::types::scripts::Script;
 use fred::types::Value;
@@ -50,6 +51,9 @@ pub enum RedisError {
     /// fred's kind and the server's own message (`MOVED …`, `CROSSSLOT …`, `NOAUTH …`).
     #[error("Redis: {0}")]
     Command(#[from] fred::error::Error),
+    /// A write reached the primary but not the replicas `WAIT` asked for.
+    #[error("a write reached {acked} of the {wanted} replicas it must reach (WAIT)")]
+    NotReplicated { wanted: u32, acked: i64 },
     #[error("Redis answered something this build does not understand")]
     Protocol,
     #[error(transparent)]
@@ -80,6 +84,9 @@ pub struct RedisSettings {
     pub ttl: Duration,
     /// Connections to Redis, used in turn.
     pub connections: usize,
+    /// Replicas every write must reach before it counts (`WAIT`); `None`: 1 behind
+    /// Sentinel and on a cluster with replicas, else 0.
+    pub wait_replicas: Option<u32>,
 }
 
 struct Scripts {
@@ -177,6 +184,10 @@ pub struct Redis {
     scripts: std::sync::Arc<Scripts>,
     /// What the last failed connection attempt met (kept by fred's error events).
     link_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Reconnections fred reported (each connection's, summed).
+    reconnects: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Replicas a write must reach ([`Redis::replicated`]); settled at startup.
+    wait_replicas: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Whether the URL asks for TLS (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`).
@@ -228,6 +239,7 @@ impl Redis {
     /// that does not verify, a plaintext server), and a one-server URL at a cluster node.
     pub async fn connect(settings: RedisSettings) -> Result<Redis, RedisConfigError> {
         let client = builder(&settings)?.build_pool(settings.connections.max(1))?;
+        let settings_wait = settings.wait_replicas;
         // The connection tasks run until `quit`; they reconnect by the policy above.
         let link_error = std::sync::Arc::new(std::sync::Mutex::new(None));
         for connection in client.clients() {
@@ -241,12 +253,24 @@ impl Redis {
                 async { Ok(()) }
             });
         }
+        let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for connection in client.clients() {
+            let reconnects = reconnects.clone();
+            connection.on_reconnect(move |_| {
+                reconnects.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                async { Ok(()) }
+            });
+        }
         let _tasks = client.connect_pool();
         let redis = Redis {
             client,
             settings: std::sync::Arc::new(settings),
             scripts: std::sync::Arc::new(Scripts::new()),
             link_error,
+            reconnects,
+            wait_replicas: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(
+                settings_wait.unwrap_or(0),
+            )),
         };
         redis.check_at_startup().await?;
         Ok(redis)
@@ -254,25 +278,42 @@ impl Redis {
 
     async fn check_at_startup(&self) -> Result<(), RedisConfigError> {
         let tls = is_tls_url(&self.settings.url);
-        match tokio::time::timeout(STARTUP_WAIT, self.client.wait_for_connect()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) if tls && is_handshake_failure(&error) => {
+        let failure = match tokio::time::timeout(STARTUP_WAIT, self.client.wait_for_connect()).await
+        {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(RedisError::Command(error).to_string()),
+            Err(_) => self
+                .link_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .or_else(|| {
+                    Some(format!(
+                        "no connection within {} ms",
+                        STARTUP_WAIT.as_millis()
+                    ))
+                }),
+        };
+        if let Some(reason) = failure {
+            // A TLS URL whose server takes TCP connections but no TLS connection: a
+            // certificate that does not verify, or a plaintext server (whose reply to a
+            // ClientHello may be silence). Never fall back; refuse to start.
+            if tls && self.tcp_reachable().await {
                 return Err(RedisConfigError(format!(
-                    "the TLS handshake with Redis failed (check --redis-url and --redis-ca-file / HOTCHAN_REDIS_CA_FILE): {}",
-                    error.details()
+                    "Redis takes TCP connections but the TLS handshake failed (check --redis-url and --redis-ca-file / HOTCHAN_REDIS_CA_FILE): {reason}"
                 )));
             }
-            Ok(Err(error)) => {
-                tracing::warn!(error = %RedisError::Command(error), "Redis does not answer yet: serving from Postgres until it does");
-                return Ok(());
-            }
-            Err(_) => {
-                tracing::warn!(
-                    waited_ms = STARTUP_WAIT.as_millis() as u64,
-                    "Redis did not connect yet: serving from Postgres until it does"
-                );
-                return Ok(());
-            }
+            tracing::warn!(error = %reason, "Redis does not answer yet: serving from Postgres until it does");
+            return Ok(());
+        }
+        if self.settings.wait_replicas.is_none() {
+            let wanted = self.replicas_to_wait_for().await;
+            self.wait_replicas
+                .store(wanted, std::sync::atomic::Ordering::Release);
+            tracing::info!(
+                wait_replicas = wanted,
+                "writes count once this many replicas hold them"
+            );
         }
         if !self.client.is_clustered() {
             let info: Option<String> = self
@@ -340,6 +381,101 @@ impl Redis {
     ) -> Result<Value, RedisError> {
         self.bounded(script.evalsha_with_reload(self.client.next_connected(), keys, args))
             .await
+    }
+
+    /// A script that changes what readers may see (a write-through, a drop, a fence
+    /// bump): it counts as done only once replicated ([`Redis::replicated`]).
+    async fn eval_write(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, RedisError> {
+        let client = self.client.next_connected();
+        let slot = fred::util::redis_keyslot(keys[0].as_bytes());
+        let link = self.link_epoch();
+        let answer = self
+            .bounded(script.evalsha_with_reload(client, keys, args))
+            .await?;
+        self.replicated(client, slot, link).await?;
+        Ok(answer)
+    }
+
+    /// Whether the first server of the URL accepts a TCP connection.
+    async fn tcp_reachable(&self) -> bool {
+        let config = self.client.next().client_config();
+        let Some(server) = config.server.hosts().into_iter().next() else {
+            return false;
+        };
+        let connect = tokio::net::TcpStream::connect((server.host.to_string(), server.port));
+        matches!(
+            tokio::time::timeout(CONNECT_TIMEOUT, connect).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// `--redis-wait-replicas auto`: 1 behind Sentinel (a failover there promotes a
+    /// replica), 1 on a cluster whose nodes include replicas, else 0 (nothing promotes a
+    /// replica, so nothing can lose a write that way).
+    async fn replicas_to_wait_for(&self) -> u32 {
+        let config = self.client.next().client_config();
+        if matches!(
+            config.server,
+            fred::types::config::ServerConfig::Sentinel { .. }
+        ) {
+            return 1;
+        }
+        if !self.client.is_clustered() {
+            return 0;
+        }
+        let nodes: Result<String, _> = self.bounded(self.client.next().cluster_nodes()).await;
+        u32::from(nodes.is_ok_and(|n| n.lines().any(|l| l.contains("slave"))))
+    }
+
+    /// How many reconnections fred reported so far (see [`Redis::replicated`]).
+    fn link_epoch(&self) -> u64 {
+        self.reconnects.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Failover safety: `WAIT` until `--redis-wait-replicas` replicas hold this
+    /// connection's writes, at most the call timeout. Replication is asynchronous, so a
+    /// replica promoted by Sentinel or Cluster may lack the newest fence bumps; a fill
+    /// read before such a write could then be installed over it. A write-through that is
+    /// not confirmed is a failed one: the cache marks the channel dirty and announces it
+    /// (the outage path), so no instance serves it from Redis until it is dropped again.
+    ///
+    /// `WAIT` is tried once (never replayed on a new connection, where it would vouch for
+    /// nothing), and a reconnection between the write and the `WAIT` fails it too.
+    async fn replicated(
+        &self,
+        client: &fred::clients::Client,
+        slot: u16,
+        link: u64,
+    ) -> Result<(), RedisError> {
+        let wanted = self
+            .wait_replicas
+            .load(std::sync::atomic::Ordering::Acquire);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let options = fred::types::config::Options {
+            max_attempts: Some(1),
+            fail_fast: true,
+            cluster_hash: Some(fred::types::ClusterHash::Custom(slot)),
+            ..Default::default()
+        };
+        let timeout_ms = self.settings.timeout.as_millis() as i64;
+        let acked: i64 = self
+            .bounded(
+                client
+                    .with_options(&options)
+                    .wait(i64::from(wanted), timeout_ms),
+            )
+            .await?;
+        if acked < i64::from(wanted) || self.link_epoch() != link {
+            return Err(RedisError::NotReplicated { wanted, acked });
+        }
+        Ok(())
     }
 
     fn ttl_ms(&self) -> Value {
@@ -475,7 +611,7 @@ impl Redis {
             Value::from(codec::META_FORMAT),
         ];
         let answer = self
-            .eval(&self.scripts.append, vec![k.msgs, k.meta, k.ver], args)
+            .eval_write(&self.scripts.append, vec![k.msgs, k.meta, k.ver], args)
             .await?;
         answer.as_i64().ok_or(RedisError::Protocol)
     }
@@ -491,7 +627,7 @@ impl Redis {
             Value::from(codec::META_FORMAT),
         ];
         let answer = self
-            .eval(
+            .eval_write(
                 &self.scripts.rewrite,
                 vec![k.msgs, k.meta, k.ver, k.hist, k.hver],
                 args,
@@ -503,7 +639,7 @@ impl Redis {
     /// Forgets everything cached of a channel and fences in-flight fills.
     pub async fn drop_channel(&self, channel: ChannelId) -> Result<(), RedisError> {
         let k = self.keys(channel);
-        self.eval(
+        self.eval_write(
             &self.scripts.drop_channel,
             vec![k.msgs, k.meta, k.ver, k.members, k.mver, k.hist, k.hver],
             vec![self.ttl_ms()],
@@ -563,7 +699,7 @@ impl Redis {
     /// Write-through of a membership change: the member hash is dropped.
     pub async fn drop_members(&self, channel: ChannelId) -> Result<(), RedisError> {
         let k = self.keys(channel);
-        self.eval(
+        self.eval_write(
             &self.scripts.drop_members,
             vec![k.members, k.mver],
             vec![self.ttl_ms()],
@@ -582,7 +718,7 @@ impl Redis {
             self.ttl_ms(),
         ];
         let answer = self
-            .eval(&self.scripts.mark_read, vec![k.members, k.mver], args)
+            .eval_write(&self.scripts.mark_read, vec![k.members, k.mver], args)
             .await?;
         answer.as_i64().ok_or(RedisError::Protocol)
     }
@@ -639,16 +775,24 @@ impl Redis {
     }
 
     /// Deletes these keys, one `DEL` per slot (a cluster refuses a `DEL` across slots).
-    async fn delete(&self, keys: Vec<fred::types::Key>) -> Result<u64, fred::error::Error> {
+    async fn delete(&self, keys: Vec<fred::types::Key>) -> Result<u64, RedisError> {
         let client = self.client.next_connected();
         if !client.is_clustered() {
-            return client.del::<u64, _>(keys).await;
+            let link = self.link_epoch();
+            let deleted = client.del::<u64, _>(keys).await?;
+            self.replicated(client, 0, link).await?;
+            return Ok(deleted);
         }
         let groups = by_slot(keys.iter().map(|k| k.as_bytes()));
-        let deletes = groups.into_values().map(|positions| {
+        let link = self.link_epoch();
+        let deletes = groups.into_iter().map(|(slot, positions)| {
             let group: Vec<fred::types::Key> =
                 positions.into_iter().map(|i| keys[i].clone()).collect();
-            client.del::<u64, _>(group)
+            async move {
+                let deleted = client.del::<u64, _>(group).await?;
+                self.replicated(client, slot, link).await?;
+                Ok::<_, RedisError>(deleted)
+            }
         });
         Ok(futures::future::try_join_all(deletes)
             .await?
@@ -675,10 +819,10 @@ impl Redis {
             if !batch.is_empty() {
                 deleted += self.delete(batch).await?;
             }
-            Ok::<_, fred::error::Error>(deleted)
+            Ok::<_, RedisError>(deleted)
         };
         match tokio::time::timeout(deadline, scan).await {
-            Ok(result) => Ok(result?),
+            Ok(result) => result,
             Err(_) => Err(RedisError::Timeout),
         }
     }
@@ -700,21 +844,6 @@ impl Redis {
     pub async fn close(&self) {
         let _ = tokio::time::timeout(self.settings.timeout, self.client.quit()).await;
     }
-}
-
-/// Whether a failed connection attempt got past TCP and failed in TLS (a certificate
-/// that does not verify, or a server that does not speak TLS).
-fn is_handshake_failure(error: &fred::error::Error) -> bool {
-    let text = error.details().to_ascii_lowercase();
-    let network = [
-        "refused",
-        "timed out",
-        "timeout",
-        "unreachable",
-        "reset by peer",
-        "no route",
-    ];
-    !network.iter().any(|n| text.contains(n))
 }
 
 /// Positions of `keys` grouped by their cluster slot.

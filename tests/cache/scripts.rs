@@ -16,6 +16,7 @@ async fn redis() -> Redis {
     Redis::connect(RedisSettings {
         url: redis_url(),
         ca_file: None,
+        wait_replicas: None,
         prefix: format!("hct_{}", Uuid::new_v4().simple()),
         timeout: Duration::from_secs(2),
         ttl: Duration::from_secs(60),

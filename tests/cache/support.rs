@@ -158,6 +158,11 @@ impl Proxy {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    #[allow(dead_code)] // Used by tests/deploy, which includes this file.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn set(&self, link: Link) {
         self.link.send_replace(link);
     }

@@ -1,0 +1,19 @@
+//! Deployment tests: hotchan against private servers these tests start on free ports and
+//! stop — a Redis Cluster with a primary killed and restarted, Sentinel with a forced
+//! failover, TLS Redis and TLS Postgres with certificates made in the test. Each test
+//! owns its servers, so restarts and reconfiguration touch nothing else.
+
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+#[path = "../cache/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+/// As in the cache suite: the cost gate is off, so every read goes through the tiers.
+pub const GATE_BY_DEFAULT: bool = false;
+
+mod cluster;
+mod sentinel;
+mod servers;
+mod tls;

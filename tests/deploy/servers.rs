@@ -1,0 +1,455 @@
+//! Private servers for the deployment tests: redis-server processes (one server, a
+//! cluster, Sentinel, TLS), a Postgres with `ssl=on`, and certificates made with openssl.
+//! Each lives in a folder of its own under the temp dir, on free ports, and is killed
+//! when dropped. Every wait is bounded.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+pub use crate::support::free_port;
+
+/// A folder of the test's own, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(what: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("hotchan-{what}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub async fn port_open(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
+
+/// Waits (at most `limit`) until `check` holds; panics naming `what` otherwise.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One redis-server process (also a Sentinel); restartable with the same arguments.
+pub struct RedisServer {
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on `port` in `dir`, without persistence, with `extra`
+    /// arguments; a config file path may come first in `extra`.
+    pub async fn start(dir: &Path, port: u16, extra: &[&str]) -> RedisServer {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(
+            [
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ]
+            .map(String::from),
+        );
+        args.push(dir.display().to_string());
+        if !extra.contains(&"--port") {
+            args.extend(["--port".to_owned(), port.to_string()]);
+        }
+        let mut server = RedisServer {
+            port,
+            args,
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(Duration::from_secs(10), "redis-server listens", || {
+            port_open(port)
+        })
+        .await;
+    }
+
+    /// SIGKILL: no shutdown, no goodbye to clients.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+}
+
+/// `redis-cli -p port args…`, its output.
+pub async fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Redis Cluster of three primaries, slots split evenly, no replicas.
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+    _dir: Scratch,
+}
+
+/// The first slot of each node's range.
+pub const SLOT_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        let dir = Scratch::new("cluster");
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = format!("nodes-{port}.conf");
+            nodes.push(
+                RedisServer::start(
+                    &dir.0,
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &conf,
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                )
+                .await,
+            );
+        }
+        for (node, (first, last)) in nodes.iter().zip(SLOT_RANGES) {
+            let (first, last) = (first.to_string(), last.to_string());
+            redis_cli(node.port, &["cluster", "addslotsrange", &first, &last]).await;
+        }
+        for node in &nodes[1..] {
+            let port = node.port.to_string();
+            redis_cli(nodes[0].port, &["cluster", "meet", "127.0.0.1", &port]).await;
+        }
+        let cluster = Cluster { nodes, _dir: dir };
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    pub async fn wait_ok(&self) {
+        for node in &self.nodes {
+            let port = node.port;
+            wait_until(Duration::from_secs(30), "cluster_state:ok", || async move {
+                redis_cli(port, &["cluster", "info"])
+                    .await
+                    .contains("cluster_state:ok")
+            })
+            .await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "redis-cluster://127.0.0.1:{}?node=127.0.0.1:{}&node=127.0.0.1:{}",
+            self.nodes[0].port, self.nodes[1].port, self.nodes[2].port
+        )
+    }
+
+    /// Which node holds `slot`.
+    pub fn owner(slot: u16) -> usize {
+        SLOT_RANGES
+            .iter()
+            .position(|&(first, last)| (first..=last).contains(&slot))
+            .unwrap()
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, made with openssl.
+pub struct Certs {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Another CA, which signed nothing here.
+    pub wrong_ca: PathBuf,
+    _dir: Scratch,
+}
+
+async fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .await
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Certs {
+    pub async fn make() -> Certs {
+        let dir = Scratch::new("certs");
+        let d = &dir.0;
+        for ca in ["ca", "wrong-ca"] {
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=hotchan test {ca}"),
+                    "-keyout",
+                    &format!("{ca}.key"),
+                    "-out",
+                    &format!("{ca}.pem"),
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            )
+            .await;
+        }
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+        )
+        .await;
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ],
+        )
+        .await;
+        Certs {
+            ca: d.join("ca.pem"),
+            cert: d.join("server.pem"),
+            key: d.join("server.key"),
+            wrong_ca: d.join("wrong-ca.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+/// A private Postgres cluster (initdb, trust auth), run as `postgres` when this process
+/// is root, since Postgres refuses to run as root.
+pub struct Postgres {
+    pub port: u16,
+    data: PathBuf,
+    bin: PathBuf,
+    _dir: Scratch,
+}
+
+fn pg_bindir() -> PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
+        .expect("Postgres server binaries under /usr/lib/postgresql")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("a Postgres version with pg_ctl")
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").as_deref() == Ok("root")
+        || std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false)
+}
+
+async fn as_postgres(bin: &Path, program: &str, args: &[&str]) {
+    let program = bin.join(program);
+    let mut command = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&program);
+        c
+    } else {
+        Command::new(&program)
+    };
+    let out = command
+        .args(args)
+        .current_dir("/")
+        .output()
+        .await
+        .expect("Postgres tools run");
+    assert!(
+        out.status.success(),
+        "{program:?} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Postgres {
+    /// Starts a Postgres with TLS on (`certs`' server certificate), on a free port.
+    pub async fn start_with_tls(certs: &Certs) -> Postgres {
+        let dir = Scratch::new("pg");
+        let data = dir.path("data");
+        let bin = pg_bindir();
+        let cert = dir.path("server.pem");
+        let key = dir.path("server.key");
+        std::fs::copy(&certs.cert, &cert).unwrap();
+        std::fs::copy(&certs.key, &key).unwrap();
+        if is_root() {
+            let out = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir.0)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let data_arg = data.display().to_string();
+        as_postgres(
+            &bin,
+            "initdb",
+            &[
+                "-D",
+                &data_arg,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )
+        .await;
+        // TLS goes in the config file, not on the command line, so that a test can turn
+        // it off with ALTER SYSTEM and a reload.
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            cert.display(),
+            key.display()
+        ));
+        std::fs::write(&conf, text).unwrap();
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.0.display(),
+        );
+        let log = dir.path("pg.log").display().to_string();
+        as_postgres(
+            &bin,
+            "pg_ctl",
+            &[
+                "-D", &data_arg, "-o", &options, "-l", &log, "-w", "-t", "30", "start",
+            ],
+        )
+        .await;
+        Postgres {
+            port,
+            data,
+            bin,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/hotchan?{query}",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl");
+        let data = self.data.display().to_string();
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .current_dir("/")
+            .output();
+    }
+}
