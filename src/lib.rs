@@ -15,7 +15,9 @@
 //! - [`domain`]: ids, messages, pages, cursors: validated types, no I/O.
 //! - [`postgres`]: the only module that imports `tokio-postgres`/`deadpool`: queries and
 //!   migrations.
-//! - [`redis`]: the only module that imports `fred`: keys, Lua scripts, codec, pub/sub.
+//! - [`redis`]: the only module that imports `fred`: keys, Lua scripts, codec, pub/sub,
+//!   cluster slot grouping, and `WAIT` for failover safety.
+//! - [`tls`]: the only module that imports rustls: the TLS settings of Redis and Postgres.
 //! - [`metrics`]: the per-instance Prometheus registry.
 //! - [`progress`]: the progress bar of long operations (seeding, table conversion).
 //! - [`demo`]: the small demo dataset loaded by `scripts/run`.

@@ -86,6 +86,20 @@ async fn outage(link: Link) {
     bounded(app.get(&format!("/v1/channels/{cold}/messages")))
         .await
         .expect(200);
+    // Readiness says Redis is down, with a reason; the background repair keeps trying and
+    // counts every failed attempt.
+    let ready = app.get("/readyz").await.expect(200);
+    assert_eq!(ready["redis"], "down", "{ready}");
+    assert!(
+        ready["redis_error"].as_str().is_some_and(|r| !r.is_empty()),
+        "{ready}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "failed repairs are counted",
+        || async { repair_failures(&app).await > 0 },
+    )
+    .await;
 
     proxy.set(Link::Pass);
     // From the moment Redis is back, every read shows the outage's writes.
@@ -120,6 +134,39 @@ async fn outage(link: Link) {
         },
     )
     .await;
+}
+
+/// `hotchan_redis_repair_failures_total` from `/metrics`.
+async fn repair_failures(app: &crate::helpers::TestApp) -> u64 {
+    let text = app.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("hotchan_redis_repair_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A Redis that answers PING but refuses every script (`EVALSHA` renamed away), as a
+/// cluster node behind a `redis://` URL answers `MOVED`: readiness must not say "up".
+#[tokio::test]
+async fn readiness_is_down_with_the_servers_message_while_calls_fail_though_ping_works() {
+    let redis = PrivateRedis::start(&["--rename-command", "EVALSHA", ""]).await;
+    let app = app_behind(redis.url(), CacheMode::Full).await;
+    let [u] = users();
+    let cid = app.group(&[u]).await;
+    // Writes call scripts (reads of a channel Redis never held may not ask it).
+    for i in 0..5 {
+        app.say(cid, u, &format!("m{i}")).await;
+        app.get(&format!("/v1/channels/{cid}/messages"))
+            .await
+            .expect(200);
+    }
+    let ready = app.get("/readyz").await.expect(200);
+    assert_eq!(ready["redis"], "down", "{ready}");
+    let reason = ready["redis_error"].as_str().expect("a reason");
+    assert!(
+        reason.contains("unknown command"),
+        "the server's own message: {reason}"
+    );
 }
 
 #[tokio::test]
