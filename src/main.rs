@@ -22,7 +22,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(settings) => {
             init_tracing(settings.db.log_format);
             let app = Application::build(*settings).await?;
-            app.run_until(shutdown_signal()).await
+            let stop = shutdown_signal();
+            app.run_until(stop).await
         }
         Command::Migrate(mut m) => {
             init_tracing(m.db.log_format);
