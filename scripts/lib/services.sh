@@ -164,11 +164,12 @@ ensure_cargo() {
   command -v cargo >/dev/null || die "cargo is missing: hotchan builds with a Rust toolchain (rustup, Rust 1.85 or newer)"
 }
 
-# free_port -> a TCP port in 20000..59999 that nothing listens on now.
+# free_port -> a TCP port in 20000..32767 that nothing listens on now: below Linux's
+# range of ephemeral ports (32768 and up), so no outgoing connection takes it meanwhile.
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 40000))
+    port=$((20000 + RANDOM % 12768))
     port_open 127.0.0.1 "$port" || { printf '%s\n' "$port"; return 0; }
   done
 }
@@ -178,22 +179,27 @@ free_port() {
 # them, and waits (at most 30 s) until every node says cluster_state:ok.
 # stop_redis_cluster DIR stops it.
 start_redis_cluster() {
-  local dir=$1 ports=() port i
+  local dir=$1 ports=() buses=() port bus i
   command -v redis-server >/dev/null || apt_install redis-server
   mkdir -p "$dir"
   for i in 0 1 2; do
     port=$(free_port)
+    bus=$(free_port)
     ports+=("$port")
+    buses+=("$bus")
+    # The cluster bus gets a free port of its own (by default it is port + 10000, which
+    # may be taken, or past 65535).
     redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-      --cluster-enabled yes --cluster-config-file "nodes-$port.conf" --cluster-node-timeout 2000 \
+      --cluster-enabled yes --cluster-port "$bus" \
+      --cluster-config-file "nodes-$port.conf" --cluster-node-timeout 2000 \
       --dir "$dir" --pidfile "$dir/redis-$port.pid" --logfile "$dir/redis-$port.log" >&2
   done
   for port in "${ports[@]}"; do wait_for_port 127.0.0.1 "$port" "Redis Cluster node"; done
   redis-cli -p "${ports[0]}" cluster addslotsrange 0 5460 >/dev/null
   redis-cli -p "${ports[1]}" cluster addslotsrange 5461 10922 >/dev/null
   redis-cli -p "${ports[2]}" cluster addslotsrange 10923 16383 >/dev/null
-  for port in "${ports[@]:1}"; do
-    redis-cli -p "${ports[0]}" cluster meet 127.0.0.1 "$port" >/dev/null
+  for i in 1 2; do
+    redis-cli -p "${ports[0]}" cluster meet 127.0.0.1 "${ports[$i]}" "${buses[$i]}" >/dev/null
   done
   for i in $(seq 1 150); do
     local ok=0

@@ -143,9 +143,14 @@ impl Cluster {
     pub async fn start() -> Cluster {
         let dir = Scratch::new("cluster");
         let mut nodes = Vec::new();
+        let mut buses = Vec::new();
         for _ in 0..3 {
             let port = free_port();
             let conf = format!("nodes-{port}.conf");
+            // The bus gets a free port of its own: the default, port + 10000, may be
+            // taken, or past 65535 for a port the kernel picked.
+            let bus = free_port().to_string();
+            buses.push(bus.clone());
             nodes.push(
                 RedisServer::start(
                     &dir.0,
@@ -157,6 +162,8 @@ impl Cluster {
                         &conf,
                         "--cluster-node-timeout",
                         "2000",
+                        "--cluster-port",
+                        &bus,
                     ],
                 )
                 .await,
@@ -166,9 +173,9 @@ impl Cluster {
             let (first, last) = (first.to_string(), last.to_string());
             redis_cli(node.port, &["cluster", "addslotsrange", &first, &last]).await;
         }
-        for node in &nodes[1..] {
+        for (node, bus) in nodes[1..].iter().zip(&buses[1..]) {
             let port = node.port.to_string();
-            redis_cli(nodes[0].port, &["cluster", "meet", "127.0.0.1", &port]).await;
+            redis_cli(nodes[0].port, &["cluster", "meet", "127.0.0.1", &port, bus]).await;
         }
         let cluster = Cluster { nodes, _dir: dir };
         cluster.wait_ok().await;
