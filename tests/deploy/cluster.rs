@@ -11,7 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{spawn_with_settings, test_settings, users, TestApp};
-use crate::servers::{redis_cli, Cluster};
+use crate::servers::{redis_cli, refusal, Cluster};
 use crate::support::{cache_stats, eventually, l1_serving, within_promise};
 
 fn hot_channels(stats: &serde_json::Value) -> i64 {
@@ -51,14 +51,8 @@ async fn a_cluster_serves_two_instances_counts_and_flushes_every_node_and_surviv
     // A one-server URL at a cluster node is refused, naming the cluster form.
     let mut plain = test_settings();
     plain.redis_url = format!("redis://127.0.0.1:{}", cluster.nodes[0].port);
-    let refused = hotchan::app::Application::build(plain)
-        .await
-        .err()
-        .expect("a redis:// URL at a cluster node is refused");
-    assert!(
-        format!("{refused:#}").contains("redis-cluster://"),
-        "{refused:#}"
-    );
+    let refused = refusal(plain).await;
+    assert!(refused.contains("redis-cluster://"), "{refused}");
 
     let mut settings = test_settings();
     settings.redis_url = cluster.url();

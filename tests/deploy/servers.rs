@@ -11,6 +11,29 @@ use tokio::process::{Child, Command};
 
 pub use crate::support::free_port;
 
+/// Builds an application that must refuse to start; returns its error, whole. Startup
+/// migrates before it meets Redis, so the test database is dropped afterwards.
+pub async fn refusal(settings: hotchan::config::Settings) -> String {
+    let what = format!("{:?} {:?}", settings.redis_url, settings.redis_ca_file);
+    let db = settings.db.database_url.0.get_dbname().map(str::to_owned);
+    let error = hotchan::app::Application::build(settings)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("startup is refused: {what}"));
+    if let Some(db) = db {
+        let admin = format!("{}/postgres", crate::helpers::pg_server());
+        if let Ok((client, connection)) =
+            tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+        {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                .await;
+        }
+    }
+    format!("{error:#}")
+}
+
 /// A folder of the test's own, removed when dropped.
 pub struct Scratch(pub PathBuf);
 

@@ -2,23 +2,13 @@
 //! works; a wrong CA, or a plaintext server behind a TLS setting, stops startup with a
 //! message that names the setting.
 
-use hotchan::app::Application;
 use hotchan::config::{CacheMode, Settings};
 
 use crate::helpers::{redis_url, spawn_with_settings, test_settings, users};
-use crate::servers::{free_port, Certs, Postgres, RedisServer, Scratch};
+use crate::servers::{free_port, refusal, Certs, Postgres, RedisServer, Scratch};
 use std::time::Duration;
 
 use crate::support::{cache_stats, eventually};
-
-async fn refusal(settings: Settings) -> String {
-    let what = format!("{:?} {:?}", settings.redis_url, settings.redis_ca_file);
-    let error = Application::build(settings)
-        .await
-        .err()
-        .unwrap_or_else(|| panic!("startup is refused: {what}"));
-    format!("{error:#}")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_redis_works_with_the_right_ca_and_refuses_a_wrong_ca_or_plaintext() {
