@@ -334,25 +334,27 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
         // Drop the database from a thread of its own: Drop cannot await.
-        let admin = format!("{}/postgres", pg_server());
         let name = self.db_name.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .await;
-                }
-            });
+            rt.block_on(drop_database(&name));
         })
         .join();
+    }
+}
+
+/// Drops a test database on the test server, if it exists (errors are ignored: this is
+/// cleanup).
+pub async fn drop_database(name: &str) {
+    let admin = format!("{}/postgres", pg_server());
+    if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
     }
 }
 

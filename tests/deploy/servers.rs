@@ -21,15 +21,7 @@ pub async fn refusal(settings: hotchan::config::Settings) -> String {
         .err()
         .unwrap_or_else(|| panic!("startup is refused: {what}"));
     if let Some(db) = db {
-        let admin = format!("{}/postgres", crate::helpers::pg_server());
-        if let Ok((client, connection)) =
-            tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
-        {
-            tokio::spawn(connection);
-            let _ = client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-                .await;
-        }
+        crate::helpers::drop_database(&db).await;
     }
     format!("{error:#}")
 }
