@@ -162,6 +162,16 @@ ensure_redis() {
 
 ensure_cargo() {
   command -v cargo >/dev/null || die "cargo is missing: hotchan builds with a Rust toolchain (rustup, Rust 1.85 or newer)"
+  # Rust links with the system's C compiler, and ring (TLS) compiles C and assembly.
+  if ! command -v cc >/dev/null; then
+    say "no C compiler (cc): installing gcc, which Rust links with"
+    apt_install gcc libc6-dev
+  fi
+  # TLS to Redis or Postgres without a CA file verifies against the system's roots.
+  if [[ ! -e /etc/ssl/certs/ca-certificates.crt ]]; then
+    say "no system CA bundle: installing ca-certificates"
+    apt_install ca-certificates
+  fi
 }
 
 # free_port -> a TCP port in 20000..32767 that nothing listens on now: below Linux's

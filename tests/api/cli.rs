@@ -122,7 +122,15 @@ fn migrate_converts_messages_into_partitions_once_and_refuses_a_bad_count() {
             .output()
             .unwrap()
     };
-    assert!(migrate(&[]).status.success(), "a plain table first");
+    let first = migrate(&[]);
+    assert!(first.status.success(), "a plain table first");
+    // Text logs into a pipe carry no colour codes (only a terminal gets them).
+    let log = String::from_utf8_lossy(&first.stdout);
+    assert!(log.contains("applied migration"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI codes in a piped log: {log:?}"
+    );
     let psql = |sql: &str| {
         let out = Command::new("psql")
             .args([url.as_str(), "-tAc", sql])
