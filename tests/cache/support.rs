@@ -22,15 +22,34 @@ pub fn free_port() -> u16 {
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<Child>,
-    extra: Vec<String>,
+    args: Vec<String>,
 }
 
 impl PrivateRedis {
     pub async fn start(extra: &[&str]) -> PrivateRedis {
+        PrivateRedis::start_with(free_port(), None, extra).await
+    }
+
+    /// A server on `port`, its files in `dir`, with `extra` arguments. `extra` may start
+    /// with a config file (a Sentinel's) and may set its own `--port` (a TLS-only server:
+    /// `--port 0 --tls-port <port>`); `port` is where it is awaited.
+    pub async fn start_with(
+        port: u16,
+        dir: Option<&std::path::Path>,
+        extra: &[&str],
+    ) -> PrivateRedis {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from));
+        if let Some(dir) = dir {
+            args.extend(["--dir".to_owned(), dir.display().to_string()]);
+        }
+        if !extra.contains(&"--port") {
+            args.extend(["--port".to_owned(), port.to_string()]);
+        }
         let mut redis = PrivateRedis {
-            port: free_port(),
+            port,
             child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            args,
         };
         redis.spawn().await;
         redis
@@ -38,23 +57,13 @@ impl PrivateRedis {
 
     async fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(&self.extra)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
         self.child = Some(child);
-        for _ in 0..200 {
+        for _ in 0..1000 {
             if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
                 return;
             }
@@ -76,7 +85,8 @@ impl PrivateRedis {
         self.spawn().await;
     }
 
-    fn kill(&mut self) {
+    /// SIGKILL: no shutdown, no goodbye to clients.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

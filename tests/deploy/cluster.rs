@@ -125,7 +125,7 @@ async fn a_cluster_serves_two_instances_counts_and_flushes_every_node_and_surviv
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    cluster.nodes[0].kill().await;
+    cluster.nodes[0].kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A write while its primary is down: acknowledged from Postgres...
     a.say(cid, u, "while its primary was down").await;
@@ -143,7 +143,7 @@ async fn a_cluster_serves_two_instances_counts_and_flushes_every_node_and_surviv
         |body| body.to_string().contains("while its primary was down"),
     )
     .await;
-    cluster.nodes[0].restart().await;
+    cluster.nodes[0].restart_empty().await;
     cluster.wait_ok().await;
     // After the restart: never the old window, on either instance, and the tiers serve
     // again (the breaker closes and Redis answers reads).

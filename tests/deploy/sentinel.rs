@@ -8,7 +8,7 @@ use hotchan::config::CacheMode;
 use serde_json::json;
 
 use crate::helpers::{spawn_with_settings, test_settings, users};
-use crate::servers::{free_port, redis_cli, wait_until, RedisServer, Scratch};
+use crate::servers::{free_port, redis_cli, wait_until, PrivateRedis, Scratch};
 use crate::support::{cache_stats, eventually};
 use crate::support::{Link, Proxy};
 
@@ -24,7 +24,7 @@ async fn primary_port(sentinel: u16) -> Option<u16> {
 struct Deployment {
     replica_port: u16,
     sentinel_port: u16,
-    _servers: Vec<RedisServer>,
+    _servers: Vec<PrivateRedis>,
     _dirs: Vec<Scratch>,
 }
 
@@ -36,11 +36,11 @@ async fn deploy(proxy: Option<&Proxy>, primary: u16) -> Deployment {
     );
     let (r, s) = (free_port(), free_port());
     let p = primary;
-    let primary = RedisServer::start(&pdir.0, p, &[]).await;
+    let primary = PrivateRedis::start_with(p, Some(&pdir.0), &[]).await;
     let upstream = proxy.map_or(p, Proxy::port);
     let r_args = ["--replicaof", "127.0.0.1", &upstream.to_string()].map(String::from);
     let r_args: Vec<&str> = r_args.iter().map(String::as_str).collect();
-    let replica = RedisServer::start(&rdir.0, r, &r_args).await;
+    let replica = PrivateRedis::start_with(r, Some(&rdir.0), &r_args).await;
     wait_until(
         Duration::from_secs(20),
         "the replica is in sync",
@@ -63,7 +63,8 @@ async fn deploy(proxy: Option<&Proxy>, primary: u16) -> Deployment {
     .unwrap();
     let conf = conf.display().to_string();
     let s_port = s.to_string();
-    let sentinel = RedisServer::start(&sdir.0, s, &[&conf, "--sentinel", "--port", &s_port]).await;
+    let sentinel =
+        PrivateRedis::start_with(s, Some(&sdir.0), &[&conf, "--sentinel", "--port", &s_port]).await;
     wait_until(
         Duration::from_secs(20),
         "the sentinel knows the replica",

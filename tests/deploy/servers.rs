@@ -4,12 +4,11 @@
 //! when dropped. Every wait is bounded.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-pub use crate::support::free_port;
+pub use crate::support::{free_port, PrivateRedis};
 
 /// Builds an application that must refuse to start; returns its error, whole. Startup
 /// migrates before it meets Redis, so the test database is dropped afterwards.
@@ -48,12 +47,6 @@ impl Drop for Scratch {
     }
 }
 
-pub async fn port_open(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
-}
-
 /// Waits (at most `limit`) until `check` holds; panics naming `what` otherwise.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
@@ -64,72 +57,6 @@ where
     while !check().await {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// One redis-server process (also a Sentinel); restartable with the same arguments.
-pub struct RedisServer {
-    pub port: u16,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// Starts `redis-server` on `port` in `dir`, without persistence, with `extra`
-    /// arguments; a config file path may come first in `extra`.
-    pub async fn start(dir: &Path, port: u16, extra: &[&str]) -> RedisServer {
-        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        args.extend(
-            [
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-            ]
-            .map(String::from),
-        );
-        args.push(dir.display().to_string());
-        if !extra.contains(&"--port") {
-            args.extend(["--port".to_owned(), port.to_string()]);
-        }
-        let mut server = RedisServer {
-            port,
-            args,
-            child: None,
-        };
-        server.spawn().await;
-        server
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server runs (scripts/test installs it)");
-        self.child = Some(child);
-        let port = self.port;
-        wait_until(Duration::from_secs(10), "redis-server listens", || {
-            port_open(port)
-        })
-        .await;
-    }
-
-    /// SIGKILL: no shutdown, no goodbye to clients.
-    pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    pub async fn restart(&mut self) {
-        self.kill().await;
-        self.spawn().await;
     }
 }
 
@@ -147,7 +74,7 @@ pub async fn redis_cli(port: u16, args: &[&str]) -> String {
 
 /// A Redis Cluster of three primaries, slots split evenly, no replicas.
 pub struct Cluster {
-    pub nodes: Vec<RedisServer>,
+    pub nodes: Vec<PrivateRedis>,
     _dir: Scratch,
 }
 
@@ -167,9 +94,9 @@ impl Cluster {
             let bus = free_port().to_string();
             buses.push(bus.clone());
             nodes.push(
-                RedisServer::start(
-                    &dir.0,
+                PrivateRedis::start_with(
                     port,
+                    Some(&dir.0),
                     &[
                         "--cluster-enabled",
                         "yes",

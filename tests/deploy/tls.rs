@@ -5,7 +5,7 @@
 use hotchan::config::{CacheMode, Settings};
 
 use crate::helpers::{redis_url, spawn_with_settings, test_settings, users};
-use crate::servers::{free_port, refusal, Certs, Postgres, RedisServer, Scratch};
+use crate::servers::{free_port, refusal, Certs, Postgres, PrivateRedis, Scratch};
 use std::time::Duration;
 
 use crate::support::{cache_stats, eventually};
@@ -21,9 +21,9 @@ async fn tls_redis_works_with_the_right_ca_and_refuses_a_wrong_ca_or_plaintext()
         certs.key.display().to_string(),
         certs.ca.display().to_string(),
     );
-    let _tls = RedisServer::start(
-        &dir.0,
+    let _tls = PrivateRedis::start_with(
         port,
+        Some(&dir.0),
         &[
             "--port",
             "0",
