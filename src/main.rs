@@ -8,10 +8,12 @@ use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("HOTCHAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr (stdout is for what a command prints: `bench` reports, JSON).
     // Colour only for a terminal: a log piped to a file or a collector gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),

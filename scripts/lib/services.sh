@@ -9,11 +9,43 @@
 #   trust auth for local connections, owned by and run as `postgres` (Postgres refuses to
 #   run as root). Installing the packages does not create Debian's default cluster.
 # - Redis is started without persistence, as a cache should be.
+# - State (a Postgres cluster of hotchan's own, Redis's log, the list of what was
+#   started) lives in $HOTCHAN_STATE_DIR: /var/tmp/hotchan for root, and
+#   /var/tmp/hotchan-<user> for anyone else, so a user never trips over root's folder.
+# - Package managers and servers write to a log file; it is shown only when they fail.
+# - Every server started here is written down in $HOTCHAN_STATE_DIR/started, so that
+#   `scripts/run --stop` stops exactly those (servers found running are left alone).
 
-HOTCHAN_STATE_DIR=${HOTCHAN_STATE_DIR:-/var/tmp/hotchan}
+if [[ $(id -u) == 0 ]]; then
+  HOTCHAN_STATE_DIR=${HOTCHAN_STATE_DIR:-/var/tmp/hotchan}
+else
+  HOTCHAN_STATE_DIR=${HOTCHAN_STATE_DIR:-/var/tmp/hotchan-$(id -un)}
+fi
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ensure_state_dir: $HOTCHAN_STATE_DIR exists and is ours to write, or a clear error.
+ensure_state_dir() {
+  mkdir -p "$HOTCHAN_STATE_DIR" 2>/dev/null && [[ -w $HOTCHAN_STATE_DIR ]] \
+    || die "cannot write to the state folder $HOTCHAN_STATE_DIR (owned by $(stat -c %U "$HOTCHAN_STATE_DIR" 2>/dev/null || echo '?')): set HOTCHAN_STATE_DIR to a folder of yours"
+  # Postgres runs as `postgres` and must reach its data folder inside.
+  [[ $(id -u) == 0 ]] && chmod 0755 "$HOTCHAN_STATE_DIR"
+  return 0
+}
+
+# quietly LOG CMD...: runs CMD with its output in LOG; shows the log's tail if it fails.
+quietly() {
+  local log=$1
+  shift
+  if ! "$@" >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "$1 failed (whole output: $log)"
+  fi
+}
+
+# started KIND ARGS...: notes a server this script started, for `scripts/run --stop`.
+started() { printf '%s\n' "$*" >> "$HOTCHAN_STATE_DIR/started"; }
 
 # url_host_port URL DEFAULT_PORT -> prints "host port"
 url_host_port() {
@@ -54,13 +86,17 @@ APT_UPDATED=
 apt_install() {
   [[ $(id -u) == 0 ]] || die "missing $*: install them (Debian: apt-get install $*) or run this as root"
   command -v apt-get >/dev/null || die "missing $* and no apt-get to install them"
+  local log
+  log=$(mktemp /tmp/hotchan-apt.XXXXXX.log)
   if [[ -z $APT_UPDATED ]]; then
     say "apt-get update"
-    apt-get update -qq >&2
+    quietly "$log" apt-get update -qq
     APT_UPDATED=1
   fi
-  say "installing $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+  say "installing $* (Debian packages; this takes a minute)"
+  quietly "$log" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@"
+  rm -f "$log"
 }
 
 pg_bindir() {
@@ -73,9 +109,11 @@ pg_bindir() {
   fi
 }
 
+# as_postgres CMD...: runs CMD as the `postgres` user when we are root, from /, which
+# every user may enter (else Postgres tools say `could not change directory to "/root"`).
 as_postgres() {
   if [[ $(id -u) == 0 ]]; then
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
@@ -106,27 +144,32 @@ ensure_postgres() {
   cluster=$(pg_lsclusters --no-header 2>/dev/null | awk -v p="$port" '$3 == p {print $1, $2; exit}')
   if [[ -n $cluster ]]; then
     say "starting the Postgres cluster $cluster on port $port"
+    ensure_state_dir
     # shellcheck disable=SC2086
-    pg_ctlcluster --skip-systemctl-redirect $cluster start >&2
+    (cd / && quietly "$HOTCHAN_STATE_DIR/pg-$port.start.log" \
+      pg_ctlcluster --skip-systemctl-redirect $cluster start)
+    started pg-cluster "$cluster"
   else
     local bin data log
     bin=$(pg_bindir)
     data=$HOTCHAN_STATE_DIR/pg-$port
     log=$HOTCHAN_STATE_DIR/pg-$port.log
-    mkdir -p "$HOTCHAN_STATE_DIR"
-    chmod 0755 "$HOTCHAN_STATE_DIR"
+    ensure_state_dir
     if [[ ! -s $data/PG_VERSION ]]; then
       say "creating a Postgres cluster of hotchan's own in $data"
       mkdir -p "$data"
       [[ $(id -u) == 0 ]] && chown postgres:postgres "$data"
       chmod 0700 "$data"
-      as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+      quietly "$HOTCHAN_STATE_DIR/pg-$port.initdb.log" \
+        as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8
     fi
     touch "$log"
     [[ $(id -u) == 0 ]] && chown postgres:postgres "$log"
     say "starting Postgres on port $port (log: $log)"
     as_postgres "$bin/pg_ctl" -D "$data" -l "$log" -w \
-      -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" start >/dev/null
+      -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" start >/dev/null \
+      || { tail -n 20 "$log" >&2; die "Postgres did not start (log: $log)"; }
+    started pg-own "$bin" "$data"
   fi
   wait_for_port "$host" "$port" Postgres
 
@@ -153,11 +196,38 @@ ensure_redis() {
   [[ $host == 127.0.0.1 || $host == localhost || $host == ::1 ]] \
     || die "Redis at $host:$port is unreachable, and only a local one can be started"
   command -v redis-server >/dev/null || apt_install redis-server
-  mkdir -p "$HOTCHAN_STATE_DIR"
+  ensure_state_dir
   say "starting Redis on $host:$port (log: $HOTCHAN_STATE_DIR/redis-$port.log)"
   redis-server --daemonize yes --bind "$host" --port "$port" --save "" --appendonly no \
-    --dir "$HOTCHAN_STATE_DIR" --logfile "$HOTCHAN_STATE_DIR/redis-$port.log" >&2
+    --dir "$HOTCHAN_STATE_DIR" --logfile "$HOTCHAN_STATE_DIR/redis-$port.log" \
+    --pidfile "$HOTCHAN_STATE_DIR/redis-$port.pid" >&2
   wait_for_port "$host" "$port" Redis
+  started redis "$HOTCHAN_STATE_DIR/redis-$port.pid"
+}
+
+# stop_started: stops every server these scripts started (listed in
+# $HOTCHAN_STATE_DIR/started), newest first, and forgets them.
+stop_started() {
+  local list=$HOTCHAN_STATE_DIR/started kind a b
+  if [[ ! -s $list ]]; then
+    say "nothing to stop: these scripts started no server (state: $HOTCHAN_STATE_DIR)"
+    return 0
+  fi
+  while read -r kind a b; do
+    case $kind in
+      redis)
+        if [[ -f $a ]] && kill "$(cat "$a")" 2>/dev/null; then
+          say "stopped Redis (pid $(cat "$a"))"
+        fi ;;
+      pg-own)
+        say "stopping Postgres in $b"
+        as_postgres "$a/pg_ctl" -D "$b" -m fast -w stop >/dev/null 2>&1 || true ;;
+      pg-cluster)
+        say "stopping the Postgres cluster $a $b"
+        (cd / && pg_ctlcluster --skip-systemctl-redirect "$a" "$b" stop) >/dev/null 2>&1 || true ;;
+    esac
+  done < <(tac "$list")
+  rm -f "$list"
 }
 
 ensure_cargo() {

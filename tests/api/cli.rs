@@ -74,7 +74,7 @@ fn serve_migrates_answers_and_exits_cleanly_on_sigterm_without_logging_secrets()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = String::new();
     let addr = wait_for_serving(&mut lines, &mut log);
 
@@ -125,8 +125,10 @@ fn migrate_converts_messages_into_partitions_once_and_refuses_a_bad_count() {
     let first = migrate(&[]);
     assert!(first.status.success(), "a plain table first");
     // Text logs into a pipe carry no colour codes (only a terminal gets them).
-    let log = String::from_utf8_lossy(&first.stdout);
+    // Logs go to stderr; stdout stays free of them.
+    let log = String::from_utf8_lossy(&first.stderr);
     assert!(log.contains("applied migration"), "{log}");
+    assert!(first.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&first.stdout));
     assert!(
         !log.contains('\u{1b}'),
         "ANSI codes in a piped log: {log:?}"

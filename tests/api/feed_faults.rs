@@ -292,11 +292,11 @@ async fn a_fan_out_cut_short_by_sigkill_is_finished_exactly_once_after_a_restart
             .env("HOTCHAN_LISTEN", "127.0.0.1:0")
             .env("HOTCHAN_LOG_FORMAT", "json")
             .env("HOTCHAN_FEED_FANOUT_BATCH", "500")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = wait_for_serving(&mut lines, &mut String::new());
         // Keep reading, so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
