@@ -2,11 +2,12 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, OptionalJsonBody};
 use super::AppState;
 use crate::domain::{
@@ -14,30 +15,41 @@ use crate::domain::{
 };
 use crate::service::NewChannel;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/channels", post(create))
-        .route("/v1/channels/{cid}", get(show))
-        .route("/v1/channels/{cid}/members", get(members))
-        .route(
-            "/v1/channels/{cid}/members/{uid}",
-            get(member).put(put_member).delete(remove_member),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(show))
+        .routes(routes!(members))
+        .routes(routes!(member, put_member, remove_member))
 }
 
-#[derive(Deserialize)]
+/// A new channel. A `direct` channel has exactly 2 distinct members.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateChannel {
     #[serde(rename = "type")]
+    #[schema(value_type = ChannelType)]
     kind: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100, pattern = "^[^\\x00]*$")]
     name: Option<String>,
+    /// The channel's id; a new one is made when absent.
     #[serde(default)]
+    #[schema(value_type = Option<uuid::Uuid>)]
     id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<uuid::Uuid>>)]
     members: Option<Vec<String>>,
 }
 
+/// Creates a channel, with its first members.
+#[utoipa::path(post, path = "/v1/channels", tag = "channels",
+    request_body = CreateChannel,
+    responses(
+        (status = 201, description = "The new channel", body = Channel),
+        (status = 400, description = "A bad type or name, a member id that is not a UUID, or a direct channel without exactly 2 distinct members", body = ErrorBody),
+        (status = 409, description = "A channel with this id exists", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateChannel>,
@@ -56,6 +68,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(channel)))
 }
 
+/// One channel.
+#[utoipa::path(get, path = "/v1/channels/{cid}", tag = "channels",
+    params(("cid" = uuid::Uuid, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "The channel", body = Channel),
+        (status = 400, description = "The channel id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Path(cid): Path<String>,
@@ -64,11 +84,20 @@ async fn show(
     Ok(Json(state.service.channel(channel).await?))
 }
 
-#[derive(Serialize)]
+/// A channel's members, sorted by user id.
+#[derive(Serialize, utoipa::ToSchema)]
 struct MemberList {
     members: Vec<MemberSummary>,
 }
 
+/// A channel's members.
+#[utoipa::path(get, path = "/v1/channels/{cid}/members", tag = "channels",
+    params(("cid" = uuid::Uuid, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "The members, sorted by user id", body = MemberList),
+        (status = 400, description = "The channel id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    ))]
 async fn members(
     State(state): State<AppState>,
     Path(cid): Path<String>,
@@ -82,6 +111,15 @@ fn ids(cid: &str, uid: &str) -> Result<(ChannelId, UserId), ApiError> {
     Ok((ChannelId::parse(cid)?, UserId::parse(uid)?))
 }
 
+/// One member, with its read marker.
+#[utoipa::path(get, path = "/v1/channels/{cid}/members/{uid}", tag = "channels",
+    params(("cid" = uuid::Uuid, Path, description = "Channel id"),
+           ("uid" = uuid::Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The member", body = Member),
+        (status = 400, description = "An id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such channel, or the user is not a member", body = ErrorBody),
+    ))]
 async fn member(
     State(state): State<AppState>,
     Path((cid, uid)): Path<(String, String)>,
@@ -90,15 +128,26 @@ async fn member(
     Ok(Json(state.service.member(channel, user).await?))
 }
 
-#[derive(Deserialize)]
+/// A member's role (default "member").
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PutMember {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 20, pattern = "^[^\\x00]*$")]
     role: Option<String>,
 }
 
 /// Adds a member or changes its role. Without a role, a new member gets "member" and an
 /// existing member keeps the role it has.
+#[utoipa::path(put, path = "/v1/channels/{cid}/members/{uid}", tag = "channels",
+    params(("cid" = uuid::Uuid, Path, description = "Channel id"),
+           ("uid" = uuid::Uuid, Path, description = "User id")),
+    request_body(content = Option<PutMember>, description = "Optional: an empty body keeps the role (or gives \"member\" to a new member)"),
+    responses(
+        (status = 200, description = "The member as it is now", body = Member),
+        (status = 400, description = "An id is not a UUID, or a bad role", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    ))]
 async fn put_member(
     State(state): State<AppState>,
     Path((cid, uid)): Path<(String, String)>,
@@ -109,6 +158,15 @@ async fn put_member(
     Ok(Json(state.service.put_member(channel, user, role).await?))
 }
 
+/// Removes a member.
+#[utoipa::path(delete, path = "/v1/channels/{cid}/members/{uid}", tag = "channels",
+    params(("cid" = uuid::Uuid, Path, description = "Channel id"),
+           ("uid" = uuid::Uuid, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "An id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such channel, or the user is not a member", body = ErrorBody),
+    ))]
 async fn remove_member(
     State(state): State<AppState>,
     Path((cid, uid)): Path<(String, String)>,

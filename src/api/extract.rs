@@ -140,3 +140,27 @@ pub async fn record_metrics(
     );
     response
 }
+
+/// A JSON integer in a request body. As in JSON Schema, a number with a zero fraction
+/// (`5.0`) is that integer too: JSON itself does not tell the two apart, and clients that
+/// hold every number as a double (JavaScript) send them so. `5.5`, and numbers outside
+/// the 64-bit range, are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JsonInt(pub i64);
+
+impl<'de> serde::Deserialize<'de> for JsonInt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let number = serde_json::Number::deserialize(d)?;
+        if let Some(n) = number.as_i64() {
+            return Ok(JsonInt(n));
+        }
+        // 2^63 is exact as a double; every integral double below it in magnitude fits.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        match number.as_f64() {
+            Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(JsonInt(f as i64)),
+            _ => Err(serde::de::Error::custom(format_args!(
+                "expected a 64-bit integer, not {number}"
+            ))),
+        }
+    }
+}

@@ -5,54 +5,81 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
-use super::extract::JsonBody;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{JsonBody, JsonInt};
 use super::AppState;
 use crate::domain::feed::{Event, EventFields, EventId, FeedPage, FeedRequest, NewEvent};
 use crate::domain::{ChannelId, InvalidInput, UserId};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", post(publish))
-        .route("/v1/events/{id}", get(show).delete(delete))
-        .route("/v1/users/{uid}/feed", get(feed))
-        .route("/v1/users/{uid}/feed/seen", post(seen))
-        .route("/v1/users/{uid}/feed/unseen", get(unseen))
-        .route("/v1/channels/{cid}/events", get(channel_events))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish))
+        .routes(routes!(show, delete))
+        .routes(routes!(feed))
+        .routes(routes!(seen))
+        .routes(routes!(unseen))
+        .routes(routes!(channel_events))
 }
 
-#[derive(Deserialize)]
+/// A new event. `target_type` and `target_id` come together or not at all.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PublishBody {
+    #[schema(value_type = uuid::Uuid)]
     actor_id: String,
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     verb: String,
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     object_type: String,
+    /// 1 to 128 characters, no control characters.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1f\\x7f]*$")]
     object_id: String,
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     target_type: Option<String>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1f\\x7f]*$")]
     target_id: Option<String>,
+    /// A JSON object of at most 4 KiB (compact encoding; `--feed-max-data-bytes`), or null.
     /// `Some(Value::Null)` and absent both mean no data.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     data: Option<serde_json::Value>,
+    /// Channels whose members receive the event (at most 100).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<uuid::Uuid>>, max_items = 100)]
     channel_ids: Option<Vec<String>>,
+    /// Users who receive the event (at most 1,000).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<uuid::Uuid>>, max_items = 1000)]
     user_ids: Option<Vec<String>>,
+    /// Makes a retry safe: the same id from the same actor answers 200 with the original.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\x00]*$")]
     client_event_id: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A published event and how many feeds it went to.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Published {
     event: Event,
     recipients: i32,
 }
 
+/// Publishes an event to channels' members and to users (fan-out on write).
+#[utoipa::path(post, path = "/v1/events", tag = "feeds",
+    request_body = PublishBody,
+    responses(
+        (status = 201, description = "The new event", body = Published),
+        (status = 200, description = "The original event: this client_event_id was used by this actor before", body = Published),
+        (status = 400, description = "A field breaks its rule, or target_type without target_id (or the reverse)", body = ErrorBody),
+        (status = 404, description = "A channel in channel_ids does not exist", body = ErrorBody),
+    ))]
 async fn publish(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<PublishBody>,
@@ -84,6 +111,14 @@ async fn publish(
     Ok((status, Json(body)))
 }
 
+/// One event (a tombstone when deleted).
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "feeds",
+    params(("id" = String, Path, pattern = "^-?[0-9]{1,18}$", description = "Event id (an integer)")),
+    responses(
+        (status = 200, description = "The event", body = Event),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 404, description = "No such event, or it expired", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -92,6 +127,14 @@ async fn show(
     Ok(Json(state.service.event(id).await?))
 }
 
+/// Deletes an event from every feed.
+#[utoipa::path(delete, path = "/v1/events/{id}", tag = "feeds",
+    params(("id" = String, Path, pattern = "^-?[0-9]{1,18}$", description = "Event id (an integer)")),
+    responses(
+        (status = 204, description = "Deleted (also when it already was)"),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 404, description = "No such event, or it expired", body = ErrorBody),
+    ))]
 async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -102,10 +145,17 @@ async fn delete(
 }
 
 /// Raw query values, validated by [`FeedRequest::parse`] for clear messages.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Newest first, event ids below this one. Not together with `after`.
+    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}$")]
     before: Option<String>,
+    /// Oldest first, event ids above this one. Not together with `before`.
+    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}$")]
     after: Option<String>,
 }
 
@@ -124,6 +174,13 @@ fn encode_page(page: &FeedPage) -> Bytes {
     Bytes::from(serde_json::to_vec(page).expect("a feed page always serializes"))
 }
 
+/// A page of a user's feed.
+#[utoipa::path(get, path = "/v1/users/{uid}/feed", tag = "feeds",
+    params(("uid" = uuid::Uuid, Path, description = "User id"), PageQuery),
+    responses(
+        (status = 200, description = "A page", body = FeedPage),
+        (status = 400, description = "A bad id, limit or cursor", body = ErrorBody),
+    ))]
 async fn feed(
     State(state): State<AppState>,
     Path(uid): Path<String>,
@@ -135,6 +192,14 @@ async fn feed(
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
+/// A page of the events published to a channel.
+#[utoipa::path(get, path = "/v1/channels/{cid}/events", tag = "feeds",
+    params(("cid" = uuid::Uuid, Path, description = "Channel id"), PageQuery),
+    responses(
+        (status = 200, description = "A page", body = FeedPage),
+        (status = 400, description = "A bad id, limit or cursor", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    ))]
 async fn channel_events(
     State(state): State<AppState>,
     Path(cid): Path<String>,
@@ -145,25 +210,36 @@ async fn channel_events(
     Ok(Json(state.service.channel_events(channel, request).await?))
 }
 
-#[derive(Deserialize)]
+/// The newest event the user has seen.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SeenBody {
+    /// A positive integer.
+    #[schema(value_type = i64, minimum = 1)]
     event_id: serde_json::Value,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Seen {
     last_seen_event_id: Option<EventId>,
 }
 
+/// Moves the user's seen marker forward (never backwards).
+#[utoipa::path(post, path = "/v1/users/{uid}/feed/seen", tag = "feeds",
+    params(("uid" = uuid::Uuid, Path, description = "User id")),
+    request_body = SeenBody,
+    responses(
+        (status = 200, description = "The marker in force", body = Seen),
+        (status = 400, description = "event_id is not a positive integer", body = ErrorBody),
+    ))]
 async fn seen(
     State(state): State<AppState>,
     Path(uid): Path<String>,
     JsonBody(body): JsonBody<SeenBody>,
 ) -> Result<Json<Seen>, ApiError> {
     let user = UserId::parse(&uid)?;
-    let id = match body.event_id.as_i64() {
-        Some(n) if n > 0 && body.event_id.is_i64() => EventId(n),
+    let id = match serde_json::from_value::<JsonInt>(body.event_id.clone()) {
+        Ok(JsonInt(n)) if n > 0 => EventId(n),
         _ => {
             return Err(ApiError::bad_request(format!(
                 "event_id must be a positive integer, not {}",
@@ -177,12 +253,19 @@ async fn seen(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Unseen {
     unseen_count: i64,
     last_seen_event_id: Option<EventId>,
 }
 
+/// How many live events in the user's feed are newer than the seen marker.
+#[utoipa::path(get, path = "/v1/users/{uid}/feed/unseen", tag = "feeds",
+    params(("uid" = uuid::Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The count and the marker", body = Unseen),
+        (status = 400, description = "The user id is not a UUID", body = ErrorBody),
+    ))]
 async fn unseen(
     State(state): State<AppState>,
     Path(uid): Path<String>,

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod feeds;
 mod messages;
+mod openapi;
 mod ops;
 mod reads;
 
@@ -16,7 +17,8 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn_with_state, map_response};
-use axum::Router;
+use axum::{Extension, Router};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Secret;
 use crate::metrics::Metrics;
@@ -38,19 +40,41 @@ pub struct AppState {
     pub max_content_bytes: usize,
 }
 
-/// The whole HTTP surface.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let v1 = Router::new()
+/// The routes under `/v1` (behind the token, when one is set).
+fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(channels::routes())
         .merge(messages::routes())
         .merge(reads::routes())
         .merge(feeds::routes())
         .merge(ops::admin_routes())
-        .route_layer(from_fn_with_state(state.clone(), extract::require_token));
+}
+
+/// The OpenAPI document of a server with these settings (also served at
+/// `GET /openapi.json`).
+pub fn openapi_document(max_content_bytes: usize, token: bool) -> utoipa::openapi::OpenApi {
+    let routes = v1_routes().merge(ops::open_routes()).into_openapi();
+    let settings = openapi::Settings {
+        max_content_bytes,
+        token,
+    };
+    openapi::complete(routes, &settings)
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let document = openapi::Document::new(&openapi_document(
+        state.max_content_bytes,
+        state.token.is_some(),
+    ));
+    let (v1, _) = v1_routes().split_for_parts();
+    let v1 = v1.route_layer(from_fn_with_state(state.clone(), extract::require_token));
+    let (open, _) = ops::open_routes().split_for_parts();
     Router::new()
         .merge(v1)
-        .merge(ops::open_routes())
+        .merge(open)
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(map_response(error::json_error_bodies))
         .layer(from_fn_with_state(state.clone(), extract::record_metrics))

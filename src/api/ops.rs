@@ -6,11 +6,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::OptionalJsonBody;
 use super::AppState;
 use crate::cache::stats::ratio;
@@ -19,26 +20,38 @@ use crate::domain::ChannelId;
 /// How long `/readyz` waits for Postgres before it reports it down.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub fn open_routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn open_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(super::openapi::serve))
 }
 
-pub fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/cache", get(cache_stats))
-        .route("/v1/admin/cache/flush", post(flush))
+pub fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(cache_stats))
+        .routes(routes!(flush))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+#[derive(Serialize, utoipa::ToSchema)]
+struct Health {
+    #[schema(pattern = "^ok$")]
+    status: &'static str,
 }
 
-#[derive(Serialize)]
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct Readiness {
+    #[schema(pattern = "^(up|down)$")]
     postgres: &'static str,
+    #[schema(pattern = "^(up|down)$")]
     redis: &'static str,
     /// Why Postgres is down: the client's or the server's own message.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +69,12 @@ fn up_or_down(error: &Option<String>) -> &'static str {
     }
 }
 
+/// Whether Postgres and Redis answer, with their own messages when they do not.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Postgres answers (Redis may be down: hotchan then serves from Postgres)", body = Readiness),
+        (status = 503, description = "Postgres does not answer", body = Readiness),
+    ))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let postgres = async {
         match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
@@ -85,6 +104,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let cache = state.service.cache();
     let fanouts = fanouts_pending(&state).await;
@@ -115,6 +137,8 @@ async fn fanouts_pending(state: &AppState) -> Option<(i64, i64)> {
 }
 
 /// L1 and Redis as this instance sees them.
+#[utoipa::path(get, path = "/v1/admin/cache", tag = "operations",
+    responses((status = 200, description = "Entries, sizes, hits, misses and hit ratios per tier (see the README's Operations section)", body = Object)))]
 async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     let cache = state.service.cache();
     let stats = cache.stats().snapshot();
@@ -181,14 +205,22 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-#[derive(Deserialize)]
+/// What to flush: one channel, or everything when absent.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Flush {
     #[serde(default)]
+    #[schema(value_type = Option<uuid::Uuid>)]
     channel_id: Option<String>,
 }
 
 /// Drops one channel, or everything, from L1 on every instance and from Redis.
+#[utoipa::path(post, path = "/v1/admin/cache/flush", tag = "operations",
+    request_body(content = Option<Flush>, description = "Optional: an empty body flushes everything"),
+    responses(
+        (status = 204, description = "Flushed"),
+        (status = 400, description = "channel_id is not a UUID", body = ErrorBody),
+    ))]
 async fn flush(
     State(state): State<AppState>,
     OptionalJsonBody(body): OptionalJsonBody<Flush>,

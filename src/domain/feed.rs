@@ -20,7 +20,7 @@ const MAX_REF_CHARS: usize = 128;
 const MAX_CLIENT_EVENT_ID_CHARS: usize = 64;
 
 /// An event id: grows in publish order (a Postgres sequence drawn under the publish lock).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct EventId(pub i64);
 
@@ -33,7 +33,7 @@ impl EventId {
 }
 
 /// An event as it goes on the wire. `data` is its JSON text, written out as it is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: EventId,
     pub actor_id: UserId,
@@ -42,7 +42,9 @@ pub struct Event {
     pub object_id: String,
     pub target_type: Option<String>,
     pub target_id: Option<String>,
+    /// A JSON object, or null (always null on a tombstone).
     #[serde(serialize_with = "raw_json")]
+    #[schema(value_type = Option<Object>)]
     pub data: Option<String>,
     pub channel_ids: Vec<ChannelId>,
     #[serde(serialize_with = "rfc3339_micros")]
@@ -70,7 +72,7 @@ fn raw_json<S: Serializer>(data: &Option<String>, s: S) -> Result<S::Ok, S::Erro
 }
 
 /// One page of a feed or of a channel's events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FeedPage {
     pub events: Vec<Event>,
     pub next_cursor: Option<EventId>,

@@ -55,7 +55,7 @@ impl MessageId {
 }
 
 /// `direct` or `group`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelType {
     Direct,

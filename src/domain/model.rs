@@ -9,17 +9,17 @@ use uuid::Uuid;
 use super::ChannelType;
 
 /// A channel id (UUID).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct ChannelId(pub Uuid);
 
 /// A user id (UUID).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct UserId(pub Uuid);
 
 /// A message id (Postgres BIGSERIAL).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct MessageId(pub i64);
 
@@ -51,7 +51,7 @@ pub(super) fn rfc3339_micros_opt<S: Serializer>(
 }
 
 /// A message. `content` is `None` exactly when the message is soft-deleted (a tombstone).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: MessageId,
     pub channel_id: ChannelId,
@@ -75,7 +75,7 @@ impl Message {
 }
 
 /// A channel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Channel {
     pub id: ChannelId,
     #[serde(rename = "type")]
@@ -87,7 +87,7 @@ pub struct Channel {
 }
 
 /// A channel member with its read marker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub user_id: UserId,
     pub role: String,
@@ -97,14 +97,14 @@ pub struct Member {
 }
 
 /// A member as listed in `GET …/members`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MemberSummary {
     pub user_id: UserId,
     pub role: String,
 }
 
 /// One page of live messages.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub messages: Vec<Message>,
     pub next_cursor: Option<MessageId>,
@@ -131,14 +131,14 @@ impl Page {
 }
 
 /// A channel with its unread count, for `GET /v1/users/{uid}/unread`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UnreadChannel {
     pub channel_id: ChannelId,
     pub unread_count: i64,
 }
 
 /// The sync answer for one channel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SyncChannel {
     pub changes: Vec<Message>,
     pub last_seq: i64,
@@ -149,7 +149,7 @@ pub struct SyncChannel {
 }
 
 /// The whole sync answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SyncResult {
     pub channels: std::collections::BTreeMap<ChannelId, SyncChannel>,
     pub unknown: Vec<ChannelId>,

@@ -128,7 +128,11 @@ fn migrate_converts_messages_into_partitions_once_and_refuses_a_bad_count() {
     // Logs go to stderr; stdout stays free of them.
     let log = String::from_utf8_lossy(&first.stderr);
     assert!(log.contains("applied migration"), "{log}");
-    assert!(first.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&first.stdout));
+    assert!(
+        first.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&first.stdout)
+    );
     assert!(
         !log.contains('\u{1b}'),
         "ANSI codes in a piped log: {log:?}"

@@ -14,6 +14,7 @@ mod feed_faults;
 mod feeds;
 mod hostile;
 mod messages;
+mod openapi;
 mod ops;
 mod paging;
 mod partition;
