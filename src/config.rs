@@ -434,6 +434,11 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_FILL_AFTER_MISSES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub fill_after_misses: u32,
 
+    /// Share of channel writes (posts, edits, deletes) whose channel the consistency
+    /// auditor checks against Postgres 1 s, 10 s and 60 s later, in percent (0: off).
+    #[arg(long, env = "HOTCHAN_AUDIT_PERCENT", default_value_t = 1.0, value_parser = parse_percent)]
+    pub audit_percent: f64,
+
     /// Route each kind of read to the tiers or straight to Postgres by their measured
     /// cost, so the cache never makes a read slower than `--cache off` (README "The
     /// cost gate"); `off` sends every read to the tiers.
@@ -513,6 +518,7 @@ impl Settings {
             breaker_failures: self.breaker_failures,
             probe_interval: Duration::from_millis(self.redis_probe_ms),
             fill_after_misses: self.fill_after_misses,
+            audit_percent: self.audit_percent,
             history_l1_bytes: self.history_l1_bytes,
             gate: self.cache_gate,
             feed_hot: self.feeds.feed_hot_items as usize,
@@ -543,6 +549,14 @@ impl Settings {
     }
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+/// A percentage from 0 to 100 (fractions allowed: `0.1`).
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}' is not a percentage from 0 to 100")),
     }
 }
 

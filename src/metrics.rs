@@ -28,6 +28,8 @@ pub struct CacheState {
     /// Background fan-outs not finished, and the recipients they still have to reach
     /// (`None` when Postgres did not answer in time).
     pub fanouts: Option<(i64, i64)>,
+    /// The consistency auditor's figures.
+    pub audit: crate::cache::audit::AuditReport,
 }
 
 /// How often recorded histogram samples are folded into their buckets ([`upkeep`]).
@@ -223,6 +225,18 @@ impl Metrics {
                 .absolute(s.notices_received);
             counter!("hotchan_redis_errors_total").absolute(s.redis_errors);
             counter!("hotchan_redis_repair_failures_total").absolute(s.repair_failures);
+            for d in &cache.audit.delays {
+                let delay = d.delay;
+                counter!("hotchan_audit_checks_total", "delay" => delay, "result" => "consistent")
+                    .absolute(d.consistent);
+                counter!("hotchan_audit_checks_total", "delay" => delay, "result" => "inconsistent")
+                    .absolute(d.inconsistent);
+                counter!("hotchan_audit_checks_total", "delay" => delay, "result" => "skipped")
+                    .absolute(d.skipped);
+                if let Some(nines) = d.nines {
+                    gauge!("hotchan_audit_nines", "delay" => delay).set(nines);
+                }
+            }
             gauge!("hotchan_l1_bypassed").set(f64::from(u8::from(cache.l1_bypassed)));
             gauge!("hotchan_redis_breaker_open").set(f64::from(u8::from(cache.breaker_open)));
             gauge!("hotchan_dirty_channels").set(cache.dirty_channels as f64);

@@ -121,6 +121,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             bounds: state.service.bounds(),
             gate: cache.gate().standings(),
             fanouts,
+            audit: cache.audit().report(),
         },
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
@@ -190,6 +191,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
         "bounds": state.service.bounds().iter()
             .map(|b| (b.name.to_owned(), serde_json::json!({"len": b.len, "limit": b.limit})))
             .collect::<serde_json::Map<_, _>>(),
+        "audit": cache.audit().report(),
         "postgres_reads": stats.postgres_reads,
         "fills": stats.fills,
         "fills_refused": stats.fills_refused,

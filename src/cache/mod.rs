@@ -15,6 +15,7 @@
 //! skips the tiers until the background task has dropped it from Redis. It also announces
 //! the channel through Postgres ([`notices`]), so the other instances do the same.
 
+pub mod audit;
 mod entry;
 pub mod feeds;
 pub mod fills;
@@ -87,6 +88,8 @@ pub struct CacheSettings {
     pub probe_interval: Duration,
     /// The miss of a channel that queues its fill ([`fills`]).
     pub fill_after_misses: u32,
+    /// Share of channel writes the consistency auditor checks, in percent ([`audit`]).
+    pub audit_percent: f64,
     /// L1's budget for deep history ([`history`]), apart from `l1_capacity_bytes`.
     pub history_l1_bytes: u64,
     /// Route each kind of read to the tiers or to Postgres alone by measured cost
@@ -158,6 +161,7 @@ pub struct HotCache {
     notice_listener: AtomicBool,
     hooks: Hooks,
     metrics: Arc<Metrics>,
+    audit: audit::Auditor,
 }
 
 impl HotCache {
@@ -186,6 +190,11 @@ impl HotCache {
             instance: uuid::Uuid::new_v4().simple().to_string(),
             notice_listener: AtomicBool::new(false),
             bodies_generation: std::sync::atomic::AtomicU64::new(0),
+            // With the cache off there is nothing to audit.
+            audit: audit::Auditor::new(match settings.mode {
+                CacheMode::Off => 0.0,
+                _ => settings.audit_percent,
+            }),
             settings,
             db,
             redis,
@@ -196,6 +205,9 @@ impl HotCache {
 
     pub fn mode(&self) -> CacheMode {
         self.settings.mode
+    }
+    pub fn audit(&self) -> &audit::Auditor {
+        &self.audit
     }
     pub fn gate(&self) -> &gate::Gate {
         &self.gate

@@ -19,6 +19,7 @@ impl HotCache {
         let c = message.channel_id;
         self.write_through(c, &[Key::Window(c)], "append", call)
             .await;
+        self.audit.sample(c);
     }
 
     /// Write-through of an edit or a delete: the window, and the runs of deep history
@@ -28,6 +29,7 @@ impl HotCache {
         let c = message.channel_id;
         let keys = [Key::Window(c), Key::History(c)];
         self.write_through(c, &keys, "rewrite", call).await;
+        self.audit.sample(c);
     }
 
     /// Write-through of a membership change.

@@ -11,6 +11,7 @@ mod support;
 /// to Postgres, is off unless a test turns it on (`HOTCHAN_TEST_GATE=on` for all).
 pub const GATE_BY_DEFAULT: bool = false;
 
+mod audit;
 mod faults;
 mod feeds;
 mod history;
