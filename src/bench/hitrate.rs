@@ -156,3 +156,75 @@ mod tests {
         }
     }
 }
+
+/// The exact LRU stack distance of each read: how many other channels were read since
+/// this channel's previous read (`None` for a first read). An LRU cache of `c` channels
+/// hits exactly the reads with a distance below `c`. A Fenwick tree over read times marks
+/// each channel's latest read, so each distance is a prefix count: O(n log n).
+pub fn lru_distances(trace: &[Access]) -> Vec<Option<usize>> {
+    let n = trace.len();
+    let mut tree = vec![0i64; n + 1];
+    let add = |tree: &mut Vec<i64>, mut i: usize, v: i64| {
+        i += 1;
+        while i <= n {
+            tree[i] += v;
+            i += i & i.wrapping_neg();
+        }
+    };
+    let sum = |tree: &Vec<i64>, mut i: usize| -> i64 {
+        // Marks at times < i.
+        let mut s = 0;
+        while i > 0 {
+            s += tree[i];
+            i -= i & i.wrapping_neg();
+        }
+        s
+    };
+    let mut last: HashMap<u32, usize> = HashMap::new();
+    let mut marks = 0i64;
+    trace
+        .iter()
+        .enumerate()
+        .map(|(t, a)| {
+            let distance = last.get(&a.channel).map(|&previous| {
+                add(&mut tree, previous, -1);
+                marks -= 1;
+                // Marks after the previous read: channels read since.
+                (marks - sum(&tree, previous)) as usize
+            });
+            add(&mut tree, t, 1);
+            marks += 1;
+            last.insert(a.channel, t);
+            distance
+        })
+        .collect()
+}
+
+/// Hit ratios of an exact LRU and of moka holding `capacity` channels, over `trace`.
+pub fn replay_point(trace: &[Access], distances: &[Option<usize>], capacity: usize) -> (f64, f64) {
+    let n = trace.len().max(1) as f64;
+    let lru = distances
+        .iter()
+        .filter(|d| d.is_some_and(|d| d < capacity))
+        .count() as f64
+        / n;
+    let moka = moka_hits(trace, capacity).iter().filter(|&&h| h).count() as f64 / n;
+    (lru, moka)
+}
+
+#[cfg(test)]
+mod lru_tests {
+    use super::*;
+
+    #[test]
+    fn lru_distances_count_other_channels_read_since() {
+        let trace: Vec<Access> = [1, 2, 3, 1, 1, 2]
+            .iter()
+            .map(|&channel| Access { channel, depth: 0 })
+            .collect();
+        assert_eq!(
+            lru_distances(&trace),
+            [None, None, None, Some(2), Some(0), Some(2)]
+        );
+    }
+}

@@ -81,6 +81,14 @@ pub struct BenchSettings {
     /// A trace recorded by `serve --trace-file`, replayed through the L1 sweep too.
     #[arg(long)]
     pub replay: Option<std::path::PathBuf>,
+    /// With `--replay`: only replay the trace (no dataset, no load), and print one JSON
+    /// object with the hit ratios of an exact LRU and of moka at each
+    /// `--replay-capacities`, for comparing with `/v1/admin/cache/advice`.
+    #[arg(long, requires = "replay")]
+    pub replay_only: bool,
+    /// Cache sizes in channels for `--replay-only`, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1000, 10000])]
+    pub replay_capacities: Vec<usize>,
     /// Where the report and the plot go.
     #[arg(long, default_value = "bench-results")]
     pub out_dir: std::path::PathBuf,
@@ -114,6 +122,9 @@ pub struct BenchSettings {
 }
 
 pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
+    if let (true, Some(path)) = (b.replay_only, &b.replay) {
+        return replay_only(path, &b.replay_capacities);
+    }
     if let Some(messages) = b.scale {
         return scale::run(&b, messages).await;
     }
@@ -240,6 +251,24 @@ fn study_trace(b: &BenchSettings, data: &Dataset) -> Vec<hitrate::Access> {
         depth: op.depth(),
     })
     .collect()
+}
+
+/// `--replay-only`: the trace's exact LRU and moka hit ratios at each capacity, as JSON.
+fn replay_only(path: &std::path::Path, capacities: &[usize]) -> anyhow::Result<()> {
+    let trace = replay_trace(path)?;
+    let distances = hitrate::lru_distances(&trace);
+    let points: Vec<serde_json::Value> = capacities
+        .iter()
+        .map(|&capacity| {
+            let (lru, moka) = hitrate::replay_point(&trace, &distances, capacity.max(1));
+            serde_json::json!({"capacity": capacity, "lru": lru, "moka": moka})
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"reads": trace.len(), "points": points})
+    );
+    Ok(())
 }
 
 /// A trace file: one read a line, `<channel id> <depth>`; channels numbered as they come.

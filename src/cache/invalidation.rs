@@ -171,6 +171,7 @@ pub fn spawn(cache: Arc<HotCache>) -> Vec<tokio::task::JoinHandle<()>> {
     tasks.push(tokio::spawn(super::fills::work(cache.clone())));
     tasks.push(tokio::spawn(super::notices::listen(cache.clone())));
     tasks.push(tokio::spawn(super::audit::run(cache.clone())));
+    tasks.push(tokio::spawn(super::advice::run(cache.clone())));
     if cache.l1.is_enabled() {
         tasks.push(tokio::spawn(listen(cache)));
     }

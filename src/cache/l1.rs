@@ -290,6 +290,20 @@ impl L1 {
         usage_of(&self.cache, self.capacity_bytes)
     }
 
+    /// How many channel windows L1 holds and their weight (a walk over L1: for the
+    /// sizing advice, not for a request path).
+    pub fn window_usage(&self) -> (u64, u64) {
+        let Some(cache) = &self.cache else {
+            return (0, 0);
+        };
+        cache
+            .iter()
+            .filter(|(key, _)| matches!(**key, Key::Window(_)))
+            .fold((0, 0), |(n, bytes), (_, entry)| {
+                (n + 1, bytes + u64::from(entry.weight()))
+            })
+    }
+
     /// [`L1::usage`] of deep history.
     pub fn history_usage(&self) -> (u64, u64, u64) {
         usage_of(&self.history, self.history_bytes)

@@ -15,6 +15,7 @@
 //! skips the tiers until the background task has dropped it from Redis. It also announces
 //! the channel through Postgres ([`notices`]), so the other instances do the same.
 
+pub mod advice;
 pub mod audit;
 mod entry;
 pub mod feeds;
@@ -162,6 +163,7 @@ pub struct HotCache {
     hooks: Hooks,
     metrics: Arc<Metrics>,
     audit: audit::Auditor,
+    advice: advice::Advisor,
 }
 
 impl HotCache {
@@ -195,6 +197,7 @@ impl HotCache {
                 CacheMode::Off => 0.0,
                 _ => settings.audit_percent,
             }),
+            advice: advice::Advisor::new(settings.mode != CacheMode::Off),
             settings,
             db,
             redis,
@@ -205,6 +208,12 @@ impl HotCache {
 
     pub fn mode(&self) -> CacheMode {
         self.settings.mode
+    }
+    pub fn advice(&self) -> &advice::Advisor {
+        &self.advice
+    }
+    pub fn hot_window(&self) -> usize {
+        self.settings.hot_window
     }
     pub fn audit(&self) -> &audit::Auditor {
         &self.audit

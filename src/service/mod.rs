@@ -114,13 +114,15 @@ impl Service {
         bounds
     }
 
-    /// Records every channel read into `trace` (`serve --trace-file`).
+    /// Records every channel read into `trace` (`serve --trace-file`). Every read also
+    /// goes to the sizing advisor ([`crate::cache::advice`]).
     pub fn with_trace(mut self, trace: trace::Trace) -> Service {
         self.trace = Some(trace);
         self
     }
 
     fn traced(&self, channel: ChannelId, depth: u32) {
+        self.cache.advice().record(channel, depth);
         if let Some(trace) = &self.trace {
             trace.record(channel, depth);
         }
