@@ -2,6 +2,7 @@
 //! handlers turn requests into validated domain values, call the [`Service`], and turn
 //! the result (or the error, through [`ApiError`]) into a response.
 
+mod admin;
 #[cfg(test)]
 mod body_shapes;
 mod channels;

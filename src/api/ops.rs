@@ -26,6 +26,7 @@ pub fn open_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(super::openapi::serve))
+        .routes(routes!(super::admin::page))
 }
 
 pub fn admin_routes() -> OpenApiRouter<AppState> {

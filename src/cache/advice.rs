@@ -56,8 +56,8 @@ pub struct Advisor {
 
 /// The sampled channels in LRU order and the histograms of scaled stack distances.
 struct Curve {
-    /// Most recent first: (hash, channel).
-    stack: Vec<(u64, u128)>,
+    /// Most recent first: (hash, channel, sampled reads of it).
+    stack: Vec<(u64, u128, u64)>,
     /// Sampled reads, each counted with weight 1 / rate at the time.
     total: f64,
     /// The same, for reads no deeper than each of [`WINDOWS`].
@@ -195,9 +195,10 @@ impl Advisor {
                 curve.total_by_window[i] += weight;
             }
         }
-        match curve.stack.iter().position(|&(_, c)| c == id) {
+        let mut reads = 1;
+        match curve.stack.iter().position(|&(_, c, _)| c == id) {
             Some(position) => {
-                curve.stack.remove(position);
+                reads += curve.stack.remove(position).2;
                 let bucket = bucket_of(position as f64 / rate);
                 curve.histograms[0][bucket] += weight;
                 for (i, w) in WINDOWS.iter().enumerate() {
@@ -209,16 +210,33 @@ impl Advisor {
             None if curve.stack.len() >= self.max_tracked => {
                 // Full: lower the threshold to the largest hash held (or this one's),
                 // and forget the channels at or above it.
-                let largest = curve.stack.iter().map(|&(h, _)| h).max().unwrap_or(0);
+                let largest = curve.stack.iter().map(|&(h, _, _)| h).max().unwrap_or(0);
                 let new_threshold = largest.max(hash);
                 self.threshold.store(new_threshold, Ordering::Relaxed);
-                curve.stack.retain(|&(h, _)| h < new_threshold);
+                curve.stack.retain(|&(h, _, _)| h < new_threshold);
             }
             None => {}
         }
         if hash < self.threshold.load(Ordering::Relaxed) {
-            curve.stack.insert(0, (hash, id));
+            curve.stack.insert(0, (hash, id, reads));
         }
+    }
+
+    /// The `n` sampled channels read most since they were first sampled, with their
+    /// reads (sampled channels only: at a sampling rate below 1, a hot channel may be
+    /// missing).
+    pub fn hottest(&self, n: usize) -> Vec<(ChannelId, u64)> {
+        let Ok(curve) = self.curve.lock() else {
+            return Vec::new();
+        };
+        let mut all: Vec<(ChannelId, u64)> = curve
+            .stack
+            .iter()
+            .map(|&(_, id, reads)| (ChannelId(uuid::Uuid::from_u128(id)), reads))
+            .collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
     }
 
     /// The predicted hit ratio of an LRU cache of `channels` windows, for reads no deeper

@@ -296,6 +296,7 @@ impl L1 {
         let Some(cache) = &self.cache else {
             return (0, 0);
         };
+        cache.run_pending_tasks();
         cache
             .iter()
             .filter(|(key, _)| matches!(**key, Key::Window(_)))

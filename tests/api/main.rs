@@ -7,6 +7,7 @@ mod helpers;
 /// to Postgres (`HOTCHAN_TEST_GATE=off` turns it off).
 pub const GATE_BY_DEFAULT: bool = true;
 
+mod admin;
 mod advice;
 mod channels;
 mod cli;
