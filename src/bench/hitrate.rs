@@ -162,39 +162,19 @@ mod tests {
 /// hits exactly the reads with a distance below `c`. A Fenwick tree over read times marks
 /// each channel's latest read, so each distance is a prefix count: O(n log n).
 pub fn lru_distances(trace: &[Access]) -> Vec<Option<usize>> {
-    let n = trace.len();
-    let mut tree = vec![0i64; n + 1];
-    let add = |tree: &mut Vec<i64>, mut i: usize, v: i64| {
-        i += 1;
-        while i <= n {
-            tree[i] += v;
-            i += i & i.wrapping_neg();
-        }
-    };
-    let sum = |tree: &Vec<i64>, mut i: usize| -> i64 {
-        // Marks at times < i.
-        let mut s = 0;
-        while i > 0 {
-            s += tree[i];
-            i -= i & i.wrapping_neg();
-        }
-        s
-    };
+    let mut marks = crate::cache::advice::Fenwick::new(trace.len());
     let mut last: HashMap<u32, usize> = HashMap::new();
-    let mut marks = 0i64;
     trace
         .iter()
         .enumerate()
         .map(|(t, a)| {
-            let distance = last.get(&a.channel).map(|&previous| {
-                add(&mut tree, previous, -1);
-                marks -= 1;
+            let distance = last.insert(a.channel, t).map(|previous| {
                 // Marks after the previous read: channels read since.
-                (marks - sum(&tree, previous)) as usize
+                let since = marks.total() - marks.before(previous + 1);
+                marks.add(previous, -1);
+                since as usize
             });
-            add(&mut tree, t, 1);
-            marks += 1;
-            last.insert(a.channel, t);
+            marks.add(t, 1);
             distance
         })
         .collect()
