@@ -439,6 +439,11 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_AUDIT_PERCENT", default_value_t = 1.0, value_parser = parse_percent)]
     pub audit_percent: f64,
 
+    /// The sizing advisor: an online miss-ratio curve of channel reads
+    /// (`/v1/admin/cache/advice`). `off` spares each read its sampling step.
+    #[arg(long, env = "HOTCHAN_ADVICE", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub advice: bool,
+
     /// Route each kind of read to the tiers or straight to Postgres by their measured
     /// cost, so the cache never makes a read slower than `--cache off` (README "The
     /// cost gate"); `off` sends every read to the tiers.
@@ -519,6 +524,7 @@ impl Settings {
             probe_interval: Duration::from_millis(self.redis_probe_ms),
             fill_after_misses: self.fill_after_misses,
             audit_percent: self.audit_percent,
+            advice: self.advice,
             history_l1_bytes: self.history_l1_bytes,
             gate: self.cache_gate,
             feed_hot: self.feeds.feed_hot_items as usize,

@@ -91,6 +91,8 @@ pub struct CacheSettings {
     pub fill_after_misses: u32,
     /// Share of channel writes the consistency auditor checks, in percent ([`audit`]).
     pub audit_percent: f64,
+    /// Whether the sizing advisor samples reads ([`advice`]).
+    pub advice: bool,
     /// L1's budget for deep history ([`history`]), apart from `l1_capacity_bytes`.
     pub history_l1_bytes: u64,
     /// Route each kind of read to the tiers or to Postgres alone by measured cost
@@ -197,7 +199,7 @@ impl HotCache {
                 CacheMode::Off => 0.0,
                 _ => settings.audit_percent,
             }),
-            advice: advice::Advisor::new(settings.mode != CacheMode::Off),
+            advice: advice::Advisor::new(settings.advice && settings.mode != CacheMode::Off),
             settings,
             db,
             redis,

@@ -11,13 +11,18 @@ use hotchan::config::CacheMode;
 use crate::helpers::{redis_url, spawn_with_settings, test_settings, users};
 use crate::support::{cache_stats, eventually, until_cached};
 
-#[tokio::test]
-async fn a_wrong_value_planted_in_redis_is_detected_reported_and_healed() {
+/// An instance in `full` mode that audits every write and fills on the first miss.
+async fn audited_app() -> crate::helpers::TestApp {
     let mut settings = test_settings();
     settings.cache = CacheMode::Full;
     settings.fill_after_misses = 1;
     settings.audit_percent = 100.0;
-    let app = spawn_with_settings(settings).await;
+    spawn_with_settings(settings).await
+}
+
+#[tokio::test]
+async fn a_wrong_value_planted_in_redis_is_detected_reported_and_healed() {
+    let app = audited_app().await;
     let [a] = users();
     let cid = app.group(&[a]).await;
     app.say(cid, a, "first").await;
@@ -125,11 +130,7 @@ async fn a_wrong_value_planted_in_redis_is_detected_reported_and_healed() {
 
 #[tokio::test]
 async fn a_sound_cache_audits_consistent() {
-    let mut settings = test_settings();
-    settings.cache = CacheMode::Full;
-    settings.fill_after_misses = 1;
-    settings.audit_percent = 100.0;
-    let app = spawn_with_settings(settings).await;
+    let app = audited_app().await;
     let [a] = users();
     let cid = app.group(&[a]).await;
     let page = format!("/v1/channels/{cid}/messages");
