@@ -67,7 +67,7 @@ pub(super) async fn page(
         audit: cache.audit().report(),
         advice: cache
             .advice()
-            .advice(capacity, windows, window_bytes, cache.hot_window()),
+            .advice(cache.l1_budget(), windows, window_bytes, cache.hot_window()),
         hottest: cache.advice().hottest(10),
     };
     let html = render(&figures);

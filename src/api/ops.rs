@@ -216,7 +216,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
 async fn cache_advice(State(state): State<AppState>) -> Json<crate::cache::advice::Advice> {
     let cache = state.service.cache();
     let (entries, bytes) = cache.l1().window_usage();
-    let (_, _, capacity) = cache.l1().usage();
+    let capacity = cache.l1_budget();
     Json(
         cache
             .advice()

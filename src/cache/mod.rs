@@ -217,6 +217,11 @@ impl HotCache {
     pub fn hot_window(&self) -> usize {
         self.settings.hot_window
     }
+    /// `--l1-capacity-bytes` as configured (also in `redis` mode, where L1 keeps nothing:
+    /// the advice then says what an L1 of that size would do).
+    pub fn l1_budget(&self) -> u64 {
+        self.settings.l1_capacity_bytes
+    }
     pub fn audit(&self) -> &audit::Auditor {
         &self.audit
     }
