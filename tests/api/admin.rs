@@ -112,7 +112,6 @@ async fn the_status_page_needs_the_token_and_shows_the_figures_in_a_browser() {
         );
     }
     assert!(dom.contains("<svg id=\"tier-bars\""), "{dom}");
-    assert!(dom.contains("<polyline"), "no advice curve: {dom}");
     // Attributes parsed as meant (an unquoted `fill=#eee/>` would not be).
     assert!(dom.contains("fill=\"#3b7dd8\""), "{dom}");
     assert!(!dom.contains("fill=\"#eee/\""), "{dom}");
@@ -122,6 +121,13 @@ async fn the_status_page_needs_the_token_and_shows_the_figures_in_a_browser() {
     // Figures match the JSON view (the page was drawn after it: counts only grow).
     let postgres_reads: u64 = cell(&dom, "postgres-reads").parse().unwrap();
     assert!(postgres_reads >= stats["postgres_reads"].as_u64().unwrap());
+    if stats["mode"] == "off" {
+        // No cache, no advisor: the page says so instead of drawing a curve.
+        assert!(cell(&dom, "recommendation").contains("advisor is off"), "{dom}");
+        assert!(!dom.contains("<polyline"), "{dom}");
+    } else {
+        assert!(dom.contains("<polyline"), "no advice curve: {dom}");
+    }
     if stats["mode"] == "full" {
         let l1 = cell(&dom, "l1-hit-ratio");
         assert!(l1.ends_with(" %"), "{l1}");

@@ -332,7 +332,11 @@ impl Advisor {
             l1_capacity_bytes: capacity_bytes,
             window_entry_bytes: entry_bytes,
             hot_window,
-            recommendation: recommend(&l1, sampled),
+            recommendation: if self.enabled {
+                recommend(&l1, sampled)
+            } else {
+                "the advisor is off (--cache off, or --advice off)".to_owned()
+            },
             l1,
             windows,
         }
