@@ -123,7 +123,10 @@ async fn the_status_page_needs_the_token_and_shows_the_figures_in_a_browser() {
     assert!(postgres_reads >= stats["postgres_reads"].as_u64().unwrap());
     if stats["mode"] == "off" {
         // No cache, no advisor: the page says so instead of drawing a curve.
-        assert!(cell(&dom, "recommendation").contains("advisor is off"), "{dom}");
+        assert!(
+            cell(&dom, "recommendation").contains("advisor is off"),
+            "{dom}"
+        );
         assert!(!dom.contains("<polyline"), "{dom}");
     } else {
         assert!(dom.contains("<polyline"), "no advice curve: {dom}");
