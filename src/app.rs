@@ -9,12 +9,12 @@ use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
 
 use crate::api::{self, AppState};
-use crate::cache::{self, Hooks, HotCache};
+use crate::cache::{Hooks, HotCache};
 use crate::config::{DatabaseSettings, ListenAddr, Settings};
 use crate::metrics::Metrics;
 use crate::postgres::{self, Db, SyncLimits};
 use crate::redis::Redis;
-use crate::service::feeds::{self, FeedConfig};
+use crate::service::feeds::FeedConfig;
 use crate::service::{Service, ServiceSettings};
 
 /// A bound listener.
@@ -69,11 +69,9 @@ impl Application {
             hooks,
             metrics.clone(),
         ));
-        let mut tasks = cache::invalidation::spawn(hot.clone());
-        tasks.push(tokio::spawn(crate::metrics::upkeep(metrics.clone())));
         let service = Service::new(
             db.clone(),
-            hot,
+            hot.clone(),
             metrics.clone(),
             ServiceSettings {
                 sync: SyncLimits {
@@ -99,8 +97,13 @@ impl Application {
         db.feed_upkeep(retention, true)
             .await
             .context("making the feed partitions")?;
-        tasks.push(tokio::spawn(feeds::run_upkeep(db.clone(), retention)));
-        tasks.push(tokio::spawn(feeds::run_fanout(service.clone())));
+        let tasks = crate::tasks::start(&crate::tasks::Parts {
+            cache: hot,
+            service: service.clone(),
+            metrics: metrics.clone(),
+            db: db.clone(),
+            retention,
+        });
         let state = AppState {
             service: service.clone(),
             db: db.clone(),

@@ -18,6 +18,7 @@
 //! - [`redis`]: the only module that imports `fred`: keys, Lua scripts, codec, pub/sub,
 //!   cluster slot grouping, and `WAIT` for failover safety.
 //! - [`tls`]: the only module that imports rustls: the TLS settings of Redis and Postgres.
+//! - [`tasks`]: every background task, started in one place.
 //! - [`metrics`]: the per-instance Prometheus registry.
 //! - [`progress`]: the progress bar of long operations (seeding, table conversion).
 //! - [`demo`]: the small demo dataset loaded by `scripts/run`.
@@ -44,4 +45,5 @@ pub mod postgres;
 pub mod progress;
 pub mod redis;
 pub mod service;
+pub mod tasks;
 pub mod tls;

@@ -18,9 +18,9 @@
 //! still in flight from another instance, or lost) is dropped and refilled, so a cached
 //! feed is always a prefix of the user's feed in id order and an `after` pager never
 //! skips. Then, for the users with a version, L1 here and one invalidation message per
-//! 200 users for the others. A
-//! write that cannot reach Redis marks everything dirty (the channels' repair drops the
-//! whole prefix once Redis answers) and announces it through Postgres.
+//! 200 users for the others. A write that cannot reach Redis marks the feeds it touched
+//! (or the event whose delete it was) dirty and announces them through Postgres; the
+//! repair task drops exactly those from Redis once it answers.
 
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ use super::stats::bump;
 use super::{HotCache, Lookup, Reach};
 use crate::config::CacheMode;
 use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest};
-use crate::domain::UserId;
+use crate::domain::{Scope, UserId};
 use crate::postgres::{DbError, Delivery};
 use crate::redis::{FeedRead, FeedState};
 
@@ -42,8 +42,12 @@ use crate::redis::{FeedRead, FeedState};
 const BODY_SLACK: usize = 16;
 
 impl HotCache {
-    fn feeds_usable(&self) -> bool {
-        self.settings.mode != CacheMode::Off && !self.breaker.is_open() && self.dirty.is_empty()
+    /// Whether the tiers may answer for `user`'s feed: not while a write to it missed
+    /// Redis (then Postgres answers until the repair task dropped it).
+    fn feed_usable(&self, user: UserId) -> bool {
+        self.settings.mode != CacheMode::Off
+            && !self.breaker.is_open()
+            && !self.dirty.contains(Scope::Feed(user))
     }
 
     /// Events created at or before this are expired.
@@ -155,7 +159,7 @@ impl HotCache {
         user: UserId,
         reach: Reach,
     ) -> Result<Option<(Arc<CachedFeed>, Path)>, DbError> {
-        if !self.feeds_usable() {
+        if !self.feed_usable(user) {
             return Ok(None);
         }
         let key = Key::Feed(user);
@@ -187,7 +191,7 @@ impl HotCache {
             }
             Some(FeedRead::Miss(version)) => {
                 bump(&self.stats.l2_misses);
-                self.queue_feed_fill(user, version);
+                self.queue_fill(super::fills::FillKey::Feed(user), Some(version));
                 Loaded::Missed
             }
         })
@@ -216,6 +220,12 @@ impl HotCache {
         ids: &[EventId],
         reach: Reach,
     ) -> Result<Option<Vec<Arc<Event>>>, DbError> {
+        if self
+            .dirty
+            .contains_any(ids.iter().map(|&id| Scope::Event(id)))
+        {
+            return Ok(None);
+        }
         let mut bodies: Vec<Option<Arc<Event>>> = ids
             .iter()
             .map(|&id| match self.l1.peek(Key::Event(id)) {
@@ -305,8 +315,8 @@ impl HotCache {
         }
         let published = reached && self.publish_feeds(&touched).await;
         if !published {
-            self.dirty.mark_all();
-            self.announce(None).await;
+            let scopes: Vec<Scope> = touched.into_iter().map(Scope::Feed).collect();
+            self.missed_redis(&scopes).await;
         }
     }
 
@@ -356,16 +366,18 @@ impl HotCache {
             .await
             // Unknown: no cached feed can match -1, so each is dropped and refilled.
             .unwrap_or_else(|_| vec![-1; below.len()]);
+        if let Some(hook) = &self.hooks.before_feed_deliver {
+            hook(cached[0].0).await;
+        }
         let hot = self.settings.feed_hot;
         let appends = cached
             .iter()
             .zip(prevs)
             .map(|((user, ids), prev)| self.redis.feed_deliver(*user, prev, ids, hot));
-        let started = std::time::Instant::now();
-        let results = futures::future::join_all(appends).await;
-        self.metrics
-            .record_redis_call("feed_deliver", started.elapsed());
-        results.iter().all(Result::is_ok).then_some(versioned)
+        // One call as the breaker sees it: its failure counts like any other's.
+        let all = futures::future::try_join_all(appends);
+        self.redis_call("feed_deliver", all).await?;
+        Some(versioned)
     }
 
     /// Write-through of a user's unseen marker (the one now in force).
@@ -380,8 +392,7 @@ impl HotCache {
                 .is_some();
         self.l1.invalidate(Key::Feed(user));
         if !(reached && self.publish_feeds(&[user]).await) {
-            self.dirty.mark_all();
-            self.announce(None).await;
+            self.missed_redis(&[Scope::Feed(user)]).await;
         }
     }
 
@@ -402,8 +413,7 @@ impl HotCache {
                 .publish(super::invalidation::Invalidation::Key(key))
                 .await)
         {
-            self.dirty.mark_all();
-            self.announce(None).await;
+            self.missed_redis(&[Scope::Event(tombstone.id)]).await;
         }
     }
 }

@@ -29,7 +29,6 @@ use super::HotCache;
 use crate::domain::PageRequest;
 use crate::domain::{ChannelId, UserId};
 use crate::postgres::DbError;
-use uuid::Uuid;
 
 /// Fills waiting for a worker.
 pub const QUEUE: usize = 1024;
@@ -38,7 +37,7 @@ pub const WORKERS: usize = 4;
 /// Slots of the doorkeeper: channels remembered by their last miss.
 const DOORKEEPER_SLOTS: usize = 1 << (64 - 50);
 
-/// What a fill loads.
+/// What of a channel a fill loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum What {
     Window,
@@ -46,8 +45,6 @@ pub enum What {
     /// A run of deep history starting at the cursor of a page it must answer
     /// ([`super::history`]).
     History(PageRequest),
-    /// A user's hot feed ([`super::feeds`]); the job's owner is the user.
-    Feed,
 }
 
 impl What {
@@ -58,7 +55,42 @@ impl What {
             What::Window => 0,
             What::Members => 1,
             What::History(_) => 2,
-            What::Feed => 3,
+        }
+    }
+}
+
+/// The kind number of a user's hot feed, beside [`What::kind`]'s.
+const FEED_KIND: u8 = 3;
+
+/// The key of one fill: what it loads, and whose (a channel's or a user's), typed so
+/// that a user's id is never taken for a channel's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FillKey {
+    Channel(ChannelId, What),
+    /// A user's hot feed ([`super::feeds`]).
+    Feed(UserId),
+}
+
+/// A fill's place in the queue: at most one fill waits or runs per slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Slot {
+    Channel(ChannelId, u8),
+    Feed(UserId),
+}
+
+impl FillKey {
+    fn slot(self) -> Slot {
+        match self {
+            FillKey::Channel(c, what) => Slot::Channel(c, what.kind()),
+            FillKey::Feed(u) => Slot::Feed(u),
+        }
+    }
+
+    /// The doorkeeper's hash of the slot.
+    fn hash(self) -> u64 {
+        match self {
+            FillKey::Channel(c, what) => super::presence::key_hash(c.0, what.kind()),
+            FillKey::Feed(u) => super::presence::key_hash(u.0, FEED_KIND),
         }
     }
 }
@@ -66,9 +98,7 @@ impl What {
 /// One queued fill: the version the read's Redis miss handed out, or `None` when the
 /// read did not ask Redis ([`super::presence`]): the fill then looks first.
 struct Job {
-    /// The channel, or for [`What::Feed`] the user.
-    owner: Uuid,
-    what: What,
+    key: FillKey,
     version: Option<String>,
     /// The kind of read that queued it, charged with its cost ([`super::gate`]).
     kind: Option<super::gate::Kind>,
@@ -79,7 +109,7 @@ pub struct Fills {
     after_misses: u32,
     tx: mpsc::Sender<Job>,
     rx: Mutex<Option<mpsc::Receiver<Job>>>,
-    queued: Mutex<HashSet<(Uuid, u8)>>,
+    queued: Mutex<HashSet<Slot>>,
     /// Per slot, a channel's hash and its misses so far (low 8 bits); overwritten by the
     /// next channel that lands there.
     doorkeeper: Box<[AtomicU64]>,
@@ -99,11 +129,11 @@ impl Fills {
     }
 
     /// Counts a miss; true when it is the one that should fill.
-    fn admit(&self, owner: Uuid, what: What) -> bool {
+    fn admit(&self, key: FillKey) -> bool {
         if self.after_misses == 1 {
             return true;
         }
-        let hash = super::presence::key_hash(ChannelId(owner), what.kind()) & !0xff;
+        let hash = key.hash() & !0xff;
         let slot = &self.doorkeeper[(hash >> 50) as usize];
         let seen = slot.load(Ordering::Relaxed);
         let misses = if seen & !0xff == hash {
@@ -120,7 +150,7 @@ impl Fills {
         }
     }
 
-    fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<(Uuid, u8)>> {
+    fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<Slot>> {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -131,34 +161,21 @@ impl Fills {
 }
 
 impl HotCache {
-    /// After a miss in both tiers: queues a fill of `what` when admitted. True when queued.
-    pub(super) fn queue_fill(
-        &self,
-        channel: ChannelId,
-        what: What,
-        version: Option<String>,
-    ) -> bool {
-        self.queue_job(channel.0, what, version)
-    }
-
-    /// After a miss of a user's feed in both tiers: queues its fill when admitted.
-    pub(super) fn queue_feed_fill(&self, user: UserId, version: String) -> bool {
-        self.queue_job(user.0, What::Feed, Some(version))
-    }
-
-    fn queue_job(&self, owner: Uuid, what: What, version: Option<String>) -> bool {
-        if !self.fills.admit(owner, what) || !self.fills.queued().insert((owner, what.kind())) {
+    /// After a miss in both tiers: queues the fill of `key` when admitted. True when
+    /// queued.
+    pub(super) fn queue_fill(&self, key: FillKey, version: Option<String>) -> bool {
+        let slot = key.slot();
+        if !self.fills.admit(key) || !self.fills.queued().insert(slot) {
             return false;
         }
         let job = Job {
-            owner,
-            what,
+            key,
             version,
             kind: super::gate::current(),
             queued: std::time::Instant::now(),
         };
         if self.fills.tx.try_send(job).is_err() {
-            self.fills.queued().remove(&(owner, what.kind()));
+            self.fills.queued().remove(&slot);
             bump(&self.stats.fills_dropped);
             return false;
         }
@@ -166,33 +183,36 @@ impl HotCache {
     }
 
     async fn run_fill(&self, job: &Job) -> Result<(), DbError> {
-        let channel = ChannelId(job.owner);
-        let version = match &job.version {
-            Some(version) => version.clone(),
-            None => match self.probe(channel, job.what).await {
-                Some(version) => version,
-                None => return Ok(()),
+        let installed = match job.key {
+            FillKey::Feed(user) => match &job.version {
+                Some(version) => self.fill_feed(user, version).await?,
+                // Feed fills always carry the version of the read that missed.
+                None => None,
             },
-        };
-        let installed = match job.what {
-            What::Window => self.fill_window(channel, &version).await?,
-            What::Members => self.fill_members(channel, &version).await?,
-            What::Feed => self.fill_feed(UserId(job.owner), &version).await?,
-            What::History(page) => {
-                let installed = self.fill_history(channel, page, &version).await?;
+            FillKey::Channel(channel, what) => {
+                let version = match &job.version {
+                    Some(version) => version.clone(),
+                    None => match self.probe(channel, what).await {
+                        Some(version) => version,
+                        None => return Ok(()),
+                    },
+                };
+                let installed = match what {
+                    What::Window => self.fill_window(channel, &version).await?,
+                    What::Members => self.fill_members(channel, &version).await?,
+                    What::History(page) => self.fill_history(channel, page, &version).await?,
+                };
                 if installed == Some(true) {
-                    bump(&self.stats.history_fills);
+                    if let What::History(_) = what {
+                        bump(&self.stats.history_fills);
+                    }
+                    self.presence.seen(channel, what.kind());
                 }
                 installed
             }
         };
         match installed {
-            Some(true) => {
-                bump(&self.stats.fills);
-                if job.what != What::Feed {
-                    self.presence.seen(channel, job.what.kind());
-                }
-            }
+            Some(true) => bump(&self.stats.fills),
             // A write came in after the version was taken: what we read may be older.
             Some(false) => bump(&self.stats.fills_refused),
             // The channel is gone, or Redis failed (counted by the breaker).
@@ -224,12 +244,12 @@ pub async fn work(cache: Arc<HotCache>) {
                 {
                     bump(&cache.stats.fills_dropped);
                 } else if let Err(error) = cache.run_fill(&job).await {
-                    debug!(%error, owner = %job.owner, "a background fill failed");
+                    debug!(%error, key = ?job.key, "a background fill failed");
                 }
                 if let Some(kind) = job.kind {
                     cache.gate.charge(kind, started.elapsed());
                 }
-                cache.fills.queued().remove(&(job.owner, job.what.kind()));
+                cache.fills.queued().remove(&job.key.slot());
             }
         })
         .await;
@@ -248,17 +268,30 @@ mod tests {
         let fills = Fills::new(2);
         let a = ChannelId(uuid::Uuid::new_v4());
         let b = ChannelId(uuid::Uuid::new_v4());
-        assert!(!fills.admit(a.0, What::Window));
+        let window = |c| FillKey::Channel(c, What::Window);
+        assert!(!fills.admit(window(a)));
         assert!(
-            !fills.admit(a.0, What::Members),
+            !fills.admit(FillKey::Channel(a, What::Members)),
             "members are counted apart"
         );
-        assert!(fills.admit(a.0, What::Window));
-        assert!(
-            !fills.admit(a.0, What::Window),
-            "admitting forgets the channel"
+        assert!(fills.admit(window(a)));
+        assert!(!fills.admit(window(a)), "admitting forgets the channel");
+        assert!(!fills.admit(window(b)));
+        assert!(Fills::new(1).admit(window(b)));
+    }
+
+    #[test]
+    fn a_users_feed_and_a_channel_with_the_same_id_are_different_fills() {
+        let id = uuid::Uuid::new_v4();
+        let (feed, window) = (
+            FillKey::Feed(UserId(id)),
+            FillKey::Channel(ChannelId(id), What::Window),
         );
-        assert!(!fills.admit(b.0, What::Window));
-        assert!(Fills::new(1).admit(b.0, What::Window));
+        assert_ne!(feed.slot(), window.slot());
+        assert_ne!(feed.hash(), window.hash());
+        let fills = Fills::new(2);
+        assert!(!fills.admit(feed));
+        assert!(!fills.admit(window), "the feed's miss is not the channel's");
+        assert!(fills.admit(feed));
     }
 }

@@ -1,14 +1,15 @@
-//! Redis health as the cache sees it: the breaker, and the channels written while Redis
-//! could not be told.
+//! Redis health as the cache sees it: the breaker, and what was written while Redis could
+//! not be told (channels, feeds and event bodies: [`Scope`]s).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::domain::ChannelId;
+use crate::domain::Scope;
 
-/// Most channels remembered one by one; past this, everything cached is dropped instead.
+/// Most scopes (channels, feeds, event bodies) remembered one by one; past this,
+/// everything cached is dropped instead.
 pub const MAX_DIRTY_CHANNELS: usize = 10_000;
 
 /// A timed-out call does not count against Redis while another call succeeded this
@@ -86,25 +87,31 @@ impl Breaker {
     }
 }
 
-/// Channels whose cached entries may be older than Postgres because a write could not
-/// reach Redis. Reads of a dirty channel skip the tiers until it is dropped from Redis.
+/// Scopes whose cached entries may be older than Postgres because a write could not
+/// reach Redis. Reads of a dirty scope skip the tiers until it is dropped from Redis.
 pub struct Dirty {
     count: AtomicUsize,
-    channels: Mutex<DirtySet>,
+    set: Mutex<DirtySet>,
 }
 
 #[derive(Default)]
 struct DirtySet {
-    channels: HashSet<ChannelId>,
-    /// Too many to remember: every channel counts as dirty.
+    scopes: HashSet<Scope>,
+    /// Too many to remember (or a flush that failed): everything counts as dirty.
     all: bool,
+}
+
+impl DirtySet {
+    fn count(&self) -> usize {
+        self.scopes.len().max(usize::from(self.all))
+    }
 }
 
 /// What to drop from Redis.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DirtyWork {
     Nothing,
-    Channels(Vec<ChannelId>),
+    Scopes(Vec<Scope>),
     Everything,
 }
 
@@ -112,47 +119,45 @@ impl Default for Dirty {
     fn default() -> Self {
         Dirty {
             count: AtomicUsize::new(0),
-            channels: Mutex::new(DirtySet::default()),
+            set: Mutex::new(DirtySet::default()),
         }
     }
 }
 
 impl Dirty {
     fn set(&self) -> std::sync::MutexGuard<'_, DirtySet> {
-        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+        self.set.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn mark(&self, channel: ChannelId) {
+    pub fn mark(&self, scope: Scope) {
         let mut set = self.set();
-        if set.all {
-            return;
+        if !set.all {
+            if scope == Scope::Everything || set.scopes.len() >= MAX_DIRTY_CHANNELS {
+                set.all = true;
+                set.scopes.clear();
+            } else {
+                set.scopes.insert(scope);
+            }
         }
-        if set.channels.len() >= MAX_DIRTY_CHANNELS {
-            set.all = true;
-            set.channels.clear();
-        } else {
-            set.channels.insert(channel);
-        }
-        self.count.store(
-            set.channels.len().max(usize::from(set.all)),
-            Ordering::Release,
-        );
+        self.count.store(set.count(), Ordering::Release);
     }
 
-    pub fn mark_all(&self) {
-        let mut set = self.set();
-        set.all = true;
-        set.channels.clear();
-        self.count.store(1, Ordering::Release);
-    }
-
-    /// Whether reads of `channel` must skip the tiers. Lock-free when nothing is dirty.
-    pub fn contains(&self, channel: ChannelId) -> bool {
-        if self.count.load(Ordering::Acquire) == 0 {
+    /// Whether reads of `scope` must skip the tiers. Lock-free when nothing is dirty.
+    pub fn contains(&self, scope: Scope) -> bool {
+        if self.is_empty() {
             return false;
         }
         let set = self.set();
-        set.all || set.channels.contains(&channel)
+        set.all || set.scopes.contains(&scope)
+    }
+
+    /// Whether any of `scopes` is dirty (one lock for all). Lock-free when nothing is.
+    pub fn contains_any(&self, scopes: impl IntoIterator<Item = Scope>) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let set = self.set();
+        set.all || scopes.into_iter().any(|s| set.scopes.contains(&s))
     }
 
     pub fn len(&self) -> usize {
@@ -167,14 +172,14 @@ impl Dirty {
         let set = self.set();
         if set.all {
             DirtyWork::Everything
-        } else if set.channels.is_empty() {
+        } else if set.scopes.is_empty() {
             DirtyWork::Nothing
         } else {
-            DirtyWork::Channels(set.channels.iter().copied().collect())
+            DirtyWork::Scopes(set.scopes.iter().copied().collect())
         }
     }
 
-    /// Forgets channels that were dropped from Redis (marks made meanwhile stay).
+    /// Forgets scopes that were dropped from Redis (marks made meanwhile stay).
     pub fn done(&self, work: &DirtyWork) {
         let mut set = self.set();
         match work {
@@ -182,22 +187,21 @@ impl Dirty {
             DirtyWork::Everything => {
                 set.all = false;
             }
-            DirtyWork::Channels(channels) => {
-                for c in channels {
-                    set.channels.remove(c);
+            DirtyWork::Scopes(scopes) => {
+                for s in scopes {
+                    set.scopes.remove(s);
                 }
             }
         }
-        self.count.store(
-            set.channels.len().max(usize::from(set.all)),
-            Ordering::Release,
-        );
+        self.count.store(set.count(), Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::feed::EventId;
+    use crate::domain::{ChannelId, UserId};
     use uuid::Uuid;
 
     #[test]
@@ -243,24 +247,39 @@ mod tests {
     }
 
     #[test]
-    fn dirty_channels_overflow_into_everything() {
+    fn dirty_scopes_overflow_into_everything() {
         let d = Dirty::default();
-        let a = ChannelId(Uuid::new_v4());
+        let a = Scope::Channel(ChannelId(Uuid::new_v4()));
         assert!(!d.contains(a));
         d.mark(a);
         assert!(d.contains(a));
         let work = d.work();
-        d.mark(ChannelId(Uuid::new_v4()));
+        d.mark(Scope::Channel(ChannelId(Uuid::new_v4())));
         d.done(&work);
         assert!(!d.contains(a));
         assert_eq!(d.len(), 1, "a mark made during the drop stays");
 
         for _ in 0..MAX_DIRTY_CHANNELS + 1 {
-            d.mark(ChannelId(Uuid::new_v4()));
+            d.mark(Scope::Channel(ChannelId(Uuid::new_v4())));
         }
         assert_eq!(d.work(), DirtyWork::Everything);
-        assert!(d.contains(ChannelId(Uuid::new_v4())));
+        assert!(d.contains(Scope::Channel(ChannelId(Uuid::new_v4()))));
         d.done(&DirtyWork::Everything);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_dirty_feed_leaves_other_feeds_and_channels_clean() {
+        let d = Dirty::default();
+        let (user, other) = (UserId(Uuid::new_v4()), UserId(Uuid::new_v4()));
+        d.mark(Scope::Feed(user));
+        assert!(d.contains(Scope::Feed(user)));
+        assert!(!d.contains(Scope::Feed(other)));
+        assert!(!d.contains(Scope::Channel(ChannelId(other.0))));
+        assert!(d.contains_any([Scope::Event(EventId(1)), Scope::Feed(user)]));
+        assert!(!d.contains_any([Scope::Event(EventId(1))]));
+        d.mark(Scope::Everything);
+        assert_eq!(d.work(), DirtyWork::Everything);
+        assert!(d.contains(Scope::Feed(other)));
     }
 }

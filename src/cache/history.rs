@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::fills::What;
+use super::fills::{FillKey, What};
 use super::l1::{Entry, Key, Loaded};
 use super::paths::Path;
 use super::stats::bump;
@@ -91,7 +91,10 @@ impl HotCache {
                 let at_newest =
                     matches!(request.cursor, Cursor::After(_)) && found_run.is_some_and(|r| r.open);
                 if !at_newest {
-                    self.queue_fill(channel, What::History(request), Some(found.version));
+                    self.queue_fill(
+                        FillKey::Channel(channel, What::History(request)),
+                        Some(found.version),
+                    );
                 }
                 Ok(Loaded::Missed)
             }

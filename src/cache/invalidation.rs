@@ -18,7 +18,7 @@ use super::l1::Key;
 use super::stats::bump;
 use super::HotCache;
 use crate::domain::feed::EventId;
-use crate::domain::{ChannelId, UserId};
+use crate::domain::{ChannelId, Scope, UserId};
 use crate::redis::{RedisError, SubscriptionEvent};
 
 /// How often each instance publishes its heartbeat.
@@ -126,7 +126,7 @@ impl HotCache {
         }
     }
 
-    /// Drops dirty channels from Redis and tells the other instances; closes the breaker
+    /// Drops dirty scopes from Redis and tells the other instances; closes the breaker
     /// once nothing is dirty. The error says what Redis answered when it could not.
     pub async fn repair(&self) -> Result<(), RedisError> {
         self.redis.ping().await?;
@@ -140,11 +140,29 @@ impl HotCache {
                     .publish(&channel, Invalidation::Everything.encode(&self.instance))
                     .await?;
             }
-            DirtyWork::Channels(channels) => {
-                for &c in channels {
-                    self.redis.drop_channel(c).await?;
+            DirtyWork::Scopes(scopes) => {
+                for &scope in scopes {
+                    let what = match scope {
+                        // Never here (a mark of everything is `DirtyWork::Everything`).
+                        Scope::Everything => {
+                            self.redis.delete_prefix().await?;
+                            Invalidation::Everything
+                        }
+                        Scope::Channel(c) => {
+                            self.redis.drop_channel(c).await?;
+                            Invalidation::Channel(c)
+                        }
+                        Scope::Feed(u) => {
+                            self.redis.drop_feed(u).await?;
+                            Invalidation::Key(Key::Feed(u))
+                        }
+                        Scope::Event(e) => {
+                            self.redis.drop_body(e).await?;
+                            Invalidation::Key(Key::Event(e))
+                        }
+                    };
                     self.redis
-                        .publish(&channel, Invalidation::Channel(c).encode(&self.instance))
+                        .publish(&channel, what.encode(&self.instance))
                         .await?;
                 }
             }
@@ -161,25 +179,8 @@ impl HotCache {
     }
 }
 
-/// Starts the background tasks the mode needs; abort the handles to stop them.
-pub fn spawn(cache: Arc<HotCache>) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    if cache.mode() == crate::config::CacheMode::Off {
-        return tasks;
-    }
-    tasks.push(tokio::spawn(maintain(cache.clone())));
-    tasks.push(tokio::spawn(super::fills::work(cache.clone())));
-    tasks.push(tokio::spawn(super::notices::listen(cache.clone())));
-    tasks.push(tokio::spawn(super::audit::run(cache.clone())));
-    tasks.push(tokio::spawn(super::advice::run(cache.clone())));
-    if cache.l1.is_enabled() {
-        tasks.push(tokio::spawn(listen(cache)));
-    }
-    tasks
-}
-
 /// Probes Redis while the breaker is open or channels are dirty, and repairs.
-async fn maintain(cache: Arc<HotCache>) {
+pub async fn maintain(cache: Arc<HotCache>) {
     let _ = cache.redis.load_scripts().await;
     let mut ticker = tokio::time::interval(cache.settings.probe_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -199,7 +200,7 @@ async fn maintain(cache: Arc<HotCache>) {
 }
 
 /// Applies other instances' invalidations and watches its own heartbeat.
-async fn listen(cache: Arc<HotCache>) {
+pub async fn listen(cache: Arc<HotCache>) {
     let channel = cache.redis.invalidation_channel();
     let mut subscription = loop {
         match cache.redis.subscribe(&channel).await {

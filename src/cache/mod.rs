@@ -114,7 +114,13 @@ pub struct Hooks {
     pub after_fill_read: Option<Hook>,
     /// Runs in a fill of deep history after its Postgres read, before the fill script.
     pub after_history_read: Option<Hook>,
+    /// Runs in a delivery's write-through before it appends onto cached feeds, with
+    /// the first recipient whose feed is cached.
+    pub before_feed_deliver: Option<UserHook>,
 }
+
+/// A test hook awaited with the user at hand.
+pub type UserHook = Arc<dyn Fn(crate::domain::UserId) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// How far a lookup may go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,7 +303,7 @@ impl HotCache {
     fn tiers_usable(&self, channel: ChannelId) -> bool {
         self.settings.mode != CacheMode::Off
             && !self.breaker.is_open()
-            && !self.dirty.contains(channel)
+            && !self.dirty.contains(crate::domain::Scope::Channel(channel))
     }
 
     /// Runs a Postgres call of a fill and records its latency.
@@ -443,7 +449,7 @@ impl HotCache {
             Some(Err(version)) => {
                 bump(&self.stats.l2_misses);
                 self.presence.gone(channel, what.kind());
-                self.queue_fill(channel, what, Some(version));
+                self.queue_fill(fills::FillKey::Channel(channel, what), Some(version));
                 Loaded::Missed
             }
         }

@@ -1,12 +1,12 @@
 //! The second invalidation path, for writes that could not reach Redis (promise 3 under
 //! an asymmetric partition: the writer is cut off from Redis, the readers are not).
 //!
-//! A write whose Redis step or pub/sub publish failed marks its channel dirty here, as
-//! before, and also *announces* it through Postgres ([`crate::postgres::CacheNotice`]).
-//! Every other instance hears the notice on a listening connection of its own and treats
-//! the channel exactly as if it had written it during an outage: the channel leaves L1,
-//! skips the tiers, and the repair task drops it from Redis (fencing in-flight fills) and
-//! tells the instances on pub/sub. So no instance that reaches Redis serves the old entry
+//! A write whose Redis step or pub/sub publish failed marks what it changed (its channel,
+//! the feeds it touched, an event's body: a [`Scope`]) dirty here, and also *announces*
+//! it through Postgres ([`crate::postgres::CacheNotice`]). Every other instance hears the
+//! notice on a listening connection of its own and treats the scope exactly as if it had
+//! written it during an outage: it leaves L1, skips the tiers, and the repair task drops
+//! it from Redis (fencing in-flight fills) and tells the instances on pub/sub. So no instance that reaches Redis serves the old entry
 //! once the notice arrived, which takes milliseconds.
 //!
 //! Only failed writes pay: one more Postgres statement each. A listener that loses its
@@ -22,10 +22,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
+use super::health::MAX_DIRTY_CHANNELS;
 use super::invalidation::Invalidation;
+use super::l1::Key;
 use super::stats::bump;
 use super::HotCache;
-use crate::domain::ChannelId;
+use crate::domain::Scope;
 use crate::postgres::{CacheNotice, Heard, NoticeListener};
 
 /// How often the listener proves its connection alive (and dates the proof).
@@ -46,20 +48,35 @@ fn ago(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 }
 
 impl HotCache {
-    /// Tells the other instances, through Postgres, that a channel (`None`: every channel)
-    /// changed while Redis could not be told. Called after the channel was marked dirty.
-    pub(super) async fn announce(&self, channel: Option<ChannelId>) {
-        let notice = CacheNotice {
-            origin: self.instance.clone(),
-            channel,
+    /// After a write that Redis missed: marks what it changed dirty here (reads of it
+    /// skip the tiers until the repair task dropped it from Redis), then tells the other
+    /// instances through Postgres, so they do the same. Past [`MAX_DIRTY_CHANNELS`]
+    /// scopes, everything.
+    pub(super) async fn missed_redis(&self, scopes: &[Scope]) {
+        let everything = [Scope::Everything];
+        let scopes = if scopes.len() > MAX_DIRTY_CHANNELS {
+            &everything[..]
+        } else {
+            scopes
         };
+        for &scope in scopes {
+            self.dirty.mark(scope);
+        }
+        let notices: Vec<CacheNotice> = scopes
+            .iter()
+            .map(|&scope| CacheNotice {
+                origin: self.instance.clone(),
+                scope,
+            })
+            .collect();
         let started = Instant::now();
-        match self.db.announce(&notice).await {
+        match self.db.announce(&notices).await {
             Ok(()) => bump(&self.stats.notices_sent),
             Err(error) => warn!(
                 %error,
                 cause = error_source(&error),
-                channel = channel.map(|c| c.to_string()),
+                scopes = scopes.len(),
+                first = scopes.first().map(Scope::encode),
                 "could not announce a write that Redis missed: other instances may serve \
                  the old entry until this one reaches Redis"
             ),
@@ -68,7 +85,7 @@ impl HotCache {
             .record_postgres_call("announce", started.elapsed());
     }
 
-    /// Applies a notice of another instance: the channel skips the tiers here (dirty) until
+    /// Applies a notice of another instance: the scope skips the tiers here (dirty) until
     /// the repair task dropped it from Redis, and leaves L1. Dirty first, so a read that
     /// finds L1 empty cannot refill it from the old Redis entry.
     fn hear(&self, notice: &CacheNotice) {
@@ -76,16 +93,13 @@ impl HotCache {
             return;
         }
         bump(&self.stats.notices_received);
-        match notice.channel {
-            Some(c) => {
-                self.dirty.mark(c);
-                self.apply(Invalidation::Channel(c));
-            }
-            None => {
-                self.dirty.mark_all();
-                self.apply(Invalidation::Everything);
-            }
-        }
+        self.dirty.mark(notice.scope);
+        self.apply(match notice.scope {
+            Scope::Everything => Invalidation::Everything,
+            Scope::Channel(c) => Invalidation::Channel(c),
+            Scope::Feed(u) => Invalidation::Key(Key::Feed(u)),
+            Scope::Event(e) => Invalidation::Key(Key::Event(e)),
+        });
     }
 
     /// Hears every notice recorded since `since`, each channel once.
@@ -97,7 +111,7 @@ impl HotCache {
         let notices = listener.notices_since(since).await?;
         let mut seen = BTreeSet::new();
         for notice in notices {
-            if seen.insert((notice.channel, notice.origin.clone())) {
+            if seen.insert((notice.scope, notice.origin.clone())) {
                 self.hear(&notice);
             }
         }
@@ -125,7 +139,7 @@ fn error_source(error: &dyn std::error::Error) -> String {
 
 /// Listens for other instances' notices for as long as the process runs, reconnecting
 /// (and catching up) whenever the connection fails.
-pub(super) async fn listen(cache: Arc<HotCache>) {
+pub async fn listen(cache: Arc<HotCache>) {
     // The server time of the last proof that the connection was alive; `None` before the
     // first connection, when the whole retention is read back.
     let mut alive_at: Option<DateTime<Utc>> = None;
@@ -169,7 +183,7 @@ async fn serve(
             warn!("the notice listener was away longer than notices are kept: dropping every cached channel");
             cache.hear(&CacheNotice {
                 origin: String::new(),
-                channel: None,
+                scope: Scope::Everything,
             });
             now
         }

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::fills::What;
+use super::fills::{FillKey, What};
 use super::l1::Loaded;
 use super::stats::bump;
 use crate::domain::ChannelId;
@@ -20,9 +20,9 @@ use crate::redis::{MembersRead, WindowRead};
 /// Slots of the table: 1 MiB.
 pub const SLOTS: usize = 1 << 17;
 
-/// A key's hash: the channel and what of it (window, members, history).
-pub fn key_hash(channel: ChannelId, kind: u8) -> u64 {
-    let (high, low) = channel.0.as_u64_pair();
+/// A key's hash: whose (a channel's or a user's id) and what of it (its kind number).
+pub fn key_hash(id: uuid::Uuid, kind: u8) -> u64 {
+    let (high, low) = id.as_u64_pair();
     // Fibonacci hashing spreads the mixed bits over the top of the word.
     (high ^ low.rotate_left(17) ^ (u64::from(kind) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -42,7 +42,7 @@ impl Default for Presence {
 
 impl Presence {
     fn slot(&self, channel: ChannelId, kind: u8) -> (&AtomicU64, u64) {
-        let hash = key_hash(channel, kind);
+        let hash = key_hash(channel.0, kind);
         let tag = hash | 1; // never 0, the empty slot
         (&self.slots[(hash >> 47) as usize % SLOTS], tag)
     }
@@ -71,7 +71,7 @@ impl super::HotCache {
     /// and the miss counts towards a fill that looks in Redis first.
     pub(super) fn skip_redis(&self, channel: ChannelId, what: What) -> Loaded {
         bump(&self.stats.redis_skipped);
-        self.queue_fill(channel, what, None);
+        self.queue_fill(FillKey::Channel(channel, what), None);
         Loaded::Missed
     }
 
@@ -79,8 +79,6 @@ impl super::HotCache {
     /// Redis holds the key (now marked) or failed, else the version a fill must present.
     pub(super) async fn probe(&self, channel: ChannelId, what: What) -> Option<String> {
         let version = match what {
-            // Feed fills always carry the version of the read that missed.
-            What::Feed => return None,
             What::Window => {
                 let read = self.redis.read_window_head(channel, Some(1));
                 match self.redis_call("read_window", read).await? {

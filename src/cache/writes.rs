@@ -9,7 +9,7 @@ use super::l1::Key;
 use super::stats::bump;
 use super::HotCache;
 use crate::config::CacheMode;
-use crate::domain::{ChannelId, Member, Message, UserId};
+use crate::domain::{ChannelId, Member, Message, Scope, UserId};
 use crate::redis::RedisError;
 
 impl HotCache {
@@ -63,8 +63,7 @@ impl HotCache {
             published = published && self.publish(Invalidation::Key(key)).await;
         }
         if !published {
-            self.dirty.mark(channel);
-            self.announce(Some(channel)).await;
+            self.missed_redis(&[Scope::Channel(channel)]).await;
         }
     }
 
@@ -91,11 +90,8 @@ impl HotCache {
             }
         };
         if !done {
-            match channel {
-                Some(c) => self.dirty.mark(c),
-                None => self.dirty.mark_all(),
-            }
-            self.announce(channel).await;
+            self.missed_redis(&[channel.map_or(Scope::Everything, Scope::Channel)])
+                .await;
         }
     }
 

@@ -6,6 +6,7 @@ pub mod feed;
 pub mod history;
 mod input;
 mod model;
+mod scope;
 pub mod window;
 
 pub use input::{
@@ -16,3 +17,4 @@ pub use model::{
     Channel, ChannelId, Member, MemberSummary, Message, MessageId, Page, SyncChannel, SyncResult,
     UnreadChannel, UserId,
 };
+pub use scope::Scope;

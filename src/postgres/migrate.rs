@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/0005_unread_index.sql"),
     ),
     (6, "feeds", include_str!("../../migrations/0006_feeds.sql")),
+    (
+        7,
+        "notice_scope",
+        include_str!("../../migrations/0007_notice_scope.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations (ASCII "hotchan1").

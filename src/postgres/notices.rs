@@ -17,7 +17,7 @@ use tokio_postgres::AsyncMessage;
 use tracing::debug;
 
 use super::{Db, DbError};
-use crate::domain::ChannelId;
+use crate::domain::{ChannelId, Scope};
 
 /// The `NOTIFY` channel of cache notices (per database, as Postgres scopes them).
 pub const NOTICE_CHANNEL: &str = "hotchan_cache";
@@ -29,33 +29,45 @@ pub const LISTENER_APPLICATION_NAME: &str = "hotchan-notices";
 /// notices are dropped and the reader is told so ([`Heard::Lost`]): it must assume the worst.
 pub const NOTICE_BUFFER: usize = 4096;
 
-/// Some instance (`origin`) could not tell Redis about a write to `channel` (`None`: a
-/// flush of every channel).
+/// Some instance (`origin`) could not tell Redis about a write to `scope`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheNotice {
     pub origin: String,
-    pub channel: Option<ChannelId>,
+    pub scope: Scope,
 }
 
 impl CacheNotice {
-    /// `<origin> <channel id>`, or `<origin> *` for every channel.
+    /// `<origin> <scope>` ([`Scope::encode`]).
     fn encode(&self) -> String {
-        match self.channel {
-            Some(c) => format!("{} {c}", self.origin),
-            None => format!("{} *", self.origin),
-        }
+        format!("{} {}", self.origin, self.scope.encode())
     }
 
     fn parse(payload: &str) -> Option<CacheNotice> {
         let (origin, scope) = payload.split_once(' ')?;
-        let channel = match scope {
-            "*" => None,
-            id => Some(ChannelId::parse(id).ok()?),
-        };
         Some(CacheNotice {
             origin: origin.to_owned(),
-            channel,
+            scope: Scope::parse(scope)?,
         })
+    }
+
+    /// The row's columns: `channel_id` for a channel (NULL for everything, as before
+    /// schema 7), `scope` for a feed or an event (which older versions read as
+    /// everything, a safe reading).
+    fn columns(&self) -> (Option<uuid::Uuid>, Option<String>) {
+        match self.scope {
+            Scope::Everything => (None, None),
+            Scope::Channel(c) => (Some(c.0), None),
+            Scope::Feed(_) | Scope::Event(_) => (None, Some(self.scope.encode())),
+        }
+    }
+
+    fn from_columns(origin: String, channel: Option<uuid::Uuid>, scope: Option<String>) -> Self {
+        let scope = match (channel, scope.as_deref().and_then(Scope::parse)) {
+            (_, Some(scope)) => scope,
+            (Some(c), None) => Scope::Channel(ChannelId(c)),
+            (None, None) => Scope::Everything,
+        };
+        CacheNotice { origin, scope }
     }
 }
 
@@ -68,26 +80,29 @@ pub enum Heard {
 }
 
 impl Db {
-    /// Records the notice and notifies every listener, in one statement: the `NOTIFY` is
-    /// delivered when the row commits.
-    pub async fn announce(&self, notice: &CacheNotice) -> Result<(), DbError> {
+    /// Records the notices and notifies every listener, in one statement: the `NOTIFY`s
+    /// are delivered when the rows commit.
+    pub async fn announce(&self, notices: &[CacheNotice]) -> Result<(), DbError> {
+        if notices.is_empty() {
+            return Ok(());
+        }
         let client = self.client().await?;
+        // A data-modifying WITH runs once and to completion whether or not the main
+        // query reads it.
         let stmt = client
             .prepare_cached(&format!(
                 "WITH recorded AS (
-                   INSERT INTO cache_notices (origin, channel_id) VALUES ($1, $2) RETURNING 1)
-                 SELECT pg_notify('{NOTICE_CHANNEL}', $3) FROM recorded"
+                   INSERT INTO cache_notices (origin, channel_id, scope)
+                   SELECT origin, channel_id, scope
+                   FROM unnest($1::text[], $2::uuid[], $3::text[]) AS t(origin, channel_id, scope))
+                 SELECT pg_notify('{NOTICE_CHANNEL}', payload) FROM unnest($4::text[]) AS payload"
             ))
             .await?;
+        let (channels, scopes): (Vec<_>, Vec<_>) = notices.iter().map(CacheNotice::columns).unzip();
+        let origins: Vec<&str> = notices.iter().map(|n| n.origin.as_str()).collect();
+        let payloads: Vec<String> = notices.iter().map(CacheNotice::encode).collect();
         client
-            .execute(
-                &stmt,
-                &[
-                    &notice.origin,
-                    &notice.channel.map(|c| c.0),
-                    &notice.encode(),
-                ],
-            )
+            .execute(&stmt, &[&origins, &channels, &scopes, &payloads])
             .await?;
         Ok(())
     }
@@ -172,16 +187,13 @@ impl NoticeListener {
         let rows = self
             .client
             .query(
-                "SELECT origin, channel_id FROM cache_notices WHERE at >= $1 ORDER BY at",
+                "SELECT origin, channel_id, scope FROM cache_notices WHERE at >= $1 ORDER BY at",
                 &[&since],
             )
             .await?;
         Ok(rows
             .iter()
-            .map(|r| CacheNotice {
-                origin: r.get(0),
-                channel: r.get::<_, Option<uuid::Uuid>>(1).map(ChannelId),
-            })
+            .map(|r| CacheNotice::from_columns(r.get(0), r.get(1), r.get(2)))
             .collect())
     }
 
@@ -200,13 +212,23 @@ mod tests {
     use uuid::Uuid;
 
     #[test]
-    fn notices_round_trip_through_their_payload() {
-        for channel in [Some(ChannelId(Uuid::new_v4())), None] {
+    fn notices_round_trip_through_their_payload_and_their_row() {
+        for scope in [
+            Scope::Everything,
+            Scope::Channel(ChannelId(Uuid::new_v4())),
+            Scope::Feed(crate::domain::UserId(Uuid::new_v4())),
+            Scope::Event(crate::domain::feed::EventId(7)),
+        ] {
             let notice = CacheNotice {
                 origin: "i1".into(),
-                channel,
+                scope,
             };
-            assert_eq!(CacheNotice::parse(&notice.encode()), Some(notice));
+            assert_eq!(CacheNotice::parse(&notice.encode()), Some(notice.clone()));
+            let (channel, text) = notice.columns();
+            assert_eq!(
+                CacheNotice::from_columns("i1".into(), channel, text),
+                notice
+            );
         }
         assert_eq!(CacheNotice::parse("i1 not-a-uuid"), None);
         assert_eq!(CacheNotice::parse("nospace"), None);

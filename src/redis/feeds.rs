@@ -174,6 +174,21 @@ impl Redis {
         answer.as_i64().ok_or(RedisError::Protocol)
     }
 
+    /// Drops a user's cached feed and bumps its fence version (a feed written while Redis
+    /// could not be told). The delivery script with a `prev` no feed can have (-1) does
+    /// exactly that.
+    pub async fn drop_feed(&self, user: UserId) -> Result<(), RedisError> {
+        self.feed_deliver(user, -1, &[], 1).await.map(|_| ())
+    }
+
+    /// Drops an event's body (a delete written while Redis could not be told): the next
+    /// read takes the tombstone from Postgres.
+    pub async fn drop_body(&self, id: EventId) -> Result<(), RedisError> {
+        self.delete(vec![self.body_key(id).into()])
+            .await
+            .map(|_| ())
+    }
+
     /// Moves a cached feed's unseen marker forward.
     pub async fn feed_seen(&self, user: UserId, seen: EventId) -> Result<(), RedisError> {
         let keys = self.feed_keys(user)[1..].to_vec();

@@ -50,7 +50,7 @@ impl Redis {
     }
 
     /// Deletes these keys, one `DEL` per slot (a cluster refuses a `DEL` across slots).
-    async fn delete(&self, keys: Vec<fred::types::Key>) -> Result<u64, RedisError> {
+    pub(super) async fn delete(&self, keys: Vec<fred::types::Key>) -> Result<u64, RedisError> {
         let client = self.client.next_connected();
         if !client.is_clustered() {
             let link = self.link_epoch();

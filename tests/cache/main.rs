@@ -13,6 +13,7 @@ pub const GATE_BY_DEFAULT: bool = false;
 
 mod audit;
 mod faults;
+mod feed_outages;
 mod feeds;
 mod history;
 mod instances;
