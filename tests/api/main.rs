@@ -12,6 +12,7 @@ mod advice;
 mod channels;
 mod cli;
 mod concurrency;
+mod docs;
 mod feed_faults;
 mod feeds;
 mod hostile;
