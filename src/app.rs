@@ -1,7 +1,7 @@
 //! Wiring: builds the pool, the Redis client, the service and the router, binds the
 //! listener (port 0 works, for tests), and runs until a shutdown signal.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -26,7 +26,7 @@ enum Listener {
 /// A built, bound, not yet running hotchan instance.
 pub struct Application {
     listener: Listener,
-    router: axum::Router,
+    router: api::Router,
     db: Db,
     redis: Redis,
     settings: Settings,
@@ -46,13 +46,13 @@ impl Application {
     /// [`Application::build`] with test hooks in the cache.
     pub async fn build_with_hooks(settings: Settings, hooks: Hooks) -> anyhow::Result<Application> {
         let retention = settings.feeds.retention().map_err(anyhow::Error::msg)?;
-        postgres::ensure_database(&settings.db)
+        postgres::ensure_database(&settings.db.pg())
             .await
             .context("cannot reach Postgres at --database-url (with its sslmode and sslrootcert) to check the database")?;
-        postgres::migrate(&settings.db)
+        postgres::migrate(&settings.db.pg())
             .await
             .context("migrating the database failed")?;
-        let db = Db::connect(&settings.db)
+        let db = Db::connect(&settings.db.pg())
             .await
             .context("cannot open the Postgres pool")?;
         let identity = db
@@ -158,16 +158,8 @@ impl Application {
         info!(listen = %self.local_addr(), cache = self.settings.cache.as_str(), "serving");
         let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
             match self.listener {
-                Listener::Tcp(l) => Box::pin(
-                    axum::serve(l, self.router)
-                        .with_graceful_shutdown(stopping)
-                        .into_future(),
-                ),
-                Listener::Unix(l, _) => Box::pin(
-                    axum::serve(l, self.router)
-                        .with_graceful_shutdown(stopping)
-                        .into_future(),
-                ),
+                Listener::Tcp(l) => Box::pin(api::serve(l, self.router, stopping)),
+                Listener::Unix(l, _) => Box::pin(api::serve(l, self.router, stopping)),
             };
         let mut server = server;
         tokio::select! {
@@ -260,7 +252,7 @@ pub async fn convert_messages(db: &DatabaseSettings, partitions: u32) -> anyhow:
         partitions,
         "converting messages: writes to it wait until this is done"
     );
-    match partition_messages(db, partitions, When::Always, BATCH_IDS, &mut show).await? {
+    match partition_messages(&db.pg(), partitions, When::Always, BATCH_IDS, &mut show).await? {
         Converted::Rows(rows) => info!(
             rows,
             partitions,

@@ -5,7 +5,9 @@
 //!
 //! # Layout
 //! Modules follow the data path of a request, outside in:
-//! - [`config`]: every setting, as a flag and an environment variable, with its default.
+//! - [`cli`]: the command line (read by `main.rs` only).
+//! - [`config`]: the settings of `hotchan serve`, as flags and environment variables with
+//!   their defaults; each module's own settings type lives with it.
 //! - [`app`]: wiring. Builds pools and clients, binds the listener, runs until shutdown.
 //! - [`api`]: the only module that knows HTTP and JSON: routes, extractors, error mapping.
 //! - [`service`]: the operations of the contract (post, page, sync, …) in domain types.
@@ -37,6 +39,7 @@ pub mod api;
 pub mod app;
 pub mod bench;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;

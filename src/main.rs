@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use hotchan::app::{shutdown_signal, Application};
-use hotchan::config::{Cli, Command, LogFormat};
+use hotchan::cli::{Cli, Command};
+use hotchan::config::LogFormat;
 use hotchan::{demo, postgres};
 use tracing_subscriber::EnvFilter;
 
@@ -33,12 +34,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate(mut m) => {
             init_tracing(m.db.log_format);
-            postgres::ensure_database(&m.db).await?;
+            postgres::ensure_database(&m.db.pg()).await?;
             if m.partition_messages.is_some() {
                 // The conversion below lays the table out, with the count asked for.
                 m.db.message_partitions = 0;
             }
-            let applied = postgres::migrate(&m.db).await?;
+            let applied = postgres::migrate(&m.db.pg()).await?;
             tracing::info!(applied, "migrations are up to date");
             if let Some(partitions) = m.partition_messages {
                 hotchan::app::convert_messages(&m.db, partitions).await?;
@@ -52,9 +53,9 @@ async fn main() -> anyhow::Result<()> {
         Command::FeedCleanup(c) => {
             init_tracing(c.db.log_format);
             let retention = c.feeds.retention().map_err(anyhow::Error::msg)?;
-            postgres::ensure_database(&c.db).await?;
-            postgres::migrate(&c.db).await?;
-            let pool = postgres::Db::connect(&c.db).await?;
+            postgres::ensure_database(&c.db.pg()).await?;
+            postgres::migrate(&c.db.pg()).await?;
+            let pool = postgres::Db::connect(&c.db.pg()).await?;
             let upkeep = pool.feed_upkeep(retention, true).await?;
             tracing::info!(
                 dropped = upkeep.dropped.len(),
@@ -65,9 +66,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::SeedDemo(db) => {
             init_tracing(db.log_format);
-            postgres::ensure_database(&db).await?;
-            postgres::migrate(&db).await?;
-            let pool = postgres::Db::connect(&db).await?;
+            postgres::ensure_database(&db.pg()).await?;
+            postgres::migrate(&db.pg()).await?;
+            let pool = postgres::Db::connect(&db.pg()).await?;
             demo::seed(&pool).await?;
             Ok(())
         }

@@ -263,6 +263,18 @@ pub async fn upkeep(metrics: std::sync::Arc<Metrics>) {
     }
 }
 
+impl crate::cache::Observer for Metrics {
+    fn redis_call(&self, operation: &'static str, elapsed: Duration) {
+        self.record_redis_call(operation, elapsed);
+    }
+    fn postgres_call(&self, operation: &'static str, elapsed: Duration) {
+        self.record_postgres_call(operation, elapsed);
+    }
+    fn read(&self, path: Path, elapsed: Duration) {
+        self.record_read(path, elapsed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use crate::cache::CacheMode;
 use crate::cache::{self, HotCache};
-use crate::config::CacheMode;
 use crate::metrics::Metrics;
 use crate::postgres::{Db, Retention};
 use crate::service::{feeds, Service};

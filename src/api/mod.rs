@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn_with_state, map_response};
-use axum::{Extension, Router};
+use axum::Extension;
+pub use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Secret;
@@ -80,4 +81,20 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(map_response(error::json_error_bodies))
         .layer(from_fn_with_state(state.clone(), extract::record_metrics))
         .with_state(state)
+}
+
+/// Serves `router` on a bound listener until `stop` resolves, then lets requests in
+/// flight finish (graceful shutdown).
+pub async fn serve<L>(
+    listener: L,
+    router: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
 }

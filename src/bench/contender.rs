@@ -230,7 +230,7 @@ pub async fn run_ceiling(
     data: &Dataset,
     measured: &Arc<Vec<Op>>,
 ) -> anyhow::Result<Contender> {
-    let db = crate::postgres::Db::connect(&b.serve.db).await?;
+    let db = crate::postgres::Db::connect(&b.serve.db.pg()).await?;
     let request = PageRequest {
         limit: workload::PAGE_LIMIT,
         cursor: Cursor::Latest,

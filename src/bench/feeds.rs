@@ -83,14 +83,10 @@ async fn close(app: Application) -> anyhow::Result<()> {
 pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
     let s = sizes(b.quick);
     let db = &b.serve.db;
-    crate::postgres::ensure_database(db).await?;
-    crate::postgres::migrate(db).await?;
-    let (sql, connection) = crate::postgres::connect_config(db)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(connection);
+    crate::postgres::ensure_database(&db.pg()).await?;
+    crate::postgres::migrate(&db.pg()).await?;
     // Seeding a million feed items takes longer than a request's statement timeout.
-    sql.batch_execute("SET statement_timeout = 0").await?;
+    let sql = crate::postgres::Seeder::connect(&db.pg()).await?;
     let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut report = format!(
         "# hotchan bench --feeds\n\nIn process (service calls, no HTTP); {} readers × {ITEMS_PER_READER} feed items; Zipf {}; {} measured reads after {} warm-up ones; concurrency {}; seed {}.\n",
@@ -101,20 +97,7 @@ pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
     // a time (every instance's fan-out worker would take the other's background work).
     let mut channels = Vec::new();
     for (audience, _) in s.publish {
-        let channel: Uuid = sql
-            .query_one(
-                "INSERT INTO channels (type, name) VALUES ('group', 'feed bench') RETURNING id",
-                &[],
-            )
-            .await?
-            .get(0);
-        sql.execute(
-            "INSERT INTO channel_members (channel_id, user_id)
-             SELECT $1, gen_random_uuid() FROM generate_series(1, $2::bigint)",
-            &[&channel, &audience],
-        )
-        .await?;
-        channels.push(ChannelId(channel));
+        channels.push(sql.audience_channel(audience).await?);
     }
     // Per audience, `off` then `full`, each in an instance of its own, so that neither
     // always runs on the larger tables.
@@ -137,7 +120,7 @@ pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
             runs[at].push(run);
         }
     }
-    let pool = crate::postgres::Db::connect(db).await?;
+    let pool = crate::postgres::Db::connect(&db.pg()).await?;
     let _ = writeln!(
         report,
         "\n## Publishing\n\n`off` and `full` publish the same events in turn, per audience; `COPY` writes as many feed items (at most 200,000) right after.\n\n| audience | events | `full` events/s | `off` events/s | `full` / `off` | `full` deliveries/s | `full` publish p50 / p99 ms | all delivered after (`full`) | COPY rows/s | fan-out (`full`) / COPY |\n|---|---|---|---|---|---|---|---|---|---|"
@@ -224,7 +207,7 @@ pub async fn run(b: &BenchSettings) -> anyhow::Result<()> {
 /// has each one (background fan-outs included), and the latency of the publishes.
 async fn publish(
     service: &Arc<Service>,
-    sql: &tokio_postgres::Client,
+    sql: &crate::postgres::Seeder,
     channel: ChannelId,
     events: usize,
 ) -> anyhow::Result<(Duration, Histogram<u64>)> {
@@ -260,11 +243,7 @@ async fn publish(
         latency.add(task.await??)?;
     }
     loop {
-        let left: i64 = sql
-            .query_one("SELECT count(*) FROM fanouts", &[])
-            .await?
-            .get(0);
-        if left == 0 {
+        if sql.fanouts_left().await? == 0 {
             return Ok((started.elapsed(), latency));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -274,38 +253,13 @@ async fn publish(
 /// `readers` users with [`ITEMS_PER_READER`] feed items each, over `events` events,
 /// written with SQL.
 async fn seed_readers(
-    sql: &tokio_postgres::Client,
+    sql: &crate::postgres::Seeder,
     readers: usize,
     events: i64,
 ) -> anyhow::Result<Vec<UserId>> {
     let started = Instant::now();
     let ids: Vec<Uuid> = (0..readers).map(|_| Uuid::new_v4()).collect();
-    let base: i64 = sql
-        .query_one(
-            "WITH made AS (
-               INSERT INTO events (id, created_at, actor_id, verb, object_type, object_id,
-                                   data, recipients)
-               SELECT nextval('events_id_seq'), now(), gen_random_uuid(), 'comment', 'task',
-                      'Task-' || g, '{\"excerpt\": \"looks good\"}', 0
-               FROM generate_series(1, $1::bigint) g RETURNING id)
-             SELECT min(id) FROM made",
-            &[&events],
-        )
-        .await?
-        .get(0);
-    sql.execute(
-        "INSERT INTO feed_items (user_id, event_id, created_at)
-         SELECT u.r, e.id, e.created_at
-         FROM unnest($1::uuid[]) WITH ORDINALITY AS u(r, o)
-         CROSS JOIN generate_series(0, $4::bigint - 1) j
-         JOIN events e ON e.id = $2 + ((u.o * 7 + j * ($3 / $4)) % $3)
-         ON CONFLICT DO NOTHING",
-        &[&ids, &base, &events, &ITEMS_PER_READER],
-    )
-    .await?;
-    // Vacuumed too: the visibility map lets every contender's page queries scan the
-    // index only, instead of whichever runs first paying for it (or for autovacuum).
-    sql.batch_execute("VACUUM (ANALYZE) events, feed_items")
+    sql.seed_feed_readers(&ids, events, ITEMS_PER_READER)
         .await?;
     eprintln!(
         "seeded {readers} readers × {ITEMS_PER_READER} feed items in {:?}",
@@ -363,23 +317,11 @@ async fn drive(
 async fn hot_against_channel(
     report: &mut String,
     service: &Arc<Service>,
-    sql: &tokio_postgres::Client,
+    sql: &crate::postgres::Seeder,
     user: UserId,
     calls: usize,
 ) -> anyhow::Result<()> {
-    let channel: Uuid = sql
-        .query_one(
-            "WITH c AS (INSERT INTO channels (type, name, last_seq)
-                        VALUES ('group', 'hot', 300) RETURNING id),
-                  m AS (INSERT INTO messages (channel_id, sender_id, content, seq)
-                        SELECT c.id, gen_random_uuid(), 'message ' || s, s
-                        FROM c, generate_series(1, 300) s)
-             SELECT id FROM c",
-            &[],
-        )
-        .await?
-        .get(0);
-    let channel = ChannelId(channel);
+    let channel = sql.hot_channel(300).await?;
     let page = PageRequest {
         limit: 50,
         cursor: Cursor::Latest,

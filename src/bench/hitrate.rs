@@ -27,22 +27,7 @@ pub struct Point {
 
 /// Hits of moka (TinyLFU admission, LRU eviction) holding `capacity` channels.
 fn moka_hits(trace: &[Access], capacity: usize) -> Vec<bool> {
-    let cache: moka::sync::Cache<u32, ()> = moka::sync::Cache::builder()
-        .max_capacity(capacity as u64)
-        .build();
-    trace
-        .iter()
-        .map(|a| {
-            let hit = cache.get(&a.channel).is_some();
-            if !hit {
-                cache.insert(a.channel, ());
-                // moka evicts lazily: without this the simulated cache would hold more
-                // than its capacity between maintenance runs.
-                cache.run_pending_tasks();
-            }
-            hit
-        })
-        .collect()
+    crate::cache::l1::simulate_hits(trace.iter().map(|a| a.channel), capacity)
 }
 
 /// Hits of the clairvoyant optimum: on a miss with a full cache, evict what is needed

@@ -146,12 +146,8 @@ pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
         b.wrk_seconds = b.wrk_seconds.min(1);
     }
     let db = &b.serve.db;
-    crate::postgres::ensure_database(db).await?;
-    crate::postgres::migrate(db).await?;
-    let (client, connection) = crate::postgres::connect_config(db)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(connection);
+    crate::postgres::ensure_database(&db.pg()).await?;
+    crate::postgres::migrate(&db.pg()).await?;
     let shape = Shape {
         channels: b.channels,
         members_per_channel: b.members,
@@ -159,7 +155,7 @@ pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
         users: b.users,
         markers: dataset::Markers::Recent,
     };
-    let data = dataset::seed(&client, shape)
+    let data = dataset::seed(&db.pg(), shape)
         .await
         .context("seeding the dataset")?;
     std::fs::create_dir_all(&b.out_dir)

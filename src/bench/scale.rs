@@ -96,23 +96,19 @@ async fn prepare(
     };
     let name = format!("{stem}_{}_{kind}", short(messages));
     db.database_url.0.dbname(&name);
-    crate::postgres::ensure_database(&db).await?;
-    crate::postgres::migrate(&db).await?;
+    crate::postgres::ensure_database(&db.pg()).await?;
+    crate::postgres::migrate(&db.pg()).await?;
     let expected = match partitions {
         0 => Layout::Plain,
         n => Layout::Partitioned(n),
     };
-    let found = layout(&db).await?;
+    let found = layout(&db.pg()).await?;
     anyhow::ensure!(
         found == expected,
         "the database {name} holds messages as {found:?}, not {expected:?}: drop it and run again"
     );
     eprintln!("==> {name}: {} messages ({kind})", short(messages));
-    let (client, connection) = crate::postgres::connect_config(&db)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(connection);
-    let data = dataset::seed(&client, shape)
+    let data = dataset::seed(&db.pg(), shape)
         .await
         .with_context(|| format!("seeding {name}"))?;
     Ok((db, data))
@@ -217,7 +213,7 @@ pub async fn run(b: &BenchSettings, messages: u64) -> anyhow::Result<()> {
             }
         }
         if b.drop_after {
-            crate::postgres::drop_database(&serve.db).await?;
+            crate::postgres::drop_database(&serve.db.pg()).await?;
         }
     }
     let report = write_report(b, messages, shape, &rows);

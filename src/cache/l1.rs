@@ -321,6 +321,55 @@ fn usage_of(store: &Option<Store>, capacity: u64) -> (u64, u64, u64) {
     }
 }
 
+/// Message id → channel, for `GET /v1/messages/{id}` (the mapping never changes), at most
+/// `capacity` of them.
+pub struct MessageChannels {
+    map: moka::sync::Cache<crate::domain::MessageId, ChannelId>,
+    capacity: u64,
+}
+
+impl MessageChannels {
+    pub fn new(capacity: u64) -> MessageChannels {
+        MessageChannels {
+            map: moka::sync::Cache::new(capacity),
+            capacity,
+        }
+    }
+    pub fn get(&self, id: crate::domain::MessageId) -> Option<ChannelId> {
+        self.map.get(&id)
+    }
+    pub fn insert(&self, id: crate::domain::MessageId, channel: ChannelId) {
+        self.map.insert(id, channel);
+    }
+    /// How many it holds (after moka's pending work), and its limit.
+    pub fn usage(&self) -> (usize, usize) {
+        self.map.run_pending_tasks();
+        (self.map.entry_count() as usize, self.capacity as usize)
+    }
+}
+
+/// Which reads of `trace` (keys in order) a cache with L1's policy (moka: TinyLFU
+/// admission, LRU eviction) holding `capacity` keys would hit: the hit-rate study's
+/// replay of the real policy.
+pub fn simulate_hits(trace: impl IntoIterator<Item = u32>, capacity: usize) -> Vec<bool> {
+    let cache: moka::sync::Cache<u32, ()> = moka::sync::Cache::builder()
+        .max_capacity(capacity as u64)
+        .build();
+    trace
+        .into_iter()
+        .map(|key| {
+            let hit = cache.get(&key).is_some();
+            if !hit {
+                cache.insert(key, ());
+                // moka evicts lazily: without this the simulated cache would hold more
+                // than its capacity between maintenance runs.
+                cache.run_pending_tasks();
+            }
+            hit
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,11 +26,17 @@ mod history;
 pub mod invalidation;
 pub mod l1;
 pub mod notices;
+mod observer;
 pub mod paths;
 mod presence;
 mod reads;
+mod settings;
+
+pub use observer::Observer;
 pub mod stats;
 mod writes;
+
+pub use settings::{CacheMode, CacheSettings};
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -40,10 +46,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tracing::{debug, warn};
 
-use crate::config::CacheMode;
 use crate::domain::window::Members;
-use crate::domain::{ChannelId, MessageId};
-use crate::metrics::Metrics;
+use crate::domain::ChannelId;
 use crate::postgres::{Db, DbError};
 use crate::redis::{MembersRead, Redis, RedisError, WindowRead};
 use health::{Breaker, Dirty};
@@ -73,35 +77,6 @@ impl<T> Lookup<T> {
             Lookup::Unavailable => Lookup::Unavailable,
         }
     }
-}
-
-/// Settings of the cache tiers.
-#[derive(Debug, Clone)]
-pub struct CacheSettings {
-    pub mode: CacheMode,
-    /// Messages per channel kept in Redis and L1.
-    pub hot_window: usize,
-    pub l1_capacity_bytes: u64,
-    pub l1_ttl: Duration,
-    /// Consecutive Redis failures that open the breaker.
-    pub breaker_failures: u32,
-    /// How often the background task probes Redis and drops dirty channels.
-    pub probe_interval: Duration,
-    /// The miss of a channel that queues its fill ([`fills`]).
-    pub fill_after_misses: u32,
-    /// Share of channel writes the consistency auditor checks, in percent ([`audit`]).
-    pub audit_percent: f64,
-    /// Whether the sizing advisor samples reads ([`advice`]).
-    pub advice: bool,
-    /// L1's budget for deep history ([`history`]), apart from `l1_capacity_bytes`.
-    pub history_l1_bytes: u64,
-    /// Route each kind of read to the tiers or to Postgres alone by measured cost
-    /// ([`gate`]).
-    pub gate: bool,
-    /// Event ids per user kept in Redis and L1 (the hot feed, [`feeds`]).
-    pub feed_hot: usize,
-    /// Events older than this are in no answer.
-    pub feed_retention: crate::postgres::Retention,
 }
 
 /// A test hook: awaited at a point of the cache's work, with the channel at hand.
@@ -153,7 +128,7 @@ pub struct HotCache {
     db: Db,
     redis: Redis,
     l1: L1,
-    message_channels: moka::sync::Cache<MessageId, ChannelId>,
+    message_channels: l1::MessageChannels,
     breaker: Breaker,
     dirty: Dirty,
     stats: CacheStats,
@@ -169,7 +144,7 @@ pub struct HotCache {
     /// Whether the cache notice listener is connected ([`notices`]).
     notice_listener: AtomicBool,
     hooks: Hooks,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn Observer>,
     audit: audit::Auditor,
     advice: advice::Advisor,
 }
@@ -180,7 +155,7 @@ impl HotCache {
         db: Db,
         redis: Redis,
         hooks: Hooks,
-        metrics: Arc<Metrics>,
+        observer: Arc<dyn Observer>,
     ) -> HotCache {
         let (l1_bytes, history_bytes) = match settings.mode {
             CacheMode::Full => (settings.l1_capacity_bytes, settings.history_l1_bytes),
@@ -189,7 +164,7 @@ impl HotCache {
         HotCache {
             l1: L1::new(l1_bytes, history_bytes, settings.l1_ttl),
             backlog: Backlog::default(),
-            message_channels: moka::sync::Cache::new(MESSAGE_CHANNELS),
+            message_channels: l1::MessageChannels::new(MESSAGE_CHANNELS),
             breaker: Breaker::new(settings.breaker_failures),
             dirty: Dirty::default(),
             stats: CacheStats::default(),
@@ -210,7 +185,7 @@ impl HotCache {
             db,
             redis,
             hooks,
-            metrics,
+            observer,
         }
     }
 
@@ -251,7 +226,7 @@ impl HotCache {
     pub fn bounds(&self) -> [Bound; 6] {
         use std::sync::atomic::Ordering::Relaxed;
         let bound = |name, len, limit| Bound { name, len, limit };
-        self.message_channels.run_pending_tasks();
+        let (message_channels, message_channels_limit) = self.message_channels.usage();
         [
             bound("l1_loads_in_flight", self.l1.flights_len(), l1::MAX_FLIGHTS),
             bound(
@@ -264,11 +239,7 @@ impl HotCache {
                 self.dirty.len(),
                 health::MAX_DIRTY_CHANNELS,
             ),
-            bound(
-                "message_channels",
-                self.message_channels.entry_count() as usize,
-                MESSAGE_CHANNELS as usize,
-            ),
+            bound("message_channels", message_channels, message_channels_limit),
             bound(
                 "invalidation_events",
                 self.backlog.invalidations.load(Relaxed),
@@ -315,8 +286,7 @@ impl HotCache {
         bump(&self.stats.postgres_reads);
         let started = Instant::now();
         let result = call.await;
-        self.metrics
-            .record_postgres_call(operation, started.elapsed());
+        self.observer.postgres_call(operation, started.elapsed());
         result
     }
 
@@ -328,7 +298,7 @@ impl HotCache {
     ) -> Option<T> {
         let started = Instant::now();
         let result = call.await;
-        self.metrics.record_redis_call(operation, started.elapsed());
+        self.observer.redis_call(operation, started.elapsed());
         match result {
             Ok(value) => {
                 self.breaker.record_success();
@@ -532,6 +502,6 @@ impl HotCache {
     /// Records how long a read took, under the path that answered it.
     pub fn record_read(&self, path: Path, elapsed: Duration) {
         self.latency.record(path, elapsed);
-        self.metrics.record_read(path, elapsed);
+        self.observer.read(path, elapsed);
     }
 }

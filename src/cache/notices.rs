@@ -81,8 +81,7 @@ impl HotCache {
                  the old entry until this one reaches Redis"
             ),
         }
-        self.metrics
-            .record_postgres_call("announce", started.elapsed());
+        self.observer.postgres_call("announce", started.elapsed());
     }
 
     /// Applies a notice of another instance: the scope skips the tiers here (dirty) until

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::l1::{Entry, Key};
 use super::paths::Path;
+use super::CacheMode;
 use super::{HotCache, Lookup, Reach, HEAD_SLACK};
-use crate::config::CacheMode;
 use crate::domain::window::Members;
 use crate::domain::{
     Channel, ChannelId, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
@@ -106,7 +106,7 @@ impl HotCache {
         id: MessageId,
         reach: Reach,
     ) -> Result<(Option<Message>, Path), DbError> {
-        let Some(channel) = self.message_channels.get(&id) else {
+        let Some(channel) = self.message_channels.get(id) else {
             return Ok((None, Path::Postgres));
         };
         Ok(match self.fetch_window(channel, reach).await? {

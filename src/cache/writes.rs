@@ -7,8 +7,8 @@ use std::future::Future;
 use super::invalidation::Invalidation;
 use super::l1::Key;
 use super::stats::bump;
+use super::CacheMode;
 use super::HotCache;
-use crate::config::CacheMode;
 use crate::domain::{ChannelId, Member, Message, Scope, UserId};
 use crate::redis::RedisError;
 

@@ -4,8 +4,8 @@
 use tokio_postgres::error::SqlState;
 use tracing::info;
 
+use super::PgSettings;
 use super::{connect_config, DbError};
-use crate::config::DatabaseSettings;
 
 /// Every migration, in order. A migration is never edited once released: add a new one.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -44,7 +44,7 @@ pub(super) const MIGRATION_LOCK_KEY: i64 = 0x686f_7463_6861_6e31;
 /// Opens one connection outside the pool and drives it on a task of its own.
 async fn connect(
     config: &tokio_postgres::Config,
-    settings: &DatabaseSettings,
+    settings: &PgSettings,
 ) -> Result<tokio_postgres::Client, DbError> {
     let (client, connection) = config.connect(super::tls(settings)?).await?;
     tokio::spawn(async move {
@@ -57,7 +57,7 @@ async fn connect(
 
 /// Creates the configured database when it does not exist yet, connecting to the
 /// `postgres` maintenance database of the same server. Returns whether it created it.
-pub async fn ensure_database(settings: &DatabaseSettings) -> Result<bool, DbError> {
+pub async fn ensure_database(settings: &PgSettings) -> Result<bool, DbError> {
     let config = connect_config(settings);
     let dbname = config.get_dbname().unwrap_or("hotchan").to_owned();
     let mut maintenance = config.clone();
@@ -87,7 +87,7 @@ pub async fn ensure_database(settings: &DatabaseSettings) -> Result<bool, DbErro
 
 /// Drops the configured database (the benchmark's scale profile, after measuring it),
 /// connecting to the server's `postgres` database.
-pub async fn drop_database(settings: &DatabaseSettings) -> Result<(), DbError> {
+pub async fn drop_database(settings: &PgSettings) -> Result<(), DbError> {
     let config = connect_config(settings);
     let dbname = config.get_dbname().unwrap_or("hotchan").to_owned();
     let mut maintenance = config.clone();
@@ -102,7 +102,7 @@ pub async fn drop_database(settings: &DatabaseSettings) -> Result<(), DbError> {
 }
 
 /// Applies every pending migration. Returns how many it applied.
-pub async fn migrate(settings: &DatabaseSettings) -> Result<usize, DbError> {
+pub async fn migrate(settings: &PgSettings) -> Result<usize, DbError> {
     let mut client = connect(&connect_config(settings), settings).await?;
     let tx = client.transaction().await?;
     // Held until commit: a second instance waits here, then finds nothing pending.
@@ -146,7 +146,7 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<usize, DbError> {
 
 /// Makes an empty `messages` table hash-partitioned as the settings ask (a new database);
 /// a table that holds rows is left as it is.
-async fn lay_out_messages(settings: &DatabaseSettings) -> Result<(), DbError> {
+async fn lay_out_messages(settings: &PgSettings) -> Result<(), DbError> {
     use super::partition::{partition_messages, Converted, Layout, When};
     let partitions = settings.message_partitions;
     let mut quiet = |_| std::ops::ControlFlow::Continue(());

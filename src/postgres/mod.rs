@@ -14,14 +14,15 @@ mod notices;
 pub mod partition;
 mod reads;
 mod rows;
+pub mod seeding;
+mod settings;
 mod sync;
+mod url;
 mod window;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-
-use crate::config::DatabaseSettings;
 
 pub use channels::{MemberLookup, MemberRemoval};
 pub use error::DbError;
@@ -34,7 +35,10 @@ pub use notices::{
     CacheNotice, Heard, NoticeListener, LISTENER_APPLICATION_NAME, NOTICE_BUFFER, NOTICE_CHANNEL,
 };
 pub use reads::{MarkReadOutcome, UnreadOutcome};
+pub use seeding::Seeder;
+pub use settings::PgSettings;
 pub use sync::SyncLimits;
+pub use url::{parse_database_url, DatabaseUrl, PostgresTls};
 
 /// The Postgres store: a pool and the queries of the contract.
 #[derive(Clone)]
@@ -60,21 +64,21 @@ pub struct PoolState {
 /// JIT is off: hotchan's statements are short index lookups, and at 10M rows the planner's
 /// cost estimates of some (sync's per-channel changes) pass `jit_above_cost`, so every
 /// execution paid about 400 ms of compilation for a 1 ms query.
-pub fn connect_config(settings: &DatabaseSettings) -> tokio_postgres::Config {
-    let mut config = settings.database_url.0.clone();
+pub fn connect_config(settings: &PgSettings) -> tokio_postgres::Config {
+    let mut config = settings.url.0.clone();
     config
         .application_name("hotchan")
-        .connect_timeout(settings.connect_timeout())
+        .connect_timeout(settings.connect_timeout)
         .options(format!(
             "-c statement_timeout={} -c client_min_messages=warning -c jit=off",
-            settings.statement_timeout().as_millis()
+            settings.statement_timeout.as_millis()
         ));
     config
 }
 
 /// The TLS connector of the URL's `sslmode` and `sslrootcert` (see [`crate::tls`]).
-pub fn tls(settings: &DatabaseSettings) -> Result<crate::tls::MakeRustlsConnect, DbError> {
-    let tls = &settings.database_url.1;
+pub fn tls(settings: &PgSettings) -> Result<crate::tls::MakeRustlsConnect, DbError> {
+    let tls = &settings.url.1;
     Ok(crate::tls::postgres_connector(
         tls.mode,
         tls.root_cert.as_ref(),
@@ -84,7 +88,7 @@ pub fn tls(settings: &DatabaseSettings) -> Result<crate::tls::MakeRustlsConnect,
 impl Db {
     /// Builds the pool and checks one connection, since building a deadpool pool never
     /// fails on its own.
-    pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
+    pub async fn connect(settings: &PgSettings) -> Result<Db, DbError> {
         let config = connect_config(settings);
         let tls = tls(settings)?;
         let manager = Manager::from_config(
@@ -95,9 +99,9 @@ impl Db {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(settings.pg_pool_size as usize)
-            .wait_timeout(Some(settings.pool_wait()))
-            .create_timeout(Some(settings.connect_timeout()))
+            .max_size(settings.pool_size as usize)
+            .wait_timeout(Some(settings.pool_wait))
+            .create_timeout(Some(settings.connect_timeout))
             .recycle_timeout(Some(Duration::from_secs(1)))
             .runtime(Runtime::Tokio1)
             .build()

@@ -19,8 +19,8 @@ use std::ops::ControlFlow;
 use tokio_postgres::Transaction;
 
 use super::migrate::MIGRATION_LOCK_KEY;
+use super::PgSettings;
 use super::{connect_config, DbError};
-use crate::config::DatabaseSettings;
 
 /// Most partitions `--message-partitions` and `--partition-messages` accept.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -153,7 +153,7 @@ async fn layout_in(tx: &Transaction<'_>) -> Result<Layout, DbError> {
 }
 
 /// The layout of `messages` in the configured database.
-pub async fn layout(settings: &DatabaseSettings) -> Result<Layout, DbError> {
+pub async fn layout(settings: &PgSettings) -> Result<Layout, DbError> {
     let (mut client, connection) = connect_config(settings)
         .connect(super::tls(settings)?)
         .await?;
@@ -166,7 +166,7 @@ pub async fn layout(settings: &DatabaseSettings) -> Result<Layout, DbError> {
 /// docs), copying `batch_ids` ids per statement. `progress` hears every step and may stop
 /// the conversion (`Break`), which rolls it back.
 pub async fn partition_messages(
-    settings: &DatabaseSettings,
+    settings: &PgSettings,
     partitions: u32,
     when: When,
     batch_ids: i64,

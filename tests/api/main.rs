@@ -16,6 +16,7 @@ mod docs;
 mod feed_faults;
 mod feeds;
 mod hostile;
+mod layers;
 mod messages;
 mod openapi;
 mod ops;

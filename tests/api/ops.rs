@@ -340,18 +340,17 @@ async fn shutdown_lets_an_in_flight_request_finish() {
 #[tokio::test]
 async fn migrations_from_several_instances_at_once_apply_once() {
     let settings = test_settings();
-    hotchan::postgres::ensure_database(&settings.db)
-        .await
-        .unwrap();
+    let pg = settings.db.pg();
+    hotchan::postgres::ensure_database(&pg).await.unwrap();
 
-    let runs = (0..4).map(|_| hotchan::postgres::migrate(&settings.db));
+    let runs = (0..4).map(|_| hotchan::postgres::migrate(&pg));
     let applied: Vec<usize> = futures::future::try_join_all(runs).await.unwrap();
 
     assert_eq!(
         applied.iter().sum::<usize>(),
         hotchan::postgres::MIGRATIONS.len()
     );
-    assert_eq!(hotchan::postgres::migrate(&settings.db).await.unwrap(), 0);
+    assert_eq!(hotchan::postgres::migrate(&pg).await.unwrap(), 0);
     // Clean up through a TestApp on the same database.
     drop(crate::helpers::spawn_with_settings(settings).await);
 }

@@ -17,7 +17,7 @@ use crate::helpers::{spawn_app_with, users, TestApp};
 async fn a_new_database_gets_the_configured_layout() {
     for (partitions, expected) in [(4, Layout::Partitioned(4)), (0, Layout::Plain)] {
         let app = spawn_app_with(|s| s.db.message_partitions = partitions).await;
-        assert_eq!(layout(&app.settings.db).await.unwrap(), expected);
+        assert_eq!(layout(&app.settings.db.pg()).await.unwrap(), expected);
     }
 }
 
@@ -133,13 +133,13 @@ async fn converting_a_plain_table_keeps_every_answer_and_writes_go_on() {
     let channels = arrange(&app).await;
     let before = answers(&app, &channels).await;
 
-    let converted = partition_messages(&app.settings.db, 4, When::Always, 7, &mut keep_going)
+    let converted = partition_messages(&app.settings.db.pg(), 4, When::Always, 7, &mut keep_going)
         .await
         .unwrap();
 
     assert_eq!(converted, Converted::Rows(3 * 14));
     assert_eq!(
-        layout(&app.settings.db).await.unwrap(),
+        layout(&app.settings.db.pg()).await.unwrap(),
         Layout::Partitioned(4)
     );
     assert_eq!(answers(&app, &channels).await, before);
@@ -190,7 +190,7 @@ async fn an_interrupted_repeated_or_wrong_conversion_changes_nothing() {
     let app = plain_app().await;
     let channels = arrange(&app).await;
     let before = answers(&app, &channels).await;
-    let db = &app.settings.db;
+    let db = &app.settings.db.pg();
 
     let mut batches = 0;
     let mut stop_after_two = |_| {

@@ -1,119 +1,19 @@
-//! Every setting of hotchan: a flag and an environment variable (the flag wins), a
-//! documented default, and the unit in the name. Parsing validates values, so a bad value
+//! The settings of `hotchan serve` and the other subcommands ([`crate::cli`]): a flag and
+//! an environment variable each (the flag wins), a documented default, and the unit in
+//! the name. Each module's own settings type lives with it; these hand them down. Parsing validates values, so a bad value
 //! stops startup with a message that names the setting.
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser};
 
-/// `hotchan`: a Redis-fronted hot-channel cache for chat backends.
-#[derive(Debug, Parser)]
-#[command(name = "hotchan", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
+mod values;
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Apply pending migrations, then serve the HTTP API.
-    Serve(Box<Settings>),
-    /// Create the database when it is missing and apply pending migrations, then exit;
-    /// with --partition-messages, also convert `messages` into hash partitions.
-    Migrate(MigrateSettings),
-    /// Load the small demo dataset when the database holds no channel yet, then exit.
-    SeedDemo(DatabaseSettings),
-    /// Drop the feed partitions whose events are all past the retention, make the next
-    /// ones, then exit (`hotchan serve` does this periodically).
-    FeedCleanup(FeedCleanupSettings),
-    /// Benchmark --cache off, redis and full side by side, and study hit rates.
-    Bench(Box<crate::bench::BenchSettings>),
-}
-
-/// Where the listener binds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ListenAddr {
-    Tcp(std::net::SocketAddr),
-    Unix(PathBuf),
-}
-
-impl FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err("a Unix socket address needs a path: unix:/path/to.sock".into());
-            }
-            return Ok(ListenAddr::Unix(PathBuf::from(path)));
-        }
-        s.parse()
-            .map(ListenAddr::Tcp)
-            .map_err(|_| format!("'{s}' is neither HOST:PORT nor unix:/path"))
-    }
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
-            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
-/// Which tiers serve reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CacheMode {
-    /// L1 (in-process) + Redis.
-    Full,
-    /// Redis only, no L1.
-    Redis,
-    /// Every read from Postgres: the benchmark baseline.
-    Off,
-}
-
-impl CacheMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheMode::Full => "full",
-            CacheMode::Redis => "redis",
-            CacheMode::Off => "off",
-        }
-    }
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object a line.
-    Json,
-}
-
-/// A value that never appears in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err("the token must not be empty".into());
-        }
-        Ok(Secret(s.to_owned()))
-    }
-}
+pub use crate::cache::CacheMode;
+use crate::postgres::{parse_database_url, DatabaseUrl, PgSettings};
+use values::{parse_percent, parse_prefix, parse_wait_replicas};
+pub use values::{ListenAddr, LogFormat, Secret, Span, WaitReplicas};
 
 /// Postgres connection and pool settings, shared by every subcommand.
 #[derive(Clone, Debug, Args)]
@@ -164,143 +64,16 @@ pub struct MigrateSettings {
 }
 
 impl DatabaseSettings {
-    pub fn pool_wait(&self) -> Duration {
-        Duration::from_millis(self.pg_pool_wait_ms)
-    }
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.pg_connect_timeout_ms)
-    }
-    pub fn statement_timeout(&self) -> Duration {
-        Duration::from_millis(self.pg_statement_timeout_ms)
-    }
-}
-
-/// A parsed Postgres URL. Its `Debug` form hides the password.
-#[derive(Clone)]
-pub struct DatabaseUrl(pub tokio_postgres::Config, pub PostgresTls);
-
-/// The URL's `sslmode` and `sslrootcert` (or `PGSSLMODE` and `PGSSLROOTCERT`), which
-/// tokio-postgres does not read in full: see [`crate::tls`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PostgresTls {
-    pub mode: crate::tls::SslMode,
-    pub root_cert: Option<crate::tls::Roots>,
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseUrl")
-            .field("hosts", &self.0.get_hosts())
-            .field("ports", &self.0.get_ports())
-            .field("user", &self.0.get_user())
-            .field("dbname", &self.0.get_dbname())
-            .field("tls", &self.1)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Takes `sslmode` and `sslrootcert` out of a URL's query; the rest is left for
-/// tokio-postgres. Values are percent-decoded only for `%2F` and `%20`, which is what a
-/// path needs in practice.
-fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None, None);
-    };
-    let (mut mode, mut root) = (None, None);
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.split_once('=') {
-            Some(("sslmode", v)) => {
-                mode = Some(v.to_owned());
-                false
-            }
-            Some(("sslrootcert", v)) => {
-                root = Some(
-                    v.replace("%2F", "/")
-                        .replace("%2f", "/")
-                        .replace("%20", " "),
-                );
-                false
-            }
-            _ => true,
-        })
-        .collect();
-    let url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    (url, mode, root)
-}
-
-fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
-    let (rest, mode, root) = take_tls_params(s);
-    let mode = mode.or_else(|| std::env::var("PGSSLMODE").ok());
-    let root = root.or_else(|| std::env::var("PGSSLROOTCERT").ok());
-    let tls = PostgresTls {
-        mode: mode.as_deref().map_or(Ok(Default::default()), str::parse)?,
-        root_cert: root.map(|r| match r.as_str() {
-            "system" => crate::tls::Roots::System,
-            path => crate::tls::Roots::File(path.into()),
-        }),
-    };
-    let mut config: tokio_postgres::Config = rest
-        .parse()
-        .map_err(|e| format!("not a Postgres URL: {e}"))?;
-    config.ssl_mode(match tls.mode {
-        crate::tls::SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-        crate::tls::SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-        _ => tokio_postgres::config::SslMode::Require,
-    });
-    if config.get_user().is_none() {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "postgres".into());
-        config.user(user);
-    }
-    if config.get_dbname().is_none() {
-        config.dbname("hotchan");
-    }
-    Ok(DatabaseUrl(config, tls))
-}
-
-/// `--redis-wait-replicas`: a number, or `None` for `auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WaitReplicas(pub Option<u32>);
-
-fn parse_wait_replicas(s: &str) -> Result<WaitReplicas, String> {
-    if s == "auto" {
-        return Ok(WaitReplicas(None));
-    }
-    match s.parse::<u32>() {
-        Ok(n) if n <= 16 => Ok(WaitReplicas(Some(n))),
-        _ => Err("a number of replicas from 0 to 16, or auto".into()),
-    }
-}
-
-/// A span of time as the feed settings write it: a whole number of days, hours, minutes
-/// or seconds (`90d`, `12h`, `30m`, `45s`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Span(pub Duration);
-
-impl FromStr for Span {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("'{s}' is not a duration such as 90d, 12h, 30m or 45s");
-        let (digits, unit) = s.split_at(s.len().saturating_sub(1));
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        let seconds = match unit {
-            "d" => n.checked_mul(86_400),
-            "h" => n.checked_mul(3_600),
-            "m" => n.checked_mul(60),
-            "s" => Some(n),
-            _ => None,
+    /// The settings the Postgres module takes.
+    pub fn pg(&self) -> PgSettings {
+        PgSettings {
+            url: self.database_url.clone(),
+            pool_size: self.pg_pool_size,
+            pool_wait: Duration::from_millis(self.pg_pool_wait_ms),
+            connect_timeout: Duration::from_millis(self.pg_connect_timeout_ms),
+            statement_timeout: Duration::from_millis(self.pg_statement_timeout_ms),
+            message_partitions: self.message_partitions,
         }
-        .ok_or_else(bad)?;
-        if seconds == 0 || seconds > 100 * 365 * 86_400 {
-            return Err(format!("'{s}' must be from 1s to 100 years"));
-        }
-        Ok(Span(Duration::from_secs(seconds)))
     }
 }
 
@@ -396,7 +169,7 @@ pub struct Settings {
     pub redis_prefix: String,
 
     /// Which tiers serve reads: full (L1 + Redis), redis (no L1), off (Postgres only).
-    #[arg(long, env = "HOTCHAN_CACHE", value_enum, default_value_t = CacheMode::Full)]
+    #[arg(long, env = "HOTCHAN_CACHE", default_value = "full", value_parser = str::parse::<CacheMode>)]
     pub cache: CacheMode,
 
     /// Messages per channel kept in Redis and L1 (the hot window).
@@ -484,34 +257,19 @@ pub struct Settings {
     pub shutdown_timeout_ms: u64,
 }
 
-fn parse_prefix(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err("1 to 64 characters of [A-Za-z0-9_.-]".into())
-    }
-}
-
 impl Settings {
     /// Settings for tests and embedding: every default, with the given database and listener.
     pub fn with_defaults(database_url: &str, listen: &str) -> Result<Self, String> {
-        let cli = Cli::try_parse_from([
-            "hotchan",
-            "serve",
-            "--database-url",
-            database_url,
-            "--listen",
-            listen,
-        ])
-        .map_err(|e| e.to_string())?;
-        match cli.command {
-            Command::Serve(settings) => Ok(*settings),
-            _ => unreachable!("parsed the serve subcommand"),
+        /// `hotchan serve`'s settings alone, parsed as the command line would.
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            settings: Settings,
         }
+        let serve =
+            Serve::try_parse_from(["serve", "--database-url", database_url, "--listen", listen])
+                .map_err(|e| e.to_string())?;
+        Ok(serve.settings)
     }
 
     pub fn cache_settings(&self) -> crate::cache::CacheSettings {
@@ -558,14 +316,6 @@ impl Settings {
     }
 }
 
-/// A percentage from 0 to 100 (fractions allowed: `0.1`).
-fn parse_percent(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        _ => Err(format!("'{s}' is not a percentage from 0 to 100")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,16 +332,6 @@ mod tests {
         );
         assert!("unix:".parse::<ListenAddr>().is_err());
         assert!("nonsense".parse::<ListenAddr>().is_err());
-    }
-
-    #[test]
-    fn a_bad_value_names_the_setting() {
-        let err = Cli::try_parse_from(["hotchan", "serve", "--pg-pool-size", "0"]).unwrap_err();
-        assert!(err.to_string().contains("--pg-pool-size"), "{err}");
-        let err = Cli::try_parse_from(["hotchan", "serve", "--cache", "sometimes"]).unwrap_err();
-        assert!(err.to_string().contains("--cache"), "{err}");
-        let err = Cli::try_parse_from(["hotchan", "serve", "--listen", "x"]).unwrap_err();
-        assert!(err.to_string().contains("--listen"), "{err}");
     }
 
     #[test]
