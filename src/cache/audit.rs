@@ -259,16 +259,17 @@ impl HotCache {
     /// store did not answer (nothing to judge).
     async fn audit_once(&self, channel: ChannelId) -> Option<(i64, Vec<String>)> {
         let truth = self
+            .tiers
             .db
-            .load_window(channel, self.settings.hot_window)
+            .load_window(channel, self.tiers.settings.hot_window)
             .await
             .ok()??;
         let mut differences = Vec::new();
-        if let Some(Entry::Window(cached)) = self.l1.peek(Key::Window(channel)) {
+        if let Some(Entry::Window(cached)) = self.tiers.l1.peek(Key::Window(channel)) {
             compare("l1", &cached.window, &truth, &mut differences);
         }
-        if !self.breaker.is_open() {
-            match self.redis.read_window(channel).await {
+        if !self.tiers.breaker.is_open() {
+            match self.tiers.redis.read_window(channel).await {
                 Ok(WindowRead::Hit(held)) => compare("redis", &held, &truth, &mut differences),
                 Ok(WindowRead::Miss(_)) => {}
                 Err(_) => return None,

@@ -28,31 +28,78 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::l1::{CachedFeed, Entry, Key, Loaded};
+use super::fills::FillKey;
+use super::l1::{CachedFeed, Entry, Key};
 use super::paths::Path;
-use super::stats::bump;
+use super::tiers::{RedisRead, Source};
 use super::CacheMode;
+use super::CacheSettings;
 use super::{HotCache, Lookup, Reach};
-use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest};
+use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest, FeedWindow};
 use crate::domain::{Scope, UserId};
-use crate::postgres::{DbError, Delivery};
-use crate::redis::{FeedRead, FeedState};
+use crate::postgres::{Db, DbError, Delivery};
+use crate::redis::{FeedRead, FeedState, Redis, RedisError};
 
 /// Extra bodies read past a page's limit, for deleted or expired events among them.
 const BODY_SLACK: usize = 16;
 
-impl HotCache {
-    /// Whether the tiers may answer for `user`'s feed: not while a write to it missed
-    /// Redis (then Postgres answers until the repair task dropped it).
-    fn feed_usable(&self, user: UserId) -> bool {
-        self.settings.mode != CacheMode::Off
-            && !self.breaker.is_open()
-            && !self.dirty.contains(Scope::Feed(user))
-    }
+/// A user's hot feed (event ids, newest first), as a source of the tier engine. Feeds
+/// keep no presence marks: every L1 miss asks Redis, whose read also hands out the fence
+/// version that a delivery's write-through checks for.
+pub struct FeedSource {
+    pub user: UserId,
+}
 
+impl Source for FeedSource {
+    type Value = Arc<CachedFeed>;
+    type Row = (FeedWindow, Vec<Event>);
+
+    fn key(&self) -> Key {
+        Key::Feed(self.user)
+    }
+    fn fill_key(&self) -> FillKey {
+        FillKey::Feed(self.user)
+    }
+    fn scope(&self) -> Scope {
+        Scope::Feed(self.user)
+    }
+    fn marks_presence(&self) -> bool {
+        false
+    }
+    fn value(entry: Entry) -> Option<Self::Value> {
+        match entry {
+            Entry::Feed(feed) => Some(feed),
+            _ => None,
+        }
+    }
+    fn operations(&self) -> [&'static str; 3] {
+        ["read_feed", "load_feed_window", "fill_feed"]
+    }
+    async fn read(&self, redis: &Redis) -> Result<RedisRead, RedisError> {
+        Ok(match redis.read_feed(self.user).await? {
+            FeedRead::Hit(window) => RedisRead::Hit(Entry::Feed(Arc::new(CachedFeed::new(window)))),
+            FeedRead::Miss(version) => RedisRead::Miss(version),
+        })
+    }
+    async fn load(&self, db: &Db, settings: &CacheSettings) -> Result<Option<Self::Row>, DbError> {
+        let load = db.load_feed_window(self.user, settings.feed_hot, settings.feed_retention);
+        Ok(Some(load.await?))
+    }
+    async fn install(
+        &self,
+        redis: &Redis,
+        version: &str,
+        (window, bodies): &Self::Row,
+        _: &CacheSettings,
+    ) -> Result<bool, RedisError> {
+        redis.fill_feed(self.user, version, window, bodies).await
+    }
+}
+
+impl HotCache {
     /// Events created at or before this are expired.
     fn expired_at_or_before(&self) -> chrono::DateTime<chrono::Utc> {
-        let keep = chrono::Duration::from_std(self.settings.feed_retention.keep)
+        let keep = chrono::Duration::from_std(self.tiers.settings.feed_retention.keep)
             .unwrap_or(chrono::Duration::MAX);
         chrono::Utc::now() - keep
     }
@@ -150,7 +197,7 @@ impl HotCache {
     /// hold it).
     pub(super) fn invalidate_body(&self, id: EventId) {
         self.bodies_generation.fetch_add(1, Ordering::AcqRel);
-        self.l1.invalidate(Key::Event(id));
+        self.tiers.l1.invalidate(Key::Event(id));
     }
 
     /// The user's hot feed from L1 or Redis; `None` when the tiers cannot answer.
@@ -159,57 +206,10 @@ impl HotCache {
         user: UserId,
         reach: Reach,
     ) -> Result<Option<(Arc<CachedFeed>, Path)>, DbError> {
-        if !self.feed_usable(user) {
-            return Ok(None);
-        }
-        let key = Key::Feed(user);
-        if reach == Reach::L1 {
-            return Ok(match self.peek(key) {
-                Some(Entry::Feed(w)) => Some((w, Path::L1)),
-                _ => None,
-            });
-        }
-        let (loaded, source) = self
-            .l1
-            .fetch(key, || Box::pin(self.load_feed(user)))
-            .await?;
-        let path = self.count_l1(source, &loaded);
-        Ok(match loaded {
-            Loaded::Found(Entry::Feed(w), _) => Some((w, path)),
-            _ => None,
+        Ok(match self.tiers.fetch(&FeedSource { user }, reach).await? {
+            (Lookup::Found(feed), path) => Some((feed, path)),
+            (Lookup::Unavailable, _) => None,
         })
-    }
-
-    /// L1's load of a feed: Redis, and on a miss a queued fill.
-    async fn load_feed(&self, user: UserId) -> Result<Loaded, DbError> {
-        let read = self.redis.read_feed(user);
-        Ok(match self.redis_call("read_feed", read).await {
-            None => Loaded::Unavailable,
-            Some(FeedRead::Hit(window)) => {
-                bump(&self.stats.l2_hits);
-                Loaded::Found(Entry::Feed(Arc::new(CachedFeed::new(window))), Path::Redis)
-            }
-            Some(FeedRead::Miss(version)) => {
-                bump(&self.stats.l2_misses);
-                self.queue_fill(super::fills::FillKey::Feed(user), Some(version));
-                Loaded::Missed
-            }
-        })
-    }
-
-    /// A fill of a user's feed: Postgres, then the fenced fill script. `None` when Redis
-    /// failed; else whether the fence let it in.
-    pub(super) async fn fill_feed(
-        &self,
-        user: UserId,
-        version: &str,
-    ) -> Result<Option<bool>, DbError> {
-        let load =
-            self.db
-                .load_feed_window(user, self.settings.feed_hot, self.settings.feed_retention);
-        let (window, bodies) = self.pg_call("load_feed_window", load).await?;
-        let fill = self.redis.fill_feed(user, version, &window, &bodies);
-        Ok(self.redis_call("fill_feed", fill).await)
     }
 
     /// The bodies of `ids`, in order: from L1, else Redis, else Postgres (and stored back
@@ -221,6 +221,7 @@ impl HotCache {
         reach: Reach,
     ) -> Result<Option<Vec<Arc<Event>>>, DbError> {
         if self
+            .tiers
             .dirty
             .contains_any(ids.iter().map(|&id| Scope::Event(id)))
         {
@@ -228,7 +229,7 @@ impl HotCache {
         }
         let mut bodies: Vec<Option<Arc<Event>>> = ids
             .iter()
-            .map(|&id| match self.l1.peek(Key::Event(id)) {
+            .map(|&id| match self.tiers.l1.peek(Key::Event(id)) {
                 Some(Entry::Event(e)) => Some(e),
                 _ => None,
             })
@@ -247,10 +248,14 @@ impl HotCache {
         }
         let tickets: Vec<_> = missing
             .iter()
-            .map(|&(_, id)| self.l1.ticket(Key::Event(id)))
+            .map(|&(_, id)| self.tiers.l1.ticket(Key::Event(id)))
             .collect();
         let wanted: Vec<EventId> = missing.iter().map(|&(_, id)| id).collect();
-        let Some(found) = self.redis_call("bodies", self.redis.bodies(&wanted)).await else {
+        let Some(found) = self
+            .tiers
+            .redis_call("bodies", self.tiers.redis.bodies(&wanted))
+            .await
+        else {
             return Ok(None);
         };
         let absent: Vec<EventId> = wanted
@@ -262,11 +267,14 @@ impl HotCache {
         let mut loaded = Vec::new();
         let mut gone = Vec::new();
         if !absent.is_empty() {
-            let load = self.db.load_events(&absent, self.settings.feed_retention);
-            loaded = self.pg_call("load_events", load).await?;
+            let load = self
+                .tiers
+                .db
+                .load_events(&absent, self.tiers.settings.feed_retention);
+            loaded = self.tiers.pg_call("load_events", load).await?;
             for event in &loaded {
-                let put = self.redis.put_body_if_absent(event);
-                if self.redis_call("put_body", put).await.is_none() {
+                let put = self.tiers.redis.put_body_if_absent(event);
+                if self.tiers.redis_call("put_body", put).await.is_none() {
                     return Ok(None);
                 }
             }
@@ -280,7 +288,8 @@ impl HotCache {
                 continue;
             };
             let body = Arc::new(body);
-            self.l1
+            self.tiers
+                .l1
                 .install_with(Key::Event(id), ticket, Entry::Event(body.clone()));
             bodies[at] = Some(body);
         }
@@ -297,11 +306,12 @@ impl HotCache {
     /// Write-through of deliveries that committed: `event`'s body (a new event), then the
     /// recipients' cached feeds, L1 here, and the other instances.
     pub async fn after_feed_delivery(&self, event: Option<&Event>, deliveries: &[Delivery]) {
-        if self.settings.mode == CacheMode::Off || (event.is_none() && deliveries.is_empty()) {
+        if self.tiers.settings.mode == CacheMode::Off || (event.is_none() && deliveries.is_empty())
+        {
             return;
         }
         let users: Vec<UserId> = deliveries.iter().map(|(u, _)| *u).collect();
-        let versioned = if self.breaker.is_open() {
+        let versioned = if self.tiers.breaker.is_open() {
             None
         } else {
             self.deliver_onto_cached(event, deliveries, &users).await
@@ -311,7 +321,7 @@ impl HotCache {
         // every recipient counts.
         let touched = versioned.unwrap_or(users);
         for &user in &touched {
-            self.l1.invalidate(Key::Feed(user));
+            self.tiers.l1.invalidate(Key::Feed(user));
         }
         let published = reached && self.publish_feeds(&touched).await;
         if !published {
@@ -332,7 +342,8 @@ impl HotCache {
         let states = if users.is_empty() {
             Vec::new()
         } else {
-            self.redis_call("feed_tops", self.redis.feed_tops(users))
+            self.tiers
+                .redis_call("feed_tops", self.tiers.redis.feed_tops(users))
                 .await?
         };
         let versioned: Vec<UserId> = users
@@ -351,46 +362,50 @@ impl HotCache {
             return Some(versioned);
         }
         if let Some(event) = event {
-            let put = self.redis.put_body(event);
-            self.redis_call("put_body", put).await?;
+            let put = self.tiers.redis.put_body(event);
+            self.tiers.redis_call("put_body", put).await?;
         }
         let below: Vec<(UserId, EventId)> = cached
             .iter()
             .map(|(u, ids)| (*u, ids.first().copied().unwrap_or(EventId(0))))
             .collect();
         let prevs = self
+            .tiers
             .pg_call(
                 "feed_prevs",
-                self.db.feed_prevs(&below, self.settings.feed_retention),
+                self.tiers
+                    .db
+                    .feed_prevs(&below, self.tiers.settings.feed_retention),
             )
             .await
             // Unknown: no cached feed can match -1, so each is dropped and refilled.
             .unwrap_or_else(|_| vec![-1; below.len()]);
-        if let Some(hook) = &self.hooks.before_feed_deliver {
+        if let Some(hook) = &self.tiers.hooks.before_feed_deliver {
             hook(cached[0].0).await;
         }
-        let hot = self.settings.feed_hot;
+        let hot = self.tiers.settings.feed_hot;
         let appends = cached
             .iter()
             .zip(prevs)
-            .map(|((user, ids), prev)| self.redis.feed_deliver(*user, prev, ids, hot));
+            .map(|((user, ids), prev)| self.tiers.redis.feed_deliver(*user, prev, ids, hot));
         // One call as the breaker sees it: its failure counts like any other's.
         let all = futures::future::try_join_all(appends);
-        self.redis_call("feed_deliver", all).await?;
+        self.tiers.redis_call("feed_deliver", all).await?;
         Some(versioned)
     }
 
     /// Write-through of a user's unseen marker (the one now in force).
     pub async fn after_feed_seen(&self, user: UserId, seen: EventId) {
-        if self.settings.mode == CacheMode::Off {
+        if self.tiers.settings.mode == CacheMode::Off {
             return;
         }
-        let reached = !self.breaker.is_open()
+        let reached = !self.tiers.breaker.is_open()
             && self
-                .redis_call("feed_seen", self.redis.feed_seen(user, seen))
+                .tiers
+                .redis_call("feed_seen", self.tiers.redis.feed_seen(user, seen))
                 .await
                 .is_some();
-        self.l1.invalidate(Key::Feed(user));
+        self.tiers.l1.invalidate(Key::Feed(user));
         if !(reached && self.publish_feeds(&[user]).await) {
             self.missed_redis(&[Scope::Feed(user)]).await;
         }
@@ -398,12 +413,13 @@ impl HotCache {
 
     /// Write-through of a delete: the tombstone replaces the body everywhere.
     pub async fn after_event_delete(&self, tombstone: &Event) {
-        if self.settings.mode == CacheMode::Off {
+        if self.tiers.settings.mode == CacheMode::Off {
             return;
         }
-        let reached = !self.breaker.is_open()
+        let reached = !self.tiers.breaker.is_open()
             && self
-                .redis_call("put_body", self.redis.put_body(tombstone))
+                .tiers
+                .redis_call("put_body", self.tiers.redis.put_body(tombstone))
                 .await
                 .is_some();
         let key = Key::Event(tombstone.id);

@@ -24,7 +24,10 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::channels::{HistorySource, MembersSource, WindowSource};
+use super::feeds::FeedSource;
 use super::stats::bump;
+use super::tiers::{Source, Tiers};
 use super::HotCache;
 use crate::domain::PageRequest;
 use crate::domain::{ChannelId, UserId};
@@ -86,8 +89,8 @@ impl FillKey {
         }
     }
 
-    /// The doorkeeper's hash of the slot.
-    fn hash(self) -> u64 {
+    /// The hash of the slot (the doorkeeper's and the presence table's).
+    pub(super) fn hash(self) -> u64 {
         match self {
             FillKey::Channel(c, what) => super::presence::key_hash(c.0, what.kind()),
             FillKey::Feed(u) => super::presence::key_hash(u.0, FEED_KIND),
@@ -150,6 +153,26 @@ impl Fills {
         }
     }
 
+    /// Queues the fill of `key` when admitted: `None` when not admitted or already
+    /// queued, `Some(false)` when the queue was full (dropped), `Some(true)` when queued.
+    pub(super) fn queue(&self, key: FillKey, version: Option<String>) -> Option<bool> {
+        let slot = key.slot();
+        if !self.admit(key) || !self.queued().insert(slot) {
+            return None;
+        }
+        let job = Job {
+            key,
+            version,
+            kind: super::gate::current(),
+            queued: std::time::Instant::now(),
+        };
+        if self.tx.try_send(job).is_err() {
+            self.queued().remove(&slot);
+            return Some(false);
+        }
+        Some(true)
+    }
+
     fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<Slot>> {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -160,71 +183,56 @@ impl Fills {
     }
 }
 
-impl HotCache {
-    /// After a miss in both tiers: queues the fill of `key` when admitted. True when
-    /// queued.
-    pub(super) fn queue_fill(&self, key: FillKey, version: Option<String>) -> bool {
-        let slot = key.slot();
-        if !self.fills.admit(key) || !self.fills.queued().insert(slot) {
-            return false;
+/// Runs one fill through the engine: the probe first when the read that queued it did
+/// not ask Redis, then Postgres and the fenced install.
+async fn run_fill(tiers: &Tiers, job: &Job) -> Result<(), DbError> {
+    let installed = match job.key {
+        FillKey::Feed(user) => fill(tiers, &FeedSource { user }, job).await?,
+        FillKey::Channel(channel, What::Window) => {
+            let source = WindowSource {
+                channel,
+                head: None,
+            };
+            fill(tiers, &source, job).await?
         }
-        let job = Job {
-            key,
-            version,
-            kind: super::gate::current(),
-            queued: std::time::Instant::now(),
-        };
-        if self.fills.tx.try_send(job).is_err() {
-            self.fills.queued().remove(&slot);
-            bump(&self.stats.fills_dropped);
-            return false;
+        FillKey::Channel(channel, What::Members) => {
+            fill(tiers, &MembersSource { channel }, job).await?
         }
-        true
-    }
-
-    async fn run_fill(&self, job: &Job) -> Result<(), DbError> {
-        let installed = match job.key {
-            FillKey::Feed(user) => match &job.version {
-                Some(version) => self.fill_feed(user, version).await?,
-                // Feed fills always carry the version of the read that missed.
-                None => None,
-            },
-            FillKey::Channel(channel, what) => {
-                let version = match &job.version {
-                    Some(version) => version.clone(),
-                    None => match self.probe(channel, what).await {
-                        Some(version) => version,
-                        None => return Ok(()),
-                    },
-                };
-                let installed = match what {
-                    What::Window => self.fill_window(channel, &version).await?,
-                    What::Members => self.fill_members(channel, &version).await?,
-                    What::History(page) => self.fill_history(channel, page, &version).await?,
-                };
-                if installed == Some(true) {
-                    if let What::History(_) = what {
-                        bump(&self.stats.history_fills);
-                    }
-                    self.presence.seen(channel, what.kind());
-                }
-                installed
+        FillKey::Channel(channel, What::History(page)) => {
+            let installed = fill(tiers, &HistorySource { channel, page }, job).await?;
+            if installed == Some(true) {
+                bump(&tiers.stats.history_fills);
             }
-        };
-        match installed {
-            Some(true) => bump(&self.stats.fills),
-            // A write came in after the version was taken: what we read may be older.
-            Some(false) => bump(&self.stats.fills_refused),
-            // The channel is gone, or Redis failed (counted by the breaker).
-            None => {}
+            installed
         }
-        Ok(())
+    };
+    match installed {
+        Some(true) => bump(&tiers.stats.fills),
+        // A write came in after the version was taken: what we read may be older.
+        Some(false) => bump(&tiers.stats.fills_refused),
+        // Nothing to install, or Redis failed (counted by the breaker).
+        None => {}
     }
+    Ok(())
+}
+
+/// The fill of one source, with the job's version or, when the read did not ask Redis,
+/// the version a probe finds (none when Redis holds it already).
+async fn fill<S: Source>(tiers: &Tiers, source: &S, job: &Job) -> Result<Option<bool>, DbError> {
+    let version = match &job.version {
+        Some(version) => version.clone(),
+        None => match tiers.probe(source).await {
+            Some(version) => version,
+            None => return Ok(None),
+        },
+    };
+    tiers.fill(source, &version).await
 }
 
 /// Runs queued fills, [`WORKERS`] at a time, until the cache is dropped.
 pub async fn work(cache: Arc<HotCache>) {
     let Some(rx) = cache
+        .tiers
         .fills
         .rx
         .lock()
@@ -242,14 +250,14 @@ pub async fn work(cache: Arc<HotCache>) {
                     .kind
                     .is_some_and(|kind| !cache.gate.fill_wanted(kind, job.queued))
                 {
-                    bump(&cache.stats.fills_dropped);
-                } else if let Err(error) = cache.run_fill(&job).await {
+                    bump(&cache.tiers.stats.fills_dropped);
+                } else if let Err(error) = run_fill(&cache.tiers, &job).await {
                     debug!(%error, key = ?job.key, "a background fill failed");
                 }
                 if let Some(kind) = job.kind {
                     cache.gate.charge(kind, started.elapsed());
                 }
-                cache.fills.queued().remove(&job.key.slot());
+                cache.tiers.fills.queued().remove(&job.key.slot());
             }
         })
         .await;

@@ -10,18 +10,16 @@
 
 use std::sync::Arc;
 
+use super::channels::RUNS_KEPT;
 use super::fills::{FillKey, What};
 use super::l1::{Entry, Key, Loaded};
 use super::paths::Path;
 use super::stats::bump;
 use super::HotCache;
 use crate::domain::history::History;
+use crate::domain::Scope;
 use crate::domain::{ChannelId, Cursor, Page, PageRequest};
-use crate::postgres::history::Anchor;
 use crate::postgres::DbError;
-
-/// Runs of one channel kept in Redis and in L1: the newest tops, where pagers start.
-pub const RUNS_KEPT: usize = 16;
 
 impl HotCache {
     /// A page past a cursor from deep history; `None` when Postgres must answer (the path
@@ -32,13 +30,13 @@ impl HotCache {
         request: PageRequest,
         reach: super::Reach,
     ) -> Result<(Option<Page>, Path), DbError> {
-        if request.cursor == Cursor::Latest || !self.tiers_usable(channel) {
+        if request.cursor == Cursor::Latest || !self.tiers.usable(Scope::Channel(channel)) {
             return Ok((None, Path::Postgres));
         }
         let key = Key::History(channel);
-        if let Some(Entry::History(held)) = self.l1.peek(key) {
+        if let Some(Entry::History(held)) = self.tiers.l1.peek(key) {
             if let Some(page) = held.page(request) {
-                bump(&self.stats.history_l1_hits);
+                bump(&self.tiers.stats.history_l1_hits);
                 return Ok((Some(page), Path::L1));
             }
         }
@@ -48,11 +46,13 @@ impl HotCache {
         // Each reader reads Redis for its own cursor (a read shared among readers of
         // other cursors would not hold their pages); what it finds joins what L1 holds,
         // unless an edit or delete of the channel came in between.
-        let ticket = self.l1.ticket(key);
+        let ticket = self.tiers.l1.ticket(key);
         Ok(match self.load_history(channel, request).await? {
             Loaded::Found(Entry::History(held), path) => {
                 let page = held.page(request);
-                self.l1.install_with(key, ticket, Entry::History(held));
+                self.tiers
+                    .l1
+                    .install_with(key, ticket, Entry::History(held));
                 (page, path)
             }
             Loaded::Missed => (None, Path::Fill),
@@ -67,17 +67,18 @@ impl HotCache {
         channel: ChannelId,
         request: PageRequest,
     ) -> Result<Loaded, DbError> {
-        if !self.presence.likely(channel, What::History(request).kind()) {
-            return Ok(self.skip_redis(channel, What::History(request)));
+        let fill = FillKey::Channel(channel, What::History(request));
+        if !self.tiers.presence.likely(fill) {
+            return Ok(self.tiers.skip_redis(fill));
         }
-        let read = self.redis.read_history(channel, request.cursor);
-        let Some(Some(found)) = self.redis_call("read_history", read).await else {
+        let read = self.tiers.redis.read_history(channel, request.cursor);
+        let Some(Some(found)) = self.tiers.redis_call("read_history", read).await else {
             return Ok(Loaded::Unavailable);
         };
         match found.run {
             Some(run) if run.page(request).is_some() => {
-                bump(&self.stats.history_redis_hits);
-                let held = match self.l1.peek(Key::History(channel)) {
+                bump(&self.tiers.stats.history_redis_hits);
+                let held = match self.tiers.l1.peek(Key::History(channel)) {
                     Some(Entry::History(held)) => held.with(Arc::new(run), RUNS_KEPT),
                     _ => History::default().with(Arc::new(run), RUNS_KEPT),
                 };
@@ -87,45 +88,14 @@ impl HotCache {
             // starts at the cursor; unless the page goes up past a run that already
             // reached the newest message (a new one would end there too).
             found_run => {
-                bump(&self.stats.history_misses);
+                bump(&self.tiers.stats.history_misses);
                 let at_newest =
                     matches!(request.cursor, Cursor::After(_)) && found_run.is_some_and(|r| r.open);
                 if !at_newest {
-                    self.queue_fill(
-                        FillKey::Channel(channel, What::History(request)),
-                        Some(found.version),
-                    );
+                    self.tiers.queue_fill(fill, Some(found.version));
                 }
                 Ok(Loaded::Missed)
             }
         }
-    }
-
-    /// A fill of one run starting at the cursor of `page`: Postgres, then the fenced fill
-    /// script, as [`HotCache::fill_window`]. A run that would not answer `page` itself
-    /// (the newest messages, going up) is not kept: it would only push useful ones out.
-    pub(super) async fn fill_history(
-        &self,
-        channel: ChannelId,
-        page: PageRequest,
-        version: &str,
-    ) -> Result<Option<bool>, DbError> {
-        let anchor = match page.cursor {
-            Cursor::After(x) => Anchor::Up(x),
-            Cursor::Before(x) => Anchor::Down(x),
-            Cursor::Latest => return Ok(None),
-        };
-        let load = self.db.load_run(channel, anchor);
-        let Some(run) = self.pg_call("load_run", load).await? else {
-            return Ok(None);
-        };
-        if run.page(page).is_none() {
-            return Ok(None);
-        }
-        if let Some(hook) = &self.hooks.after_history_read {
-            hook(channel).await;
-        }
-        let fill = self.redis.fill_history(channel, version, &run, RUNS_KEPT);
-        Ok(self.redis_call("fill_history", fill).await)
     }
 }

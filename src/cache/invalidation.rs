@@ -120,23 +120,24 @@ impl HotCache {
     pub(super) fn apply(&self, what: Invalidation) {
         match what {
             Invalidation::Key(Key::Event(id)) => self.invalidate_body(id),
-            Invalidation::Key(key) => self.l1.invalidate(key),
-            Invalidation::Channel(c) => self.l1.invalidate_channel(c),
-            Invalidation::Everything => self.l1.flush(),
+            Invalidation::Key(key) => self.tiers.l1.invalidate(key),
+            Invalidation::Channel(c) => self.tiers.l1.invalidate_channel(c),
+            Invalidation::Everything => self.tiers.l1.flush(),
         }
     }
 
     /// Drops dirty scopes from Redis and tells the other instances; closes the breaker
     /// once nothing is dirty. The error says what Redis answered when it could not.
     pub async fn repair(&self) -> Result<(), RedisError> {
-        self.redis.ping().await?;
-        let work = self.dirty.work();
-        let channel = self.redis.invalidation_channel();
+        self.tiers.redis.ping().await?;
+        let work = self.tiers.dirty.work();
+        let channel = self.tiers.redis.invalidation_channel();
         match &work {
             DirtyWork::Nothing => {}
             DirtyWork::Everything => {
-                self.redis.delete_prefix().await?;
-                self.redis
+                self.tiers.redis.delete_prefix().await?;
+                self.tiers
+                    .redis
                     .publish(&channel, Invalidation::Everything.encode(&self.instance))
                     .await?;
             }
@@ -145,34 +146,35 @@ impl HotCache {
                     let what = match scope {
                         // Never here (a mark of everything is `DirtyWork::Everything`).
                         Scope::Everything => {
-                            self.redis.delete_prefix().await?;
+                            self.tiers.redis.delete_prefix().await?;
                             Invalidation::Everything
                         }
                         Scope::Channel(c) => {
-                            self.redis.drop_channel(c).await?;
+                            self.tiers.redis.drop_channel(c).await?;
                             Invalidation::Channel(c)
                         }
                         Scope::Feed(u) => {
-                            self.redis.drop_feed(u).await?;
+                            self.tiers.redis.drop_feed(u).await?;
                             Invalidation::Key(Key::Feed(u))
                         }
                         Scope::Event(e) => {
-                            self.redis.drop_body(e).await?;
+                            self.tiers.redis.drop_body(e).await?;
                             Invalidation::Key(Key::Event(e))
                         }
                     };
-                    self.redis
+                    self.tiers
+                        .redis
                         .publish(&channel, what.encode(&self.instance))
                         .await?;
                 }
             }
         }
         if work != DirtyWork::Nothing {
-            bump(&self.stats.invalidations_sent);
+            bump(&self.tiers.stats.invalidations_sent);
         }
-        self.dirty.done(&work);
-        if self.breaker.is_open() && self.dirty.is_empty() {
-            self.breaker.close();
+        self.tiers.dirty.done(&work);
+        if self.tiers.breaker.is_open() && self.tiers.dirty.is_empty() {
+            self.tiers.breaker.close();
             info!("Redis answers again and no channel is dirty: breaker closed");
         }
         Ok(())
@@ -181,18 +183,18 @@ impl HotCache {
 
 /// Probes Redis while the breaker is open or channels are dirty, and repairs.
 pub async fn maintain(cache: Arc<HotCache>) {
-    let _ = cache.redis.load_scripts().await;
-    let mut ticker = tokio::time::interval(cache.settings.probe_interval);
+    let _ = cache.tiers.redis.load_scripts().await;
+    let mut ticker = tokio::time::interval(cache.tiers.settings.probe_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = RepairLog::default();
     loop {
         ticker.tick().await;
-        if cache.breaker.is_open() || !cache.dirty.is_empty() {
+        if cache.tiers.breaker.is_open() || !cache.tiers.dirty.is_empty() {
             match cache.repair().await {
                 Ok(()) => failures.succeeded(),
                 Err(error) => {
-                    bump(&cache.stats.repair_failures);
-                    failures.failed(&error, cache.dirty.len());
+                    bump(&cache.tiers.stats.repair_failures);
+                    failures.failed(&error, cache.tiers.dirty.len());
                 }
             }
         }
@@ -201,9 +203,9 @@ pub async fn maintain(cache: Arc<HotCache>) {
 
 /// Applies other instances' invalidations and watches its own heartbeat.
 pub async fn listen(cache: Arc<HotCache>) {
-    let channel = cache.redis.invalidation_channel();
+    let channel = cache.tiers.redis.invalidation_channel();
     let mut subscription = loop {
-        match cache.redis.subscribe(&channel).await {
+        match cache.tiers.redis.subscribe(&channel).await {
             Ok(s) => break s,
             Err(error) => {
                 warn!(%error, "cannot subscribe to invalidations yet; L1 stays bypassed");
@@ -224,45 +226,45 @@ pub async fn listen(cache: Arc<HotCache>) {
             event = subscription.next() => match event {
                 None => {
                     // No more invalidations can arrive: never serve from L1 again.
-                    cache.l1.bypass();
+                    cache.tiers.l1.bypass();
                     warn!("the invalidation subscription ended: L1 bypassed for good");
                     return;
                 }
                 Some(SubscriptionEvent::Lost) => {
-                    if !cache.l1.is_bypassed() {
+                    if !cache.tiers.l1.is_bypassed() {
                         warn!("invalidations may have been lost: L1 bypassed until they arrive again");
                     }
-                    cache.l1.bypass();
+                    cache.tiers.l1.bypass();
                     last_heartbeat = None;
                 }
                 Some(SubscriptionEvent::Message(text)) => match parse(&text) {
                     Some(Notice::Heartbeat { from }) if from == cache.instance => {
-                        if cache.l1.is_bypassed() {
-                            cache.l1.resume();
+                        if cache.tiers.l1.is_bypassed() {
+                            cache.tiers.l1.resume();
                             info!("invalidations arrive: L1 flushed and serving");
                         }
                         last_heartbeat = Some(Instant::now());
                     }
                     Some(Notice::Invalidate { from, what }) if from != cache.instance => {
                         cache.apply(what);
-                        bump(&cache.stats.invalidations_received);
+                        bump(&cache.tiers.stats.invalidations_received);
                     }
                     Some(Notice::Feeds { from, users }) if from != cache.instance => {
                         for user in users {
-                            cache.l1.invalidate(Key::Feed(user));
+                            cache.tiers.l1.invalidate(Key::Feed(user));
                         }
-                        bump(&cache.stats.invalidations_received);
+                        bump(&cache.tiers.stats.invalidations_received);
                     }
                     _ => {}
                 },
             },
             _ = ticker.tick() => {
                 let stale = last_heartbeat.is_none_or(|t| t.elapsed() > HEARTBEAT_STALE);
-                if stale && !cache.l1.is_bypassed() {
+                if stale && !cache.tiers.l1.is_bypassed() {
                     warn!("no heartbeat on the invalidation channel: L1 bypassed");
-                    cache.l1.bypass();
+                    cache.tiers.l1.bypass();
                 }
-                let (redis, channel, beat) = (cache.redis.clone(), channel.clone(), heartbeat.clone());
+                let (redis, channel, beat) = (cache.tiers.redis.clone(), channel.clone(), heartbeat.clone());
                 tokio::spawn(async move { let _ = redis.publish(&channel, beat).await; });
             }
         }

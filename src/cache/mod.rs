@@ -1,22 +1,35 @@
 //! The hot-channel cache: read-through and write-through over L1 ([`l1`]), Redis
 //! ([`crate::redis`]) and Postgres, and what happens when Redis fails ([`health`]).
 //!
+//! # Layout
+//! - [`tiers`]: the engine. Read-through and fills, written once over the [`tiers::Source`]
+//!   trait; it owns L1, the breaker, the dirty set, presence marks, the fill queue and the
+//!   counters.
+//! - [`channels`] and [`feeds`]: the kinds of cached data, as sources of the engine
+//!   (windows, member sets, deep history; hot feeds and event bodies).
+//! - [`reads`], [`writes`], [`history`]: the verbs the service calls.
+//! - [`invalidation`] and [`notices`]: coherence across instances (pub/sub, the notices
+//!   through Postgres, the repair of dirty entries).
+//! - [`audit`], [`advice`], [`gate`]: beside the data path.
+//!
 //! # Read path
 //! The cost gate ([`gate`]) first picks the route: the tiers, or Postgres alone while the
-//! tiers cost more for this kind of read. On the tiers: L1 hit → answer. Else one shared load per key: a Redis read (one round trip, which also
-//! hands out the fence version on a miss); on a miss the Postgres fill query, then the
-//! fenced fill script. A fill refused by the fence, a Redis failure, an open breaker or a
-//! dirty channel all say [`Lookup::Unavailable`]: the caller reads Postgres directly.
+//! tiers cost more for this kind of read. On the tiers: L1 hit → answer. Else one shared
+//! load per key: a Redis read (one round trip, which also hands out the fence version on a
+//! miss); on a miss Postgres answers and a fill is queued, which installs through the
+//! fence. A fill refused by the fence, a Redis failure, an open breaker or a dirty scope
+//! all say [`Lookup::Unavailable`]: the caller reads Postgres directly.
 //!
 //! # Write path
 //! After Postgres commits: the channel's script in Redis (which bumps the fence version),
 //! then the local L1 entry is invalidated, then an invalidation is published for the
-//! other instances. A write that cannot reach Redis marks its channel dirty: the channel
-//! skips the tiers until the background task has dropped it from Redis. It also announces
-//! the channel through Postgres ([`notices`]), so the other instances do the same.
+//! other instances. A write that cannot reach Redis marks what it changed dirty: it skips
+//! the tiers until the background task has dropped it from Redis. It also announces it
+//! through Postgres ([`notices`]), so the other instances do the same.
 
 pub mod advice;
 pub mod audit;
+pub mod channels;
 mod entry;
 pub mod feeds;
 pub mod fills;
@@ -31,29 +44,29 @@ pub mod paths;
 mod presence;
 mod reads;
 mod settings;
-
-pub use observer::Observer;
 pub mod stats;
+pub mod tiers;
 mod writes;
 
+pub use observer::Observer;
 pub use settings::{CacheMode, CacheSettings};
 
-use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tracing::{debug, warn};
 
 use crate::domain::window::Members;
 use crate::domain::ChannelId;
 use crate::postgres::{Db, DbError};
-use crate::redis::{MembersRead, Redis, RedisError, WindowRead};
+use crate::redis::Redis;
+use channels::{MembersSource, WindowSource};
 use health::{Breaker, Dirty};
-use l1::{CachedWindow, Entry, Key, Loaded, Source, L1};
+use l1::{CachedWindow, L1};
 use paths::{Path, PathLatency};
 use stats::{bump, CacheStats};
+use tiers::Tiers;
 
 /// Extra messages read with a window's head for tombstones among the newest ones; a head
 /// short of live messages falls back to Postgres.
@@ -123,19 +136,11 @@ pub struct Bound {
 }
 
 pub struct HotCache {
-    settings: CacheSettings,
+    /// The engine and the state it owns.
+    tiers: Tiers,
     backlog: Backlog,
-    db: Db,
-    redis: Redis,
-    l1: L1,
     message_channels: l1::MessageChannels,
-    breaker: Breaker,
-    dirty: Dirty,
-    stats: CacheStats,
-    latency: PathLatency,
-    fills: fills::Fills,
     gate: gate::Gate,
-    presence: presence::Presence,
     /// Bumped whenever an event body leaves L1 on purpose: pages remembered beside hot
     /// feeds are right only at the count they were encoded at ([`feeds`]).
     bodies_generation: std::sync::atomic::AtomicU64,
@@ -143,8 +148,6 @@ pub struct HotCache {
     instance: String,
     /// Whether the cache notice listener is connected ([`notices`]).
     notice_listener: AtomicBool,
-    hooks: Hooks,
-    observer: Arc<dyn Observer>,
     audit: audit::Auditor,
     advice: advice::Advisor,
 }
@@ -157,51 +160,37 @@ impl HotCache {
         hooks: Hooks,
         observer: Arc<dyn Observer>,
     ) -> HotCache {
-        let (l1_bytes, history_bytes) = match settings.mode {
-            CacheMode::Full => (settings.l1_capacity_bytes, settings.history_l1_bytes),
-            CacheMode::Redis | CacheMode::Off => (0, 0),
-        };
+        let mode = settings.mode;
         HotCache {
-            l1: L1::new(l1_bytes, history_bytes, settings.l1_ttl),
             backlog: Backlog::default(),
             message_channels: l1::MessageChannels::new(MESSAGE_CHANNELS),
-            breaker: Breaker::new(settings.breaker_failures),
-            dirty: Dirty::default(),
-            stats: CacheStats::default(),
-            latency: PathLatency::default(),
-            fills: fills::Fills::new(settings.fill_after_misses),
-            presence: presence::Presence::default(),
-            gate: gate::Gate::new(settings.gate && settings.mode != CacheMode::Off),
+            gate: gate::Gate::new(settings.gate && mode != CacheMode::Off),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             notice_listener: AtomicBool::new(false),
             bodies_generation: std::sync::atomic::AtomicU64::new(0),
             // With the cache off there is nothing to audit.
-            audit: audit::Auditor::new(match settings.mode {
+            audit: audit::Auditor::new(match mode {
                 CacheMode::Off => 0.0,
                 _ => settings.audit_percent,
             }),
-            advice: advice::Advisor::new(settings.advice && settings.mode != CacheMode::Off),
-            settings,
-            db,
-            redis,
-            hooks,
-            observer,
+            advice: advice::Advisor::new(settings.advice && mode != CacheMode::Off),
+            tiers: Tiers::new(settings, db, redis, hooks, observer),
         }
     }
 
     pub fn mode(&self) -> CacheMode {
-        self.settings.mode
+        self.tiers.settings.mode
     }
     pub fn advice(&self) -> &advice::Advisor {
         &self.advice
     }
     pub fn hot_window(&self) -> usize {
-        self.settings.hot_window
+        self.tiers.settings.hot_window
     }
     /// `--l1-capacity-bytes` as configured (also in `redis` mode, where L1 keeps nothing:
     /// the advice then says what an L1 of that size would do).
     pub fn l1_budget(&self) -> u64 {
-        self.settings.l1_capacity_bytes
+        self.tiers.settings.l1_capacity_bytes
     }
     pub fn audit(&self) -> &audit::Auditor {
         &self.audit
@@ -211,15 +200,15 @@ impl HotCache {
     }
 
     pub fn stats(&self) -> &CacheStats {
-        &self.stats
+        &self.tiers.stats
     }
     /// Background fills waiting or running ([`fills`]).
     pub fn fills_pending(&self) -> usize {
-        self.fills.pending()
+        self.tiers.fills.pending()
     }
     /// Read latency by the path that answered ([`paths`]).
     pub fn latency(&self) -> &PathLatency {
-        &self.latency
+        &self.tiers.latency
     }
     /// Every table and queue of the cache that grows with traffic, with its limit: none
     /// grows without bound (L1 and its deep history are bounded by their byte budgets).
@@ -228,15 +217,19 @@ impl HotCache {
         let bound = |name, len, limit| Bound { name, len, limit };
         let (message_channels, message_channels_limit) = self.message_channels.usage();
         [
-            bound("l1_loads_in_flight", self.l1.flights_len(), l1::MAX_FLIGHTS),
+            bound(
+                "l1_loads_in_flight",
+                self.tiers.l1.flights_len(),
+                l1::MAX_FLIGHTS,
+            ),
             bound(
                 "fills_queued",
-                self.fills.pending(),
+                self.tiers.fills.pending(),
                 fills::QUEUE + fills::WORKERS,
             ),
             bound(
                 "dirty_channels",
-                self.dirty.len(),
+                self.tiers.dirty.len(),
                 health::MAX_DIRTY_CHANNELS,
             ),
             bound("message_channels", message_channels, message_channels_limit),
@@ -254,82 +247,21 @@ impl HotCache {
     }
 
     pub fn l1(&self) -> &L1 {
-        &self.l1
+        &self.tiers.l1
     }
     pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+        &self.tiers.breaker
     }
     pub fn dirty(&self) -> &Dirty {
-        &self.dirty
+        &self.tiers.dirty
     }
     pub fn redis(&self) -> &Redis {
-        &self.redis
+        &self.tiers.redis
     }
 
     /// Counts a read answered by Postgres outside the tiers.
     pub fn note_postgres_read(&self) {
-        bump(&self.stats.postgres_reads);
-    }
-
-    fn tiers_usable(&self, channel: ChannelId) -> bool {
-        self.settings.mode != CacheMode::Off
-            && !self.breaker.is_open()
-            && !self.dirty.contains(crate::domain::Scope::Channel(channel))
-    }
-
-    /// Runs a Postgres call of a fill and records its latency.
-    async fn pg_call<T>(
-        &self,
-        operation: &'static str,
-        call: impl Future<Output = Result<T, DbError>>,
-    ) -> Result<T, DbError> {
-        bump(&self.stats.postgres_reads);
-        let started = Instant::now();
-        let result = call.await;
-        self.observer.postgres_call(operation, started.elapsed());
-        result
-    }
-
-    /// Runs a Redis call, keeping the breaker's count and its latency; `None` when it failed.
-    async fn redis_call<T>(
-        &self,
-        operation: &'static str,
-        call: impl Future<Output = Result<T, RedisError>>,
-    ) -> Option<T> {
-        let started = Instant::now();
-        let result = call.await;
-        self.observer.redis_call(operation, started.elapsed());
-        match result {
-            Ok(value) => {
-                self.breaker.record_success();
-                Some(value)
-            }
-            Err(error) => {
-                bump(&self.stats.redis_errors);
-                let timed_out = matches!(error, RedisError::Timeout);
-                if self.breaker.record_failure(timed_out, &error) {
-                    warn!(%error, "Redis breaker opened: reads and writes go to Postgres only");
-                } else {
-                    debug!(%error, "a Redis call failed");
-                }
-                None
-            }
-        }
-    }
-
-    /// Counts an L1 lookup; the path of what it found.
-    fn count_l1(&self, source: Source, loaded: &Loaded) -> Path {
-        if self.l1.is_enabled() {
-            bump(match source {
-                Source::L1 => &self.stats.l1_hits,
-                Source::Load => &self.stats.l1_misses,
-            });
-        }
-        match loaded {
-            Loaded::Found(_, path) => *path,
-            Loaded::Unavailable => Path::Postgres,
-            Loaded::Missed => Path::Fill,
-        }
+        bump(&self.tiers.stats.postgres_reads);
     }
 
     async fn fetch_window(
@@ -340,18 +272,6 @@ impl HotCache {
         self.fetch_window_head(channel, reach, None).await
     }
 
-    /// What L1 holds under `key`, counted as a hit or a miss.
-    fn peek(&self, key: Key) -> Option<Entry> {
-        let entry = self.l1.peek(key);
-        if self.l1.is_enabled() {
-            bump(match entry {
-                Some(_) => &self.stats.l1_hits,
-                None => &self.stats.l1_misses,
-            });
-        }
-        entry
-    }
-
     /// The window, or with `head: Some(n)` only its newest n messages.
     async fn fetch_window_head(
         &self,
@@ -359,88 +279,9 @@ impl HotCache {
         reach: Reach,
         head: Option<usize>,
     ) -> Result<(Lookup<Arc<CachedWindow>>, Path), DbError> {
-        if !self.tiers_usable(channel) {
-            return Ok((Lookup::Unavailable, Path::Postgres));
-        }
-        let key = match head {
-            None => Key::Window(channel),
-            Some(n) => Key::WindowHead(channel, n as u32),
-        };
-        if reach == Reach::L1 {
-            return Ok(match self.peek(key) {
-                Some(Entry::Window(w)) => (Lookup::Found(w), Path::L1),
-                _ => (Lookup::Unavailable, Path::Postgres),
-            });
-        }
-        let (loaded, source) = self
-            .l1
-            .fetch(key, || self.load_window(channel, head))
-            .await?;
-        let path = self.count_l1(source, &loaded);
-        let lookup = match loaded {
-            Loaded::Found(Entry::Window(w), _) => Lookup::Found(w),
-            Loaded::Found(_, _) | Loaded::Unavailable | Loaded::Missed => Lookup::Unavailable,
-        };
-        Ok((lookup, path))
-    }
-
-    /// L1's load of a window: Redis, and on a miss a queued fill ([`fills`]).
-    async fn load_window(
-        &self,
-        channel: ChannelId,
-        head: Option<usize>,
-    ) -> Result<Loaded, DbError> {
-        if !self.presence.likely(channel, fills::What::Window.kind()) {
-            return Ok(self.skip_redis(channel, fills::What::Window));
-        }
-        let read = self.redis.read_window_head(channel, head);
-        let found = self.redis_call("read_window", read).await.map(|r| match r {
-            WindowRead::Hit(w) => Ok(Entry::Window(Arc::new(CachedWindow::new(w)))),
-            WindowRead::Miss(version) => Err(version),
-        });
-        Ok(self.after_redis_read(channel, fills::What::Window, found))
-    }
-
-    /// What a Redis read found, as L1's load result: `None` (the call failed),
-    /// `Some(Ok(entry))` (a hit) or `Some(Err(version))` (a miss, which may queue a fill
-    /// presenting that version).
-    fn after_redis_read(
-        &self,
-        channel: ChannelId,
-        what: fills::What,
-        found: Option<Result<Entry, String>>,
-    ) -> Loaded {
-        match found {
-            None => Loaded::Unavailable,
-            Some(Ok(entry)) => {
-                bump(&self.stats.l2_hits);
-                Loaded::Found(entry, Path::Redis)
-            }
-            Some(Err(version)) => {
-                bump(&self.stats.l2_misses);
-                self.presence.gone(channel, what.kind());
-                self.queue_fill(fills::FillKey::Channel(channel, what), Some(version));
-                Loaded::Missed
-            }
-        }
-    }
-
-    /// A fill of the window: Postgres, then the fenced fill script. `None` when the
-    /// channel does not exist or Redis failed; else whether the fence let it in.
-    async fn fill_window(
-        &self,
-        channel: ChannelId,
-        version: &str,
-    ) -> Result<Option<bool>, DbError> {
-        let load = self.db.load_window(channel, self.settings.hot_window);
-        let Some(window) = self.pg_call("load_window", load).await? else {
-            return Ok(None);
-        };
-        if let Some(hook) = &self.hooks.after_fill_read {
-            hook(channel).await;
-        }
-        let fill = self.redis.fill_window(version, &window);
-        Ok(self.redis_call("fill_window", fill).await)
+        self.tiers
+            .fetch(&WindowSource { channel, head }, reach)
+            .await
     }
 
     async fn fetch_members(
@@ -448,60 +289,12 @@ impl HotCache {
         channel: ChannelId,
         reach: Reach,
     ) -> Result<(Lookup<Arc<Members>>, Path), DbError> {
-        if !self.tiers_usable(channel) {
-            return Ok((Lookup::Unavailable, Path::Postgres));
-        }
-        if reach == Reach::L1 {
-            return Ok(match self.peek(Key::Members(channel)) {
-                Some(Entry::Members(m)) => (Lookup::Found(m), Path::L1),
-                _ => (Lookup::Unavailable, Path::Postgres),
-            });
-        }
-        let (loaded, source) = self
-            .l1
-            .fetch(Key::Members(channel), || self.load_members(channel))
-            .await?;
-        let path = self.count_l1(source, &loaded);
-        let lookup = match loaded {
-            Loaded::Found(Entry::Members(m), _) => Lookup::Found(m),
-            Loaded::Found(_, _) | Loaded::Unavailable | Loaded::Missed => Lookup::Unavailable,
-        };
-        Ok((lookup, path))
-    }
-
-    /// L1's load of a member set: Redis, and on a miss a queued fill ([`fills`]).
-    async fn load_members(&self, channel: ChannelId) -> Result<Loaded, DbError> {
-        if !self.presence.likely(channel, fills::What::Members.kind()) {
-            return Ok(self.skip_redis(channel, fills::What::Members));
-        }
-        let read = self.redis.read_members(channel);
-        let found = self
-            .redis_call("read_members", read)
-            .await
-            .map(|r| match r {
-                MembersRead::Hit(m) => Ok(Entry::Members(Arc::new(m))),
-                MembersRead::Miss(version) => Err(version),
-            });
-        Ok(self.after_redis_read(channel, fills::What::Members, found))
-    }
-
-    /// A fill of the member set, as [`HotCache::fill_window`].
-    async fn fill_members(
-        &self,
-        channel: ChannelId,
-        version: &str,
-    ) -> Result<Option<bool>, DbError> {
-        let load = self.db.load_member_set(channel);
-        let Some(members) = self.pg_call("load_member_set", load).await? else {
-            return Ok(None);
-        };
-        let fill = self.redis.fill_members(channel, version, &members);
-        Ok(self.redis_call("fill_members", fill).await)
+        self.tiers.fetch(&MembersSource { channel }, reach).await
     }
 
     /// Records how long a read took, under the path that answered it.
     pub fn record_read(&self, path: Path, elapsed: Duration) {
-        self.latency.record(path, elapsed);
-        self.observer.read(path, elapsed);
+        self.tiers.latency.record(path, elapsed);
+        self.tiers.observer.read(path, elapsed);
     }
 }

@@ -60,7 +60,7 @@ impl HotCache {
             scopes
         };
         for &scope in scopes {
-            self.dirty.mark(scope);
+            self.tiers.dirty.mark(scope);
         }
         let notices: Vec<CacheNotice> = scopes
             .iter()
@@ -70,8 +70,8 @@ impl HotCache {
             })
             .collect();
         let started = Instant::now();
-        match self.db.announce(&notices).await {
-            Ok(()) => bump(&self.stats.notices_sent),
+        match self.tiers.db.announce(&notices).await {
+            Ok(()) => bump(&self.tiers.stats.notices_sent),
             Err(error) => warn!(
                 %error,
                 cause = error_source(&error),
@@ -81,7 +81,9 @@ impl HotCache {
                  the old entry until this one reaches Redis"
             ),
         }
-        self.observer.postgres_call("announce", started.elapsed());
+        self.tiers
+            .observer
+            .postgres_call("announce", started.elapsed());
     }
 
     /// Applies a notice of another instance: the scope skips the tiers here (dirty) until
@@ -91,8 +93,8 @@ impl HotCache {
         if notice.origin == self.instance {
             return;
         }
-        bump(&self.stats.notices_received);
-        self.dirty.mark(notice.scope);
+        bump(&self.tiers.stats.notices_received);
+        self.tiers.dirty.mark(notice.scope);
         self.apply(match notice.scope {
             Scope::Everything => Invalidation::Everything,
             Scope::Channel(c) => Invalidation::Channel(c),
@@ -144,7 +146,7 @@ pub async fn listen(cache: Arc<HotCache>) {
     let mut alive_at: Option<DateTime<Utc>> = None;
     let mut warned = false;
     loop {
-        let listener = match cache.db.listen_notices().await {
+        let listener = match cache.tiers.db.listen_notices().await {
             Ok(listener) => listener,
             Err(error) => {
                 if !warned {

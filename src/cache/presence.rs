@@ -11,11 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::fills::{FillKey, What};
-use super::l1::Loaded;
-use super::stats::bump;
-use crate::domain::ChannelId;
-use crate::redis::{MembersRead, WindowRead};
+use super::fills::FillKey;
 
 /// Slots of the table: 1 MiB.
 pub const SLOTS: usize = 1 << 17;
@@ -41,71 +37,28 @@ impl Default for Presence {
 }
 
 impl Presence {
-    fn slot(&self, channel: ChannelId, kind: u8) -> (&AtomicU64, u64) {
-        let hash = key_hash(channel.0, kind);
+    fn slot(&self, key: FillKey) -> (&AtomicU64, u64) {
+        let hash = key.hash();
         let tag = hash | 1; // never 0, the empty slot
         (&self.slots[(hash >> 47) as usize % SLOTS], tag)
     }
 
     /// Whether Redis held the key when this instance last looked.
-    pub fn likely(&self, channel: ChannelId, kind: u8) -> bool {
-        let (slot, tag) = self.slot(channel, kind);
+    pub fn likely(&self, key: FillKey) -> bool {
+        let (slot, tag) = self.slot(key);
         slot.load(Ordering::Relaxed) == tag
     }
 
     /// Redis holds the key (a hit, or an installed fill).
-    pub fn seen(&self, channel: ChannelId, kind: u8) {
-        let (slot, tag) = self.slot(channel, kind);
+    pub fn seen(&self, key: FillKey) {
+        let (slot, tag) = self.slot(key);
         slot.store(tag, Ordering::Relaxed);
     }
 
     /// Redis lacked the key.
-    pub fn gone(&self, channel: ChannelId, kind: u8) {
-        let (slot, tag) = self.slot(channel, kind);
+    pub fn gone(&self, key: FillKey) {
+        let (slot, tag) = self.slot(key);
         let _ = slot.compare_exchange(tag, 0, Ordering::Relaxed, Ordering::Relaxed);
-    }
-}
-
-impl super::HotCache {
-    /// A read that did not ask Redis, because Redis likely lacks the key: Postgres answers,
-    /// and the miss counts towards a fill that looks in Redis first.
-    pub(super) fn skip_redis(&self, channel: ChannelId, what: What) -> Loaded {
-        bump(&self.stats.redis_skipped);
-        self.queue_fill(FillKey::Channel(channel, what), None);
-        Loaded::Missed
-    }
-
-    /// A queued fill's first look in Redis, for a read that did not ask: `None` when
-    /// Redis holds the key (now marked) or failed, else the version a fill must present.
-    pub(super) async fn probe(&self, channel: ChannelId, what: What) -> Option<String> {
-        let version = match what {
-            What::Window => {
-                let read = self.redis.read_window_head(channel, Some(1));
-                match self.redis_call("read_window", read).await? {
-                    WindowRead::Hit(_) => None,
-                    WindowRead::Miss(version) => Some(version),
-                }
-            }
-            What::Members => match self
-                .redis_call("read_members", self.redis.read_members(channel))
-                .await?
-            {
-                MembersRead::Hit(_) => None,
-                MembersRead::Miss(version) => Some(version),
-            },
-            What::History(page) => {
-                let read = self.redis.read_history(channel, page.cursor);
-                let found = self.redis_call("read_history", read).await??;
-                match found.run {
-                    Some(run) if run.page(page).is_some() => None,
-                    _ => Some(found.version),
-                }
-            }
-        };
-        if version.is_none() {
-            self.presence.seen(channel, what.kind());
-        }
-        version
     }
 }
 
@@ -115,17 +68,21 @@ mod tests {
 
     #[test]
     fn a_key_is_likely_from_its_sighting_until_a_miss() {
+        use super::super::fills::What;
+        use crate::domain::ChannelId;
         let p = Presence::default();
         let (a, b) = (
             ChannelId(uuid::Uuid::new_v4()),
             ChannelId(uuid::Uuid::new_v4()),
         );
-        assert!(!p.likely(a, 0));
-        p.seen(a, 0);
-        assert!(p.likely(a, 0) && !p.likely(a, 1) && !p.likely(b, 0));
-        p.gone(b, 0);
-        assert!(p.likely(a, 0), "another key's miss leaves it");
-        p.gone(a, 0);
-        assert!(!p.likely(a, 0));
+        let window = |c| FillKey::Channel(c, What::Window);
+        assert!(!p.likely(window(a)));
+        p.seen(window(a));
+        assert!(p.likely(window(a)));
+        assert!(!p.likely(FillKey::Channel(a, What::Members)) && !p.likely(window(b)));
+        p.gone(window(b));
+        assert!(p.likely(window(a)), "another key's miss leaves it");
+        p.gone(window(a));
+        assert!(!p.likely(window(a)));
     }
 }

@@ -7,6 +7,7 @@ use super::paths::Path;
 use super::CacheMode;
 use super::{HotCache, Lookup, Reach, HEAD_SLACK};
 use crate::domain::window::Members;
+use crate::domain::Scope;
 use crate::domain::{
     Channel, ChannelId, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
 };
@@ -37,8 +38,8 @@ impl HotCache {
         let window_reach = if latest { reach } else { Reach::L1 };
         // Without L1 nothing keeps the whole window: a latest page reads only the head it
         // needs (its rows, the one that says whether more exist, and room for tombstones).
-        let head =
-            (!self.l1.is_enabled() && latest).then_some(request.limit as usize + 1 + HEAD_SLACK);
+        let head = (!self.tiers.l1.is_enabled() && latest)
+            .then_some(request.limit as usize + 1 + HEAD_SLACK);
         let (lookup, path) = self.fetch_window_head(channel, window_reach, head).await?;
         if let Lookup::Found(w) = &lookup {
             if let Some(body) = w.encoded_page(request, &encode) {
@@ -120,7 +121,7 @@ impl HotCache {
 
     /// Remembers the channel of a message read from Postgres.
     pub fn learn_message_channel(&self, message: &Message) {
-        if self.settings.mode != CacheMode::Off {
+        if self.tiers.settings.mode != CacheMode::Off {
             self.message_channels.insert(message.id, message.channel_id);
         }
     }
@@ -138,10 +139,10 @@ impl HotCache {
         user: Option<UserId>,
         limits: crate::postgres::SyncLimits,
     ) -> Option<SyncChannel> {
-        if !self.tiers_usable(channel) {
+        if !self.tiers.usable(Scope::Channel(channel)) {
             return None;
         }
-        let Some(Entry::Window(window)) = self.peek(Key::Window(channel)) else {
+        let Some(Entry::Window(window)) = self.tiers.peek(Key::Window(channel)) else {
             return None;
         };
         let mut answer = window.sync(
@@ -150,7 +151,7 @@ impl HotCache {
             limits.reset_messages as usize,
         )?;
         if let Some(user) = user {
-            let Some(Entry::Members(members)) = self.peek(Key::Members(channel)) else {
+            let Some(Entry::Members(members)) = self.tiers.peek(Key::Members(channel)) else {
                 return None;
             };
             if let Some(member) = members.get(user) {

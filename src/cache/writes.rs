@@ -15,7 +15,10 @@ use crate::redis::RedisError;
 impl HotCache {
     /// Write-through of a post.
     pub async fn after_post(&self, message: &Message) {
-        let call = self.redis.append(message, self.settings.hot_window);
+        let call = self
+            .tiers
+            .redis
+            .append(message, self.tiers.settings.hot_window);
         let c = message.channel_id;
         self.write_through(c, &[Key::Window(c)], "append", call)
             .await;
@@ -25,7 +28,7 @@ impl HotCache {
     /// Write-through of an edit or a delete: the window, and the runs of deep history
     /// (which a post never changes: it lands above every run).
     pub async fn after_rewrite(&self, message: &Message) {
-        let call = self.redis.rewrite(message);
+        let call = self.tiers.redis.rewrite(message);
         let c = message.channel_id;
         let keys = [Key::Window(c), Key::History(c)];
         self.write_through(c, &keys, "rewrite", call).await;
@@ -34,14 +37,14 @@ impl HotCache {
 
     /// Write-through of a membership change.
     pub async fn after_members_change(&self, channel: ChannelId) {
-        let call = self.redis.drop_members(channel);
+        let call = self.tiers.redis.drop_members(channel);
         self.write_through(channel, &[Key::Members(channel)], "drop_members", call)
             .await;
     }
 
     /// Write-through of a read marker; `member` as it is after the change.
     pub async fn after_mark_read(&self, channel: ChannelId, member: &Member) {
-        let call = self.redis.mark_read(channel, member);
+        let call = self.tiers.redis.mark_read(channel, member);
         self.write_through(channel, &[Key::Members(channel)], "mark_read", call)
             .await;
     }
@@ -53,13 +56,14 @@ impl HotCache {
         operation: &'static str,
         call: impl Future<Output = Result<T, RedisError>>,
     ) {
-        if self.settings.mode == CacheMode::Off {
+        if self.tiers.settings.mode == CacheMode::Off {
             return;
         }
-        let reached = !self.breaker.is_open() && self.redis_call(operation, call).await.is_some();
+        let reached =
+            !self.tiers.breaker.is_open() && self.tiers.redis_call(operation, call).await.is_some();
         let mut published = reached;
         for &key in keys {
-            self.l1.invalidate(key);
+            self.tiers.l1.invalidate(key);
             published = published && self.publish(Invalidation::Key(key)).await;
         }
         if !published {
@@ -70,20 +74,22 @@ impl HotCache {
     /// Drops a channel (or, with `None`, everything) from L1 here and on every instance, and
     /// from Redis. When Redis cannot be reached the drop is remembered and done later.
     pub async fn flush(&self, channel: Option<ChannelId>) {
-        if self.settings.mode == CacheMode::Off {
+        if self.tiers.settings.mode == CacheMode::Off {
             return;
         }
         let done = match channel {
             Some(c) => {
-                self.l1.invalidate_channel(c);
-                self.redis_call("drop_channel", self.redis.drop_channel(c))
+                self.tiers.l1.invalidate_channel(c);
+                self.tiers
+                    .redis_call("drop_channel", self.tiers.redis.drop_channel(c))
                     .await
                     .is_some()
                     && self.publish(Invalidation::Channel(c)).await
             }
             None => {
-                self.l1.flush();
-                self.redis_call("delete_prefix", self.redis.delete_prefix())
+                self.tiers.l1.flush();
+                self.tiers
+                    .redis_call("delete_prefix", self.tiers.redis.delete_prefix())
                     .await
                     .is_some()
                     && self.publish(Invalidation::Everything).await
@@ -114,19 +120,21 @@ impl HotCache {
     }
 
     async fn publish_text(&self, message: String) -> bool {
-        if self.breaker.is_open() {
+        if self.tiers.breaker.is_open() {
             return false;
         }
         let sent = self
+            .tiers
             .redis_call(
                 "publish",
-                self.redis
-                    .publish(&self.redis.invalidation_channel(), message),
+                self.tiers
+                    .redis
+                    .publish(&self.tiers.redis.invalidation_channel(), message),
             )
             .await
             .is_some();
         if sent {
-            bump(&self.stats.invalidations_sent);
+            bump(&self.tiers.stats.invalidations_sent);
         }
         sent
     }

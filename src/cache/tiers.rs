@@ -1,0 +1,309 @@
+//! The tier engine: the read-through (L1 → Redis → a fenced fill from Postgres) and the
+//! fill of one key, written once and generic over [`Source`], which each kind of cached
+//! data implements (channel windows and member sets in [`super::channels`], deep history's
+//! fills there too, hot feeds in [`super::feeds`]).
+//!
+//! # Read-through
+//! A key is read only while its [`Scope`] is usable (the cache on, the breaker closed,
+//! the scope not dirty). L1 answers a hit. Else one load per key, shared by concurrent
+//! callers ([`L1::fetch`]): one Redis read, which also hands out the fence version on a
+//! miss, unless [`Presence`] says Redis likely lacks the key (then no round trip). On a
+//! miss the read is answered by Postgres (the caller's own query) and a fill is queued
+//! ([`super::fills`]); the fill reads Postgres and installs through the fence, so a write
+//! that came in after the version was handed out refuses it.
+//!
+//! The engine owns the state it changes: L1, the breaker, the dirty set, the presence
+//! marks, the fill queue, the counters and the per-path latencies.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use tracing::{debug, warn};
+
+use super::fills::{FillKey, Fills};
+use super::health::{Breaker, Dirty};
+use super::l1::{Entry, Key, Loaded, Source as Origin, L1};
+use super::paths::{Path, PathLatency};
+use super::presence::Presence;
+use super::stats::{bump, CacheStats};
+use super::{CacheMode, CacheSettings, Hooks, Lookup, Observer, Reach};
+use crate::domain::Scope;
+use crate::postgres::{Db, DbError};
+use crate::redis::{Redis, RedisError};
+
+/// What a Redis read of a key found.
+pub enum RedisRead {
+    Hit(Entry),
+    /// Not cached; a fill must present this fence version.
+    Miss(String),
+}
+
+/// One kind of cached data, as the engine reads and fills it.
+pub trait Source: Sync {
+    /// What L1 and Redis answer with.
+    type Value;
+    /// What a fill reads from Postgres and installs.
+    type Row: Send + Sync;
+
+    /// Its L1 key.
+    fn key(&self) -> Key;
+    /// Its fill (and presence mark).
+    fn fill_key(&self) -> FillKey;
+    /// What a write to it dirties.
+    fn scope(&self) -> Scope;
+    /// Whether this instance remembers if Redis holds it ([`Presence`]); without marks
+    /// every L1 miss asks Redis.
+    fn marks_presence(&self) -> bool {
+        true
+    }
+    /// The typed value of an entry of its key.
+    fn value(entry: Entry) -> Option<Self::Value>;
+    /// The names its calls are timed under: (Redis read, Postgres load, Redis fill).
+    fn operations(&self) -> [&'static str; 3];
+
+    /// One Redis read.
+    fn read(&self, redis: &Redis) -> impl Future<Output = Result<RedisRead, RedisError>> + Send;
+    /// The Postgres read of a fill; `None` when there is nothing to install (the channel
+    /// does not exist, a run would not answer its page).
+    fn load(
+        &self,
+        db: &Db,
+        settings: &CacheSettings,
+    ) -> impl Future<Output = Result<Option<Self::Row>, DbError>> + Send;
+    /// The fenced install of what `load` read: true when the fence let it in.
+    fn install(
+        &self,
+        redis: &Redis,
+        version: &str,
+        row: &Self::Row,
+        settings: &CacheSettings,
+    ) -> impl Future<Output = Result<bool, RedisError>> + Send;
+    /// A test hook to await between the load and the install.
+    fn hook(&self, _hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+}
+
+pub struct Tiers {
+    pub(super) settings: CacheSettings,
+    pub(super) db: Db,
+    pub(super) redis: Redis,
+    pub(super) l1: L1,
+    pub(super) breaker: Breaker,
+    pub(super) dirty: Dirty,
+    pub(super) presence: Presence,
+    pub(super) fills: Fills,
+    pub(super) stats: CacheStats,
+    pub(super) latency: PathLatency,
+    pub(super) observer: Arc<dyn Observer>,
+    pub(super) hooks: Hooks,
+}
+
+impl Tiers {
+    pub(super) fn new(
+        settings: CacheSettings,
+        db: Db,
+        redis: Redis,
+        hooks: Hooks,
+        observer: Arc<dyn Observer>,
+    ) -> Tiers {
+        let (l1_bytes, history_bytes) = match settings.mode {
+            CacheMode::Full => (settings.l1_capacity_bytes, settings.history_l1_bytes),
+            CacheMode::Redis | CacheMode::Off => (0, 0),
+        };
+        Tiers {
+            l1: L1::new(l1_bytes, history_bytes, settings.l1_ttl),
+            breaker: Breaker::new(settings.breaker_failures),
+            dirty: Dirty::default(),
+            presence: Presence::default(),
+            fills: Fills::new(settings.fill_after_misses),
+            stats: CacheStats::default(),
+            latency: PathLatency::default(),
+            settings,
+            db,
+            redis,
+            hooks,
+            observer,
+        }
+    }
+
+    /// Whether the tiers may answer for `scope`: the cache is on, the breaker closed, and
+    /// no write to it missed Redis.
+    pub(super) fn usable(&self, scope: Scope) -> bool {
+        self.settings.mode != CacheMode::Off
+            && !self.breaker.is_open()
+            && !self.dirty.contains(scope)
+    }
+
+    /// Runs a Postgres call of a fill and records its latency.
+    pub(super) async fn pg_call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        bump(&self.stats.postgres_reads);
+        let started = Instant::now();
+        let result = call.await;
+        self.observer.postgres_call(operation, started.elapsed());
+        result
+    }
+
+    /// Runs a Redis call, keeping the breaker's count and its latency; `None` when it failed.
+    pub(super) async fn redis_call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Option<T> {
+        let started = Instant::now();
+        let result = call.await;
+        self.observer.redis_call(operation, started.elapsed());
+        match result {
+            Ok(value) => {
+                self.breaker.record_success();
+                Some(value)
+            }
+            Err(error) => {
+                bump(&self.stats.redis_errors);
+                let timed_out = matches!(error, RedisError::Timeout);
+                if self.breaker.record_failure(timed_out, &error) {
+                    warn!(%error, "Redis breaker opened: reads and writes go to Postgres only");
+                } else {
+                    debug!(%error, "a Redis call failed");
+                }
+                None
+            }
+        }
+    }
+
+    /// What L1 holds under `key`, counted as a hit or a miss.
+    pub(super) fn peek(&self, key: Key) -> Option<Entry> {
+        let entry = self.l1.peek(key);
+        if self.l1.is_enabled() {
+            bump(match entry {
+                Some(_) => &self.stats.l1_hits,
+                None => &self.stats.l1_misses,
+            });
+        }
+        entry
+    }
+
+    /// Reads `source` through the tiers as far as `reach` allows; `Unavailable` when
+    /// Postgres must answer, with the path that says whether both tiers missed.
+    pub(super) async fn fetch<S: Source>(
+        &self,
+        source: &S,
+        reach: Reach,
+    ) -> Result<(Lookup<S::Value>, Path), DbError> {
+        if !self.usable(source.scope()) {
+            return Ok((Lookup::Unavailable, Path::Postgres));
+        }
+        let key = source.key();
+        if reach == Reach::L1 {
+            return Ok(match self.peek(key).and_then(S::value) {
+                Some(value) => (Lookup::Found(value), Path::L1),
+                None => (Lookup::Unavailable, Path::Postgres),
+            });
+        }
+        // Boxed: the L1 hit above stays a small future to create and poll.
+        let load = || Box::pin(self.load(source));
+        let (loaded, origin) = self.l1.fetch(key, load).await?;
+        if self.l1.is_enabled() {
+            bump(match origin {
+                Origin::L1 => &self.stats.l1_hits,
+                Origin::Load => &self.stats.l1_misses,
+            });
+        }
+        Ok(match loaded {
+            Loaded::Found(entry, path) => match S::value(entry) {
+                Some(value) => (Lookup::Found(value), path),
+                None => (Lookup::Unavailable, Path::Postgres),
+            },
+            Loaded::Unavailable => (Lookup::Unavailable, Path::Postgres),
+            Loaded::Missed => (Lookup::Unavailable, Path::Fill),
+        })
+    }
+
+    /// L1's load of `source`: Redis, and on a miss a queued fill.
+    async fn load<S: Source>(&self, source: &S) -> Result<Loaded, DbError> {
+        let fill = source.fill_key();
+        if source.marks_presence() && !self.presence.likely(fill) {
+            return Ok(self.skip_redis(fill));
+        }
+        let [read, _, _] = source.operations();
+        Ok(
+            match self.redis_call(read, source.read(&self.redis)).await {
+                None => Loaded::Unavailable,
+                Some(RedisRead::Hit(entry)) => {
+                    bump(&self.stats.l2_hits);
+                    Loaded::Found(entry, Path::Redis)
+                }
+                Some(RedisRead::Miss(version)) => {
+                    bump(&self.stats.l2_misses);
+                    if source.marks_presence() {
+                        self.presence.gone(fill);
+                    }
+                    self.queue_fill(fill, Some(version));
+                    Loaded::Missed
+                }
+            },
+        )
+    }
+
+    /// A read that does not ask Redis, because Redis likely lacks the key: Postgres
+    /// answers, and the miss counts towards a fill that looks in Redis first.
+    pub(super) fn skip_redis(&self, fill: FillKey) -> Loaded {
+        bump(&self.stats.redis_skipped);
+        self.queue_fill(fill, None);
+        Loaded::Missed
+    }
+
+    /// A queued fill's first look in Redis, for a read that did not ask: `None` when
+    /// Redis holds the key (now marked) or failed, else the version a fill must present.
+    pub(super) async fn probe<S: Source>(&self, source: &S) -> Option<String> {
+        let [read, _, _] = source.operations();
+        match self.redis_call(read, source.read(&self.redis)).await? {
+            RedisRead::Hit(_) => {
+                self.presence.seen(source.fill_key());
+                None
+            }
+            RedisRead::Miss(version) => Some(version),
+        }
+    }
+
+    /// A fill of `source`: Postgres, then the fenced install. `None` when there was
+    /// nothing to install or Redis failed; else whether the fence let it in (then marked
+    /// present).
+    pub(super) async fn fill<S: Source>(
+        &self,
+        source: &S,
+        version: &str,
+    ) -> Result<Option<bool>, DbError> {
+        let [_, load, install] = source.operations();
+        let Some(row) = self
+            .pg_call(load, source.load(&self.db, &self.settings))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if let Some(hook) = source.hook(&self.hooks) {
+            hook.await;
+        }
+        let call = source.install(&self.redis, version, &row, &self.settings);
+        let installed = self.redis_call(install, call).await;
+        if installed == Some(true) && source.marks_presence() {
+            self.presence.seen(source.fill_key());
+        }
+        Ok(installed)
+    }
+
+    /// After a miss in both tiers: queues the fill of `key` when admitted ([`Fills`]).
+    pub(super) fn queue_fill(&self, key: FillKey, version: Option<String>) -> bool {
+        let queued = self.fills.queue(key, version);
+        if queued == Some(false) {
+            bump(&self.stats.fills_dropped);
+        }
+        queued == Some(true)
+    }
+}
