@@ -29,6 +29,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::fills::FillKey;
+use super::invalidation::Invalidation;
 use super::l1::{CachedFeed, Entry, Key};
 use super::paths::Path;
 use super::tiers::{RedisRead, Source};
@@ -320,14 +321,11 @@ impl HotCache {
         // Without a version a user has no feed in Redis or in any L1; when Redis failed,
         // every recipient counts.
         let touched = versioned.unwrap_or(users);
-        for &user in &touched {
-            self.tiers.l1.invalidate(Key::Feed(user));
-        }
-        let published = reached && self.publish_feeds(&touched).await;
-        if !published {
-            let scopes: Vec<Scope> = touched.into_iter().map(Scope::Feed).collect();
-            self.missed_redis(&scopes).await;
-        }
+        let changed: Vec<Invalidation> = touched
+            .into_iter()
+            .map(|user| Invalidation::Key(Key::Feed(user)))
+            .collect();
+        self.settle(reached, &changed).await;
     }
 
     /// The fence bump of every recipient and the append onto cached feeds, after the new
@@ -396,40 +394,15 @@ impl HotCache {
 
     /// Write-through of a user's unseen marker (the one now in force).
     pub async fn after_feed_seen(&self, user: UserId, seen: EventId) {
-        if self.tiers.settings.mode == CacheMode::Off {
-            return;
-        }
-        let reached = !self.tiers.breaker.is_open()
-            && self
-                .tiers
-                .redis_call("feed_seen", self.tiers.redis.feed_seen(user, seen))
-                .await
-                .is_some();
-        self.tiers.l1.invalidate(Key::Feed(user));
-        if !(reached && self.publish_feeds(&[user]).await) {
-            self.missed_redis(&[Scope::Feed(user)]).await;
-        }
+        let call = self.tiers.redis.feed_seen(user, seen);
+        let changed = [Invalidation::Key(Key::Feed(user))];
+        self.write_through("feed_seen", call, &changed).await;
     }
 
     /// Write-through of a delete: the tombstone replaces the body everywhere.
     pub async fn after_event_delete(&self, tombstone: &Event) {
-        if self.tiers.settings.mode == CacheMode::Off {
-            return;
-        }
-        let reached = !self.tiers.breaker.is_open()
-            && self
-                .tiers
-                .redis_call("put_body", self.tiers.redis.put_body(tombstone))
-                .await
-                .is_some();
-        let key = Key::Event(tombstone.id);
-        self.invalidate_body(tombstone.id);
-        if !(reached
-            && self
-                .publish(super::invalidation::Invalidation::Key(key))
-                .await)
-        {
-            self.missed_redis(&[Scope::Event(tombstone.id)]).await;
-        }
+        let call = self.tiers.redis.put_body(tombstone);
+        let changed = [Invalidation::Key(Key::Event(tombstone.id))];
+        self.write_through("put_body", call, &changed).await;
     }
 }

@@ -65,6 +65,19 @@ pub fn encode_feeds(instance: &str, users: &[UserId]) -> String {
 }
 
 impl Invalidation {
+    /// What a write that could not be told to Redis leaves dirty.
+    pub fn scope(&self) -> Scope {
+        match *self {
+            Invalidation::Key(Key::Feed(u)) => Scope::Feed(u),
+            Invalidation::Key(Key::Event(e)) => Scope::Event(e),
+            Invalidation::Key(
+                Key::Window(c) | Key::WindowHead(c, _) | Key::Members(c) | Key::History(c),
+            )
+            | Invalidation::Channel(c) => Scope::Channel(c),
+            Invalidation::Everything => Scope::Everything,
+        }
+    }
+
     /// `inv <instance> w|m|c <channel>` or `inv <instance> *`.
     pub fn encode(&self, instance: &str) -> String {
         match self {

@@ -20,8 +20,8 @@ impl HotCache {
             .redis
             .append(message, self.tiers.settings.hot_window);
         let c = message.channel_id;
-        self.write_through(c, &[Key::Window(c)], "append", call)
-            .await;
+        let changed = [Invalidation::Key(Key::Window(c))];
+        self.write_through("append", call, &changed).await;
         self.audit.sample(c);
     }
 
@@ -30,84 +30,105 @@ impl HotCache {
     pub async fn after_rewrite(&self, message: &Message) {
         let call = self.tiers.redis.rewrite(message);
         let c = message.channel_id;
-        let keys = [Key::Window(c), Key::History(c)];
-        self.write_through(c, &keys, "rewrite", call).await;
+        let changed = [Key::Window(c), Key::History(c)].map(Invalidation::Key);
+        self.write_through("rewrite", call, &changed).await;
         self.audit.sample(c);
     }
 
     /// Write-through of a membership change.
     pub async fn after_members_change(&self, channel: ChannelId) {
         let call = self.tiers.redis.drop_members(channel);
-        self.write_through(channel, &[Key::Members(channel)], "drop_members", call)
-            .await;
+        let changed = [Invalidation::Key(Key::Members(channel))];
+        self.write_through("drop_members", call, &changed).await;
     }
 
     /// Write-through of a read marker; `member` as it is after the change.
     pub async fn after_mark_read(&self, channel: ChannelId, member: &Member) {
         let call = self.tiers.redis.mark_read(channel, member);
-        self.write_through(channel, &[Key::Members(channel)], "mark_read", call)
-            .await;
+        let changed = [Invalidation::Key(Key::Members(channel))];
+        self.write_through("mark_read", call, &changed).await;
     }
 
-    async fn write_through<T>(
+    /// A write-through: the write's Redis `call` (not while the breaker is open), then
+    /// [`HotCache::settle`] with what it `changed`. `None` when the cache is off or the
+    /// call did not reach Redis.
+    pub(super) async fn write_through<T>(
         &self,
-        channel: ChannelId,
-        keys: &[Key],
         operation: &'static str,
         call: impl Future<Output = Result<T, RedisError>>,
-    ) {
+        changed: &[Invalidation],
+    ) -> Option<T> {
         if self.tiers.settings.mode == CacheMode::Off {
+            return None;
+        }
+        let answer = match self.tiers.breaker.is_open() {
+            true => None,
+            false => self.tiers.redis_call(operation, call).await,
+        };
+        self.settle(answer.is_some(), changed).await;
+        answer
+    }
+
+    /// The step every write-through ends with, once its Redis step did (`reached`) or did
+    /// not reach Redis: drops what it `changed` from L1 here, tells the other instances,
+    /// and when either Redis step failed, marks those scopes dirty and announces them
+    /// through Postgres ([`super::notices`]).
+    pub(super) async fn settle(&self, reached: bool, changed: &[Invalidation]) {
+        for &what in changed {
+            self.apply(what);
+        }
+        if reached && self.publish_all(changed).await {
             return;
         }
-        let reached =
-            !self.tiers.breaker.is_open() && self.tiers.redis_call(operation, call).await.is_some();
-        let mut published = reached;
-        for &key in keys {
-            self.tiers.l1.invalidate(key);
-            published = published && self.publish(Invalidation::Key(key)).await;
-        }
-        if !published {
-            self.missed_redis(&[Scope::Channel(channel)]).await;
+        let mut scopes: Vec<Scope> = changed.iter().map(Invalidation::scope).collect();
+        scopes.sort();
+        scopes.dedup();
+        self.missed_redis(&scopes).await;
+    }
+
+    /// Drops a channel (or, with `None`, everything) from Redis, from L1 here and on every
+    /// instance. When Redis cannot be reached the drop is remembered and done later.
+    pub async fn flush(&self, channel: Option<ChannelId>) {
+        let redis = &self.tiers.redis;
+        match channel {
+            Some(c) => {
+                let call = redis.drop_channel(c);
+                self.write_through("drop_channel", call, &[Invalidation::Channel(c)])
+                    .await;
+            }
+            None => {
+                let call = redis.delete_prefix();
+                self.write_through("delete_prefix", call, &[Invalidation::Everything])
+                    .await;
+            }
         }
     }
 
-    /// Drops a channel (or, with `None`, everything) from L1 here and on every instance, and
-    /// from Redis. When Redis cannot be reached the drop is remembered and done later.
-    pub async fn flush(&self, channel: Option<ChannelId>) {
-        if self.tiers.settings.mode == CacheMode::Off {
-            return;
-        }
-        let done = match channel {
-            Some(c) => {
-                self.tiers.l1.invalidate_channel(c);
-                self.tiers
-                    .redis_call("drop_channel", self.tiers.redis.drop_channel(c))
-                    .await
-                    .is_some()
-                    && self.publish(Invalidation::Channel(c)).await
+    /// Publishes these invalidations for the other instances (users' feeds a few hundred
+    /// to a message); false when one could not be sent.
+    async fn publish_all(&self, changed: &[Invalidation]) -> bool {
+        let feeds: Vec<UserId> = changed
+            .iter()
+            .filter_map(|what| match what {
+                Invalidation::Key(Key::Feed(user)) => Some(*user),
+                _ => None,
+            })
+            .collect();
+        for &what in changed {
+            if !matches!(what, Invalidation::Key(Key::Feed(_))) && !self.publish(what).await {
+                return false;
             }
-            None => {
-                self.tiers.l1.flush();
-                self.tiers
-                    .redis_call("delete_prefix", self.tiers.redis.delete_prefix())
-                    .await
-                    .is_some()
-                    && self.publish(Invalidation::Everything).await
-            }
-        };
-        if !done {
-            self.missed_redis(&[channel.map_or(Scope::Everything, Scope::Channel)])
-                .await;
         }
+        feeds.is_empty() || self.publish_feeds(&feeds).await
     }
 
     /// Publishes an invalidation for the other instances; false when it could not be sent.
-    pub(super) async fn publish(&self, what: Invalidation) -> bool {
+    async fn publish(&self, what: Invalidation) -> bool {
         self.publish_text(what.encode(&self.instance)).await
     }
 
     /// Publishes the invalidation of these users' feeds, a few hundred to a message.
-    pub(super) async fn publish_feeds(&self, users: &[UserId]) -> bool {
+    async fn publish_feeds(&self, users: &[UserId]) -> bool {
         let messages = users
             .chunks(super::invalidation::FEEDS_PER_MESSAGE)
             .map(|chunk| {
