@@ -10,27 +10,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::cache::paths::Path;
-use crate::cache::stats::StatsSnapshot;
+use crate::cache::{Bound, Snapshot};
 use crate::postgres::PoolState;
-
-/// The cache's counters and switches at one moment.
-pub struct CacheState {
-    pub stats: StatsSnapshot,
-    pub l1_bypassed: bool,
-    pub breaker_open: bool,
-    pub dirty_channels: usize,
-    /// Background fills waiting or running.
-    pub fills_pending: usize,
-    /// Every bounded table and queue.
-    pub bounds: Vec<crate::cache::Bound>,
-    /// How the cost gate routes each kind of read.
-    pub gate: Vec<crate::cache::gate::Standing>,
-    /// Background fan-outs not finished, and the recipients they still have to reach
-    /// (`None` when Postgres did not answer in time).
-    pub fanouts: Option<(i64, i64)>,
-    /// The consistency auditor's figures.
-    pub audit: crate::cache::audit::AuditReport,
-}
 
 /// How often recorded histogram samples are folded into their buckets ([`upkeep`]).
 pub const UPKEEP: Duration = Duration::from_secs(5);
@@ -186,7 +167,16 @@ impl Metrics {
     }
 
     /// Renders the Prometheus text, with the pool and cache state read at this moment.
-    pub fn render(&self, pool: PoolState, cache: &CacheState) -> String {
+    /// Renders every metric: the pool, the cache at one moment, every bounded table and
+    /// queue (`bounds`), and the background fan-outs not finished with the recipients
+    /// they still have to reach (`None` when Postgres did not answer in time).
+    pub fn render(
+        &self,
+        pool: PoolState,
+        cache: &Snapshot,
+        bounds: &[Bound],
+        fanouts: Option<(i64, i64)>,
+    ) -> String {
         let s = &cache.stats;
         self.with(|| {
             counter!("hotchan_cache_hits_total", "tier" => "l1").absolute(s.l1_hits);
@@ -198,11 +188,11 @@ impl Metrics {
             counter!("hotchan_cache_fills_total", "outcome" => "refused").absolute(s.fills_refused);
             counter!("hotchan_cache_fills_total", "outcome" => "dropped").absolute(s.fills_dropped);
             gauge!("hotchan_cache_fills_pending").set(cache.fills_pending as f64);
-            if let Some((fanouts, recipients)) = cache.fanouts {
+            if let Some((fanouts, recipients)) = fanouts {
                 gauge!("hotchan_feed_fanouts_pending").set(fanouts as f64);
                 gauge!("hotchan_feed_recipients_pending").set(recipients as f64);
             }
-            for b in &cache.bounds {
+            for b in bounds {
                 gauge!("hotchan_bounded_entries", "name" => b.name).set(b.len as f64);
                 gauge!("hotchan_bounded_limit", "name" => b.name).set(b.limit as f64);
             }
@@ -239,7 +229,7 @@ impl Metrics {
             }
             gauge!("hotchan_l1_bypassed").set(f64::from(u8::from(cache.l1_bypassed)));
             gauge!("hotchan_redis_breaker_open").set(f64::from(u8::from(cache.breaker_open)));
-            gauge!("hotchan_dirty_channels").set(cache.dirty_channels as f64);
+            gauge!("hotchan_dirty_channels").set(cache.dirty as f64);
             gauge!("hotchan_postgres_pool_connections", "state" => "max").set(pool.max_size as f64);
             gauge!("hotchan_postgres_pool_connections", "state" => "open").set(pool.size as f64);
             gauge!("hotchan_postgres_pool_connections", "state" => "idle")

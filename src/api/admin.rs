@@ -46,25 +46,25 @@ pub(super) async fn page(
         ));
     }
     let cache = state.service.cache();
-    let stats = cache.stats().snapshot();
-    let (entries, weighted, capacity) = cache.l1().usage();
+    let now = cache.snapshot();
+    let stats = now.stats;
     let (windows, window_bytes) = cache.l1().window_usage();
     let figures = Figures {
-        mode: cache.mode().as_str(),
+        mode: now.mode.as_str(),
         l1_hit_ratio: ratio(stats.l1_hits, stats.l1_misses),
         l1_hits: stats.l1_hits,
         l1_misses: stats.l1_misses,
-        l1_entries: entries,
-        l1_bytes: weighted,
-        l1_capacity: capacity,
+        l1_entries: now.l1.entries,
+        l1_bytes: now.l1.weighted_bytes,
+        l1_capacity: now.l1.capacity_bytes,
         redis_hit_ratio: ratio(stats.l2_hits, stats.l2_misses + stats.redis_skipped),
         redis_hits: stats.l2_hits,
         redis_misses: stats.l2_misses + stats.redis_skipped,
         postgres_reads: stats.postgres_reads,
-        breaker_open: cache.breaker().is_open(),
-        breaker_reason: cache.breaker().open_reason(),
-        dirty: cache.dirty().len(),
-        audit: cache.audit().report(),
+        breaker_open: now.breaker_open,
+        breaker_reason: now.breaker_reason,
+        dirty: now.dirty,
+        audit: now.audit,
         advice: cache
             .advice()
             .advice(cache.l1_budget(), windows, window_bytes, cache.hot_window()),

@@ -110,21 +110,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let cache = state.service.cache();
     let fanouts = fanouts_pending(&state).await;
     let text = state.metrics.render(
         state.db.pool_state(),
-        &crate::metrics::CacheState {
-            stats: cache.stats().snapshot(),
-            l1_bypassed: cache.l1().is_bypassed(),
-            breaker_open: cache.breaker().is_open(),
-            dirty_channels: cache.dirty().len(),
-            fills_pending: cache.fills_pending(),
-            bounds: state.service.bounds(),
-            gate: cache.gate().standings(),
-            fanouts,
-            audit: cache.audit().report(),
-        },
+        &state.service.cache().snapshot(),
+        &state.service.bounds(),
+        fanouts,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
@@ -144,9 +135,8 @@ async fn fanouts_pending(state: &AppState) -> Option<(i64, i64)> {
     responses((status = 200, description = "Entries, sizes, hits, misses and hit ratios per tier (see the README's Operations section)", body = Object)))]
 async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     let cache = state.service.cache();
-    let stats = cache.stats().snapshot();
-    let (entries, weighted_bytes, capacity_bytes) = cache.l1().usage();
-    let history = cache.l1().history_usage();
+    let now = cache.snapshot();
+    let stats = now.stats;
     let hot_channels = cache.redis().count_windows().await.ok();
     let fanouts = fanouts_pending(&state).await;
     Json(serde_json::json!({
@@ -154,20 +144,20 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "fanouts_pending": fanouts.map(|f| f.0),
             "recipients_pending": fanouts.map(|f| f.1),
         },
-        "mode": cache.mode().as_str(),
+        "mode": now.mode.as_str(),
         "l1": {
-            "enabled": cache.l1().is_enabled(),
-            "bypassed": cache.l1().is_bypassed(),
-            "entries": entries,
-            "weighted_bytes": weighted_bytes,
-            "capacity_bytes": capacity_bytes,
+            "enabled": now.l1_enabled,
+            "bypassed": now.l1_bypassed,
+            "entries": now.l1.entries,
+            "weighted_bytes": now.l1.weighted_bytes,
+            "capacity_bytes": now.l1.capacity_bytes,
             "hits": stats.l1_hits,
             "misses": stats.l1_misses,
             "hit_ratio": ratio(stats.l1_hits, stats.l1_misses),
         },
         "redis": {
-            "breaker": if cache.breaker().is_open() { "open" } else { "closed" },
-            "dirty_channels": cache.dirty().len(),
+            "breaker": if now.breaker_open { "open" } else { "closed" },
+            "dirty_channels": now.dirty,
             "hot_channels": hot_channels,
             "hits": stats.l2_hits,
             "misses": stats.l2_misses,
@@ -175,9 +165,9 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "hit_ratio": ratio(stats.l2_hits, stats.l2_misses + stats.redis_skipped),
         },
         "history": {
-            "entries": history.0,
-            "weighted_bytes": history.1,
-            "capacity_bytes": history.2,
+            "entries": now.history.entries,
+            "weighted_bytes": now.history.weighted_bytes,
+            "capacity_bytes": now.history.capacity_bytes,
             "l1_hits": stats.history_l1_hits,
             "redis_hits": stats.history_redis_hits,
             "misses": stats.history_misses,
@@ -185,24 +175,24 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
         },
         "latency_by_path": cache.latency().snapshot().summary(),
         "gate": {
-            "enabled": cache.gate().is_enabled(),
-            "kinds": cache.gate().standings().iter()
+            "enabled": now.gate_enabled,
+            "kinds": now.gate.iter()
                 .map(|s| (s.kind.to_owned(), serde_json::json!(s)))
                 .collect::<serde_json::Map<_, _>>(),
         },
         "bounds": state.service.bounds().iter()
             .map(|b| (b.name.to_owned(), serde_json::json!({"len": b.len, "limit": b.limit})))
             .collect::<serde_json::Map<_, _>>(),
-        "audit": cache.audit().report(),
+        "audit": now.audit,
         "postgres_reads": stats.postgres_reads,
         "fills": stats.fills,
         "fills_refused": stats.fills_refused,
         "fills_dropped": stats.fills_dropped,
-        "fills_pending": cache.fills_pending(),
+        "fills_pending": now.fills_pending,
         "invalidations_sent": stats.invalidations_sent,
         "invalidations_received": stats.invalidations_received,
         "notices": {
-            "listening": cache.notice_listener_connected(),
+            "listening": now.notices_listening,
             "sent": stats.notices_sent,
             "received": stats.notices_received,
         },

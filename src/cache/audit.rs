@@ -18,13 +18,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::entry::Entry;
-use super::l1::Key;
+use super::channels::WindowSource;
 use super::stats::bump;
 use super::HotCache;
 use crate::domain::window::Window;
 use crate::domain::{ChannelId, Message};
-use crate::redis::WindowRead;
 
 /// When a sampled write is checked.
 pub const DELAYS: [Duration; 3] = [
@@ -258,21 +256,16 @@ impl HotCache {
     /// Postgres' seq for the channel and how each tier differs from it; `None` when a
     /// store did not answer (nothing to judge).
     async fn audit_once(&self, channel: ChannelId) -> Option<(i64, Vec<String>)> {
-        let truth = self
-            .tiers
-            .db
-            .load_window(channel, self.tiers.settings.hot_window)
-            .await
-            .ok()??;
+        let source = WindowSource {
+            channel,
+            head: None,
+        };
+        let found = self.tiers.inspect(&source).await?;
+        let truth = &found.postgres;
         let mut differences = Vec::new();
-        if let Some(Entry::Window(cached)) = self.tiers.l1.peek(Key::Window(channel)) {
-            compare("l1", &cached.window, &truth, &mut differences);
-        }
-        if !self.tiers.breaker.is_open() {
-            match self.tiers.redis.read_window(channel).await {
-                Ok(WindowRead::Hit(held)) => compare("redis", &held, &truth, &mut differences),
-                Ok(WindowRead::Miss(_)) => {}
-                Err(_) => return None,
+        for (tier, held) in [("l1", &found.l1), ("redis", &found.redis)] {
+            if let Some(held) = held {
+                compare(tier, &held.window, truth, &mut differences);
             }
         }
         Some((truth.seq(), differences))

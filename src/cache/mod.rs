@@ -44,12 +44,14 @@ pub mod paths;
 mod presence;
 mod reads;
 mod settings;
+mod snapshot;
 pub mod stats;
 pub mod tiers;
 mod writes;
 
 pub use observer::Observer;
 pub use settings::{CacheMode, CacheSettings};
+pub use snapshot::{Snapshot, Usage};
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -244,6 +246,28 @@ impl HotCache {
                 crate::postgres::NOTICE_BUFFER,
             ),
         ]
+    }
+
+    /// The cache at one moment: counters, switches, sizes and bounds.
+    pub fn snapshot(&self) -> Snapshot {
+        let tiers = &self.tiers;
+        Snapshot {
+            mode: tiers.settings.mode,
+            stats: tiers.stats.snapshot(),
+            l1_enabled: tiers.l1.is_enabled(),
+            l1_bypassed: tiers.l1.is_bypassed(),
+            l1: tiers.l1.usage().into(),
+            history: tiers.l1.history_usage().into(),
+            breaker_open: tiers.breaker.is_open(),
+            breaker_reason: tiers.breaker.open_reason(),
+            dirty: tiers.dirty.len(),
+            fills_pending: tiers.fills.pending(),
+            bounds: self.bounds(),
+            gate_enabled: self.gate.is_enabled(),
+            gate: self.gate.standings(),
+            audit: self.audit.report(),
+            notices_listening: self.notice_listener_connected(),
+        }
     }
 
     pub fn l1(&self) -> &L1 {

@@ -86,6 +86,13 @@ pub trait Source: Sync {
     }
 }
 
+/// What [`Tiers::inspect`] found.
+pub struct Inspection<S: Source> {
+    pub postgres: S::Row,
+    pub l1: Option<S::Value>,
+    pub redis: Option<S::Value>,
+}
+
 pub struct Tiers {
     pub(super) settings: CacheSettings,
     pub(super) db: Db,
@@ -296,6 +303,26 @@ impl Tiers {
             self.presence.seen(source.fill_key());
         }
         Ok(installed)
+    }
+
+    /// What each tier holds of `source` beside what Postgres would fill it with, read
+    /// without counting, sharing, filling or touching the breaker: the auditor's view
+    /// ([`super::audit`]). `None` when Postgres has nothing or a store failed.
+    pub(super) async fn inspect<S: Source>(&self, source: &S) -> Option<Inspection<S>> {
+        let postgres = source.load(&self.db, &self.settings).await.ok()??;
+        let l1 = self.l1.peek(source.key()).and_then(S::value);
+        let redis = match self.breaker.is_open() {
+            true => None,
+            false => match source.read(&self.redis).await.ok()? {
+                RedisRead::Hit(entry) => S::value(entry),
+                RedisRead::Miss(_) => None,
+            },
+        };
+        Some(Inspection {
+            postgres,
+            l1,
+            redis,
+        })
     }
 
     /// After a miss in both tiers: queues the fill of `key` when admitted ([`Fills`]).
