@@ -13,6 +13,43 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::domain::{InvalidInput, PageId, Paging};
+
+/// The raw query of a page (of messages, a feed, or a channel's events), validated by
+/// [`Paging::parse`] so that a bad value gets a clear message.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageQuery {
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+    /// Newest first, ids below this one. Not together with `after`.
+    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}$")]
+    before: Option<String>,
+    /// Oldest first, ids above this one. Not together with `before`.
+    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}$")]
+    after: Option<String>,
+}
+
+impl PageQuery {
+    pub(super) fn parse<Id: PageId>(&self) -> Result<Paging<Id>, InvalidInput> {
+        Paging::parse(
+            self.limit.as_deref(),
+            self.before.as_deref(),
+            self.after.as_deref(),
+        )
+    }
+}
+
+/// The JSON of a page, for the service to encode once per cached entry.
+pub(super) fn encode_json<T: serde::Serialize>(page: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(page).expect("a page always serializes"))
+}
+
+/// An answer of JSON already encoded.
+pub(super) fn json_bytes(body: Bytes) -> impl axum::response::IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
 
 /// A JSON request body. The `Content-Type` header is not required; the body must be a JSON
 /// object (see [`parse_json`]), and the target types refuse unknown fields

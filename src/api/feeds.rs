@@ -1,9 +1,8 @@
 //! Activity feed routes: publish, show and delete events; feed and channel event pages;
 //! the unseen marker.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -11,10 +10,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, JsonInt};
+use super::extract::{encode_json, json_bytes, JsonBody, JsonInt, PageQuery};
 use super::AppState;
 use crate::domain::feed::{Event, EventFields, EventId, FeedPage, FeedRequest, NewEvent};
-use crate::domain::{ChannelId, InvalidInput, UserId};
+use crate::domain::{ChannelId, UserId};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -144,36 +143,6 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Raw query values, validated by [`FeedRequest::parse`] for clear messages.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct PageQuery {
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    limit: Option<String>,
-    /// Newest first, event ids below this one. Not together with `after`.
-    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}$")]
-    before: Option<String>,
-    /// Oldest first, event ids above this one. Not together with `before`.
-    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}$")]
-    after: Option<String>,
-}
-
-impl PageQuery {
-    fn parse(&self) -> Result<FeedRequest, InvalidInput> {
-        FeedRequest::parse(
-            self.limit.as_deref(),
-            self.before.as_deref(),
-            self.after.as_deref(),
-        )
-    }
-}
-
-/// The JSON of a feed page, for the service to encode once per cached feed.
-fn encode_page(page: &FeedPage) -> Bytes {
-    Bytes::from(serde_json::to_vec(page).expect("a feed page always serializes"))
-}
-
 /// A page of a user's feed.
 #[utoipa::path(get, path = "/v1/users/{uid}/feed", tag = "feeds",
     params(("uid" = uuid::Uuid, Path, description = "User id"), PageQuery),
@@ -187,9 +156,9 @@ async fn feed(
     Query(query): Query<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let user = UserId::parse(&uid)?;
-    let request = query.parse()?;
-    let body = state.service.feed(user, request, encode_page).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body))
+    let request: FeedRequest = query.parse()?;
+    let body = state.service.feed(user, request, encode_json).await?;
+    Ok(json_bytes(body))
 }
 
 /// A page of the events published to a channel.
@@ -206,7 +175,7 @@ async fn channel_events(
     Query(query): Query<PageQuery>,
 ) -> Result<Json<FeedPage>, ApiError> {
     let channel = ChannelId::parse(&cid)?;
-    let request = query.parse()?;
+    let request: FeedRequest = query.parse()?;
     Ok(Json(state.service.channel_events(channel, request).await?))
 }
 

@@ -1,8 +1,7 @@
 //! Message routes: post, page, show, edit, delete.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
@@ -10,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, JsonInt};
+use super::extract::{encode_json, json_bytes, JsonBody, JsonInt, PageQuery};
 use super::AppState;
 use crate::domain::{
     ChannelId, ClientMsgId, Content, Message, MessageId, Page, PageRequest, UserId,
@@ -74,26 +73,6 @@ async fn create(
     Ok((status, Json(message)))
 }
 
-/// Raw query values, validated by [`PageRequest::parse`] for clear messages.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(super) struct PageQuery {
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    limit: Option<String>,
-    /// Newest first, ids below this one. Not together with `after`.
-    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}$")]
-    before: Option<String>,
-    /// Oldest first, ids above this one. Not together with `before`.
-    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}$")]
-    after: Option<String>,
-}
-
-/// The JSON of a page, for the service to encode once per cached window.
-fn encode_page(page: &Page) -> Bytes {
-    Bytes::from(serde_json::to_vec(page).expect("a page always serializes"))
-}
-
 /// A page of live messages: the newest without a cursor.
 #[utoipa::path(get, path = "/v1/channels/{cid}/messages", tag = "messages",
     params(("cid" = uuid::Uuid, Path, description = "Channel id"), PageQuery),
@@ -108,13 +87,9 @@ async fn page(
     Query(query): Query<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let channel = ChannelId::parse(&cid)?;
-    let request = PageRequest::parse(
-        query.limit.as_deref(),
-        query.before.as_deref(),
-        query.after.as_deref(),
-    )?;
-    let body = state.service.page(channel, request, encode_page).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body))
+    let request: PageRequest = query.parse()?;
+    let body = state.service.page(channel, request, encode_json).await?;
+    Ok(json_bytes(body))
 }
 
 /// One message (a tombstone when deleted).

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-use super::input::{invalid, page_direction, page_limit, Direction, InvalidInput};
+use super::input::{invalid, InvalidInput};
 use super::model::{rfc3339_micros, rfc3339_micros_opt};
+pub use super::paging::{FeedCursor, FeedRequest};
 use super::{ChannelId, UserId};
 
 /// Most channels one event may be published to.
@@ -138,41 +139,6 @@ impl FeedWindow {
     /// Approximate bytes held, for L1's weigher.
     pub fn weight(&self) -> u32 {
         (64 + self.ids.len() * 8) as u32
-    }
-}
-
-/// Where a feed page starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FeedCursor {
-    /// The newest events, newest first.
-    Latest,
-    /// Events with `id < X`, newest first.
-    Before(EventId),
-    /// Events with `id > X`, oldest first.
-    After(EventId),
-}
-
-/// A validated feed page request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FeedRequest {
-    pub limit: u32,
-    pub cursor: FeedCursor,
-}
-
-impl FeedRequest {
-    /// Parses the raw query values `limit`, `before` and `after` (the rules of message pages).
-    pub fn parse(
-        limit: Option<&str>,
-        before: Option<&str>,
-        after: Option<&str>,
-    ) -> Result<Self, InvalidInput> {
-        let limit = page_limit(limit)?;
-        let cursor = match page_direction(before, after, "event")? {
-            Direction::Latest => FeedCursor::Latest,
-            Direction::Before(id) => FeedCursor::Before(EventId(id)),
-            Direction::After(id) => FeedCursor::After(EventId(id)),
-        };
-        Ok(FeedRequest { limit, cursor })
     }
 }
 

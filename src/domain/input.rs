@@ -171,66 +171,6 @@ impl ClientMsgId {
     }
 }
 
-/// Where a page starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Cursor {
-    /// The newest live messages, newest first.
-    Latest,
-    /// Live messages with `id < X`, newest first.
-    Before(MessageId),
-    /// Live messages with `id > X`, oldest first.
-    After(MessageId),
-}
-
-/// A validated page request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PageRequest {
-    pub limit: u32,
-    pub cursor: Cursor,
-}
-
-impl PageRequest {
-    /// Parses the raw query values `limit`, `before` and `after`.
-    pub fn parse(
-        limit: Option<&str>,
-        before: Option<&str>,
-        after: Option<&str>,
-    ) -> Result<Self, InvalidInput> {
-        let limit = page_limit(limit)?;
-        let cursor = match page_direction(before, after, "message")? {
-            Direction::Latest => Cursor::Latest,
-            Direction::Before(id) => Cursor::Before(MessageId(id)),
-            Direction::After(id) => Cursor::After(MessageId(id)),
-        };
-        Ok(PageRequest { limit, cursor })
-    }
-}
-
-/// Where a page of messages or events starts, by id.
-pub(super) enum Direction {
-    Latest,
-    Before(i64),
-    After(i64),
-}
-
-/// Parses the raw `before` and `after` of a page; `noun` names the ids in messages.
-pub(super) fn page_direction(
-    before: Option<&str>,
-    after: Option<&str>,
-    noun: &str,
-) -> Result<Direction, InvalidInput> {
-    let id = |name: &str, s: &str| {
-        s.parse::<i64>()
-            .or_else(|_| invalid(format!("{name} must be an integer {noun} id, not '{s}'")))
-    };
-    Ok(match (before, after) {
-        (Some(_), Some(_)) => return invalid("give either before or after, not both"),
-        (Some(b), None) => Direction::Before(id("before", b)?),
-        (None, Some(a)) => Direction::After(id("after", a)?),
-        (None, None) => Direction::Latest,
-    })
-}
-
 /// The `limit` of a page: 1 to 200, 50 when absent.
 pub(super) fn page_limit(limit: Option<&str>) -> Result<u32, InvalidInput> {
     match limit {
@@ -280,6 +220,7 @@ impl SyncRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Cursor, PageRequest};
 
     #[test]
     fn content_limits_are_bytes_and_nul_is_refused() {

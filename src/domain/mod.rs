@@ -6,15 +6,17 @@ pub mod feed;
 pub mod history;
 mod input;
 mod model;
+mod paging;
 mod scope;
 pub mod window;
 
 pub use input::{
-    ChannelName, ChannelType, ClientMsgId, Content, Cursor, InvalidInput, PageRequest, Role,
-    SyncRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MAX_SYNC_CHANNELS,
+    ChannelName, ChannelType, ClientMsgId, Content, InvalidInput, Role, SyncRequest,
+    DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MAX_SYNC_CHANNELS,
 };
 pub use model::{
     Channel, ChannelId, Member, MemberSummary, Message, MessageId, Page, SyncChannel, SyncResult,
     UnreadChannel, UserId,
 };
+pub use paging::{Cursor, PageCursor, PageId, PageRequest, Paging};
 pub use scope::Scope;
