@@ -132,7 +132,7 @@ async fn fanouts_pending(state: &AppState) -> Option<(i64, i64)> {
 
 /// L1 and Redis as this instance sees them.
 #[utoipa::path(get, path = "/v1/admin/cache", tag = "operations",
-    responses((status = 200, description = "Entries, sizes, hits, misses and hit ratios per tier (see the README's Operations section)", body = Object)))]
+    responses((status = 200, description = "Entries, sizes, hits, misses and hit ratios per tier (see docs/operations.md)", body = Object)))]
 async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     let cache = state.service.cache();
     let now = cache.snapshot();
@@ -202,7 +202,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// What to flush: one channel, or everything when absent.
 /// Sizing advice from live traffic: an online miss-ratio curve of channel reads.
 #[utoipa::path(get, path = "/v1/admin/cache/advice", tag = "operations",
-    responses((status = 200, description = "Predicted hit ratios for L1 at ¼× to 4× today's size and for hot windows of 50 to 1,000 messages, with a one-line recommendation (see the README's Operations section)", body = Object)))]
+    responses((status = 200, description = "Predicted hit ratios for L1 at ¼× to 4× today's size and for hot windows of 50 to 1,000 messages, with a one-line recommendation (see docs/operations.md)", body = Object)))]
 async fn cache_advice(State(state): State<AppState>) -> Json<crate::cache::advice::Advice> {
     let cache = state.service.cache();
     let (entries, bytes) = cache.l1().window_usage();

@@ -5,7 +5,7 @@
 //! worker reads Postgres and installs through the fence exactly as a fill on the request
 //! path did: the version was taken by the read's Redis miss, before the worker's Postgres
 //! read, so a write in between still refuses it. No reader waits for a 200-message window
-//! it did not ask for; measured (`hotchan bench`, README "Performance"), a fill on the
+//! it did not ask for; measured (`hotchan bench`, docs/performance/README.md), a fill on the
 //! request path took about ten times a Postgres page under load.
 //!
 //! - **Admission.** A channel's first miss only remembers it; a later miss while it is

@@ -42,7 +42,7 @@ pub struct DatabaseSettings {
     /// database (an empty one); 0 keeps a plain table. A table that holds rows is never
     /// changed: `hotchan migrate --partition-messages N` converts it. The default is a
     /// plain table: at 10M messages 16 partitions measured 10–36% slower on most reads
-    /// (README "Production scale").
+    /// (docs/performance/README.md, "Production scale").
     #[arg(long, env = "HOTCHAN_MESSAGE_PARTITIONS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=crate::postgres::partition::MAX_PARTITIONS as i64))]
     pub message_partitions: u32,
 
@@ -58,7 +58,7 @@ pub struct MigrateSettings {
     pub db: DatabaseSettings,
 
     /// Convert an existing plain `messages` table into N hash partitions by channel, all
-    /// or nothing: reads go on, writes to messages wait until it is done (README).
+    /// or nothing: reads go on, writes to messages wait until it is done (docs/scale.md).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::postgres::partition::MAX_PARTITIONS as i64))]
     pub partition_messages: Option<u32>,
 }
@@ -218,7 +218,7 @@ pub struct Settings {
     pub advice: bool,
 
     /// Route each kind of read to the tiers or straight to Postgres by their measured
-    /// cost, so the cache never makes a read slower than `--cache off` (README "The
+    /// cost, so the cache never makes a read slower than `--cache off` (docs/cache.md, "The
     /// cost gate"); `off` sends every read to the tiers.
     #[arg(long, env = "HOTCHAN_CACHE_GATE", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub cache_gate: bool,

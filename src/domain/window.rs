@@ -138,7 +138,7 @@ impl Window {
 /// In-memory size of a message besides its content, as resident size shows it: the struct
 /// is about 140 bytes, and the allocations behind it (the content, the window's `Vec`) and
 /// the allocator's fragmentation under eviction churn add more than as much again.
-/// Calibrated with `scripts/bench-memory` (README "Performance"): at 160, resident size grew
+/// Calibrated with `scripts/bench-memory` (docs/performance/README.md): at 160, resident size grew
 /// 1.5× the weighed bytes; at 240, with the metrics' leak fixed, the cache's share of
 /// resident size still settled at 1.47× its weighed bytes (115 MiB for 78 MiB).
 pub(super) const MESSAGE_OVERHEAD: usize = 320;
