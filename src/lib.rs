@@ -11,9 +11,10 @@
 //! - [`app`]: wiring. Builds pools and clients, binds the listener, runs until shutdown.
 //! - [`api`]: the only module that knows HTTP and JSON: routes, extractors, error mapping.
 //! - [`service`]: the operations of the contract (post, page, sync, …) in domain types.
-//! - [`cache`]: the tiers in front of Postgres: L1 (moka), Redis, fences, invalidation,
-//!   the breaker, and the cost gate that sends a kind of read straight to Postgres while
-//!   the tiers cost more.
+//! - [`cache`]: the tiers in front of Postgres. One engine (`cache::tiers`: L1, Redis,
+//!   fenced fills, presence, the breaker) serves every kind of cached data through its
+//!   `Source` trait; beside it coherence across instances (`cache::coherence`) and the
+//!   cost gate that sends a kind of read straight to Postgres while the tiers cost more.
 //! - [`domain`]: ids, messages, pages, cursors: validated types, no I/O.
 //! - [`postgres`]: the only module that imports `tokio-postgres`/`deadpool`: queries and
 //!   migrations.
@@ -27,8 +28,9 @@
 //! - [`bench`]: `hotchan bench`, the load benchmark and hit-rate study.
 //!
 //! # Glossary of cache verbs
-//! - `get_*` looks in a cache and returns `Option`; `load_*` reads Postgres; `fetch_*`
-//!   reads through the tiers; `invalidate_*` removes on purpose.
+//! - `get_*` looks in a cache (L1 or Redis); `load_*` reads Postgres; `fetch_*` reads
+//!   through the tiers; `install` puts a fill in Redis through its fence; `invalidate_*`
+//!   removes on purpose.
 //! - An entry is *invalidated* (on purpose), *evicted* (capacity) or *expired* (time);
 //!   the three words never mean the same thing.
 // Reads are futures nested a few levels deep (the cost gate wraps the tiers in a

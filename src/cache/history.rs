@@ -47,7 +47,7 @@ impl HotCache {
         // other cursors would not hold their pages); what it finds joins what L1 holds,
         // unless an edit or delete of the channel came in between.
         let ticket = self.tiers.l1.ticket(key);
-        Ok(match self.load_history(channel, request).await? {
+        Ok(match self.get_history_run(channel, request).await? {
             Loaded::Found(Entry::History(held), path) => {
                 let page = held.page(request);
                 self.tiers
@@ -62,7 +62,7 @@ impl HotCache {
 
     /// L1's load of deep history for one page: the run Redis holds for the cursor, added
     /// to the runs L1 holds; or, when no run there answers, a queued fill at the cursor.
-    async fn load_history(
+    async fn get_history_run(
         &self,
         channel: ChannelId,
         request: PageRequest,

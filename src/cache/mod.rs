@@ -8,7 +8,7 @@
 //! - [`channels`] and [`feeds`]: the kinds of cached data, as sources of the engine
 //!   (windows, member sets, deep history; hot feeds and event bodies).
 //! - [`reads`], [`writes`], [`history`]: the verbs the service calls.
-//! - [`invalidation`] and [`notices`]: coherence across instances (pub/sub, the notices
+//! - [`coherence`]: coherence across instances (pub/sub invalidations, the notices
 //!   through Postgres, the repair of dirty entries).
 //! - [`audit`], [`advice`], [`gate`]: beside the data path.
 //!
@@ -30,15 +30,14 @@
 pub mod advice;
 pub mod audit;
 pub mod channels;
+pub mod coherence;
 mod entry;
 pub mod feeds;
 pub mod fills;
 pub mod gate;
 pub mod health;
 mod history;
-pub mod invalidation;
 pub mod l1;
-pub mod notices;
 mod observer;
 pub mod paths;
 mod presence;
@@ -49,6 +48,7 @@ pub mod stats;
 pub mod tiers;
 mod writes;
 
+pub use coherence::{invalidation, notices};
 pub use observer::Observer;
 pub use settings::{CacheMode, CacheSettings};
 pub use snapshot::{Snapshot, Usage};

@@ -214,7 +214,7 @@ impl Tiers {
             });
         }
         // Boxed: the L1 hit above stays a small future to create and poll.
-        let load = || Box::pin(self.load(source));
+        let load = || Box::pin(self.get_redis(source));
         let (loaded, origin) = self.l1.fetch(key, load).await?;
         if self.l1.is_enabled() {
             bump(match origin {
@@ -233,7 +233,7 @@ impl Tiers {
     }
 
     /// L1's load of `source`: Redis, and on a miss a queued fill.
-    async fn load<S: Source>(&self, source: &S) -> Result<Loaded, DbError> {
+    async fn get_redis<S: Source>(&self, source: &S) -> Result<Loaded, DbError> {
         let fill = source.fill_key();
         if source.marks_presence() && !self.presence.likely(fill) {
             return Ok(self.skip_redis(fill));

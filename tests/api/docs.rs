@@ -18,18 +18,11 @@ const TOP: [&str; 7] = [
 
 /// Every Markdown page: the README and everything under `docs/`.
 fn pages() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "md") {
-                out.push(path);
-            }
-        }
-    }
     let mut pages = vec![Path::new(ROOT).join("README.md")];
-    walk(&Path::new(ROOT).join("docs"), &mut pages);
+    pages.extend(crate::helpers::files_under(
+        &Path::new(ROOT).join("docs"),
+        "md",
+    ));
     pages
 }
 

@@ -372,3 +372,21 @@ pub fn page_ids(page: &Value) -> Vec<i64> {
 pub fn users<const N: usize>() -> [Uuid; N] {
     std::array::from_fn(|_| Uuid::new_v4())
 }
+
+/// Every file under `dir` (recursively) whose name ends in `.{ext}`.
+pub fn files_under(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == ext) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}

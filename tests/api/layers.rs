@@ -9,19 +9,7 @@ const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 /// Every `.rs` file under `src/`, with its top-level module (`cache` for
 /// `src/cache/l1.rs`); `lib.rs` and `main.rs` are the crate's roots and are left out.
 fn files() -> Vec<(String, PathBuf)> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-    let mut paths = Vec::new();
-    walk(Path::new(SRC), &mut paths);
-    paths
+    crate::helpers::files_under(Path::new(SRC), "rs")
         .into_iter()
         .filter_map(|path| {
             let rel = path.strip_prefix(SRC).unwrap().to_str().unwrap().to_owned();

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use super::health::MAX_DIRTY_CHANNELS;
 use super::invalidation::Invalidation;
-use super::l1::Key;
-use super::stats::bump;
-use super::HotCache;
+use crate::cache::health::MAX_DIRTY_CHANNELS;
+use crate::cache::l1::Key;
+use crate::cache::stats::bump;
+use crate::cache::HotCache;
 use crate::domain::Scope;
 use crate::postgres::{CacheNotice, Heard, NoticeListener};
 
@@ -52,7 +52,7 @@ impl HotCache {
     /// skip the tiers until the repair task dropped it from Redis), then tells the other
     /// instances through Postgres, so they do the same. Past [`MAX_DIRTY_CHANNELS`]
     /// scopes, everything.
-    pub(super) async fn missed_redis(&self, scopes: &[Scope]) {
+    pub(in crate::cache) async fn missed_redis(&self, scopes: &[Scope]) {
         let everything = [Scope::Everything];
         let scopes = if scopes.len() > MAX_DIRTY_CHANNELS {
             &everything[..]

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::health::DirtyWork;
-use super::l1::Key;
-use super::stats::bump;
-use super::HotCache;
+use crate::cache::health::DirtyWork;
+use crate::cache::l1::Key;
+use crate::cache::stats::bump;
+use crate::cache::HotCache;
 use crate::domain::feed::EventId;
 use crate::domain::{ChannelId, Scope, UserId};
 use crate::redis::{RedisError, SubscriptionEvent};
@@ -130,7 +130,7 @@ fn parse(text: &str) -> Option<Notice> {
 }
 
 impl HotCache {
-    pub(super) fn apply(&self, what: Invalidation) {
+    pub(in crate::cache) fn apply(&self, what: Invalidation) {
         match what {
             Invalidation::Key(Key::Event(id)) => self.invalidate_body(id),
             Invalidation::Key(key) => self.tiers.l1.invalidate(key),
