@@ -1,6 +1,6 @@
 //! # hotchan
 //!
-//! A hot-channel cache sidecar for chat backends: an HTTP API (see `shared/API.md`) over
+//! A hot-channel cache sidecar for chat backends: an HTTP API (see `docs/api.md`) over
 //! Postgres, the source of truth, with Redis and an in-process L1 in front of it.
 //!
 //! # Layout

@@ -1,4 +1,4 @@
-//! Activity feed operations (`shared/API.md` "Activity feeds"), and the two background
+//! Activity feed operations (`docs/api.md` "Activity feeds"), and the two background
 //! tasks of feeds: the fan-out worker and the partition upkeep.
 //!
 //! Feed pages and unseen counts ask the tiers first ([`crate::cache::feeds`]), judged by

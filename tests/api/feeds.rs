@@ -1,4 +1,4 @@
-//! The activity feeds contract (`shared/API.md` "Activity feeds"), in whatever cache mode
+//! The activity feeds contract (`docs/api.md` "Activity feeds"), in whatever cache mode
 //! the suite runs in.
 
 use serde_json::{json, Value};
