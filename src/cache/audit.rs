@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::channels::WindowSource;
+use super::sources::WindowSource;
 use super::stats::bump;
 use super::HotCache;
 use crate::domain::window::Window;

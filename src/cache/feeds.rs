@@ -28,74 +28,18 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::fills::FillKey;
 use super::invalidation::Invalidation;
 use super::l1::{CachedFeed, Entry, Key};
 use super::paths::Path;
-use super::tiers::{RedisRead, Source};
 use super::CacheMode;
-use super::CacheSettings;
 use super::{HotCache, Lookup, Reach};
-use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest, FeedWindow};
+use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest};
 use crate::domain::{Scope, UserId};
-use crate::postgres::{Db, DbError, Delivery};
-use crate::redis::{FeedRead, FeedState, Redis, RedisError};
+use crate::postgres::{DbError, Delivery};
+use crate::redis::FeedState;
 
 /// Extra bodies read past a page's limit, for deleted or expired events among them.
 const BODY_SLACK: usize = 16;
-
-/// A user's hot feed (event ids, newest first), as a source of the tier engine. Feeds
-/// keep no presence marks: every L1 miss asks Redis, whose read also hands out the fence
-/// version that a delivery's write-through checks for.
-pub struct FeedSource {
-    pub user: UserId,
-}
-
-impl Source for FeedSource {
-    type Value = Arc<CachedFeed>;
-    type Row = (FeedWindow, Vec<Event>);
-
-    fn key(&self) -> Key {
-        Key::Feed(self.user)
-    }
-    fn fill_key(&self) -> FillKey {
-        FillKey::Feed(self.user)
-    }
-    fn scope(&self) -> Scope {
-        Scope::Feed(self.user)
-    }
-    fn marks_presence(&self) -> bool {
-        false
-    }
-    fn value(entry: Entry) -> Option<Self::Value> {
-        match entry {
-            Entry::Feed(feed) => Some(feed),
-            _ => None,
-        }
-    }
-    fn operations(&self) -> [&'static str; 3] {
-        ["read_feed", "load_feed_window", "fill_feed"]
-    }
-    async fn read(&self, redis: &Redis) -> Result<RedisRead, RedisError> {
-        Ok(match redis.read_feed(self.user).await? {
-            FeedRead::Hit(window) => RedisRead::Hit(Entry::Feed(Arc::new(CachedFeed::new(window)))),
-            FeedRead::Miss(version) => RedisRead::Miss(version),
-        })
-    }
-    async fn load(&self, db: &Db, settings: &CacheSettings) -> Result<Option<Self::Row>, DbError> {
-        let load = db.load_feed_window(self.user, settings.feed_hot, settings.feed_retention);
-        Ok(Some(load.await?))
-    }
-    async fn install(
-        &self,
-        redis: &Redis,
-        version: &str,
-        (window, bodies): &Self::Row,
-        _: &CacheSettings,
-    ) -> Result<bool, RedisError> {
-        redis.fill_feed(self.user, version, window, bodies).await
-    }
-}
 
 impl HotCache {
     /// Events created at or before this are expired.
@@ -207,10 +151,16 @@ impl HotCache {
         user: UserId,
         reach: Reach,
     ) -> Result<Option<(Arc<CachedFeed>, Path)>, DbError> {
-        Ok(match self.tiers.fetch(&FeedSource { user }, reach).await? {
-            (Lookup::Found(feed), path) => Some((feed, path)),
-            (Lookup::Unavailable, _) => None,
-        })
+        Ok(
+            match self
+                .tiers
+                .fetch(&super::sources::FeedSource { user }, reach)
+                .await?
+            {
+                (Lookup::Found(feed), path) => Some((feed, path)),
+                (Lookup::Unavailable, _) => None,
+            },
+        )
     }
 
     /// The bodies of `ids`, in order: from L1, else Redis, else Postgres (and stored back

@@ -24,8 +24,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::channels::{HistorySource, MembersSource, WindowSource};
-use super::feeds::FeedSource;
+use super::sources::{FeedSource, HistorySource, MembersSource, WindowSource};
 use super::stats::bump;
 use super::tiers::{Source, Tiers};
 use super::HotCache;

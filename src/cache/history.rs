@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
-use super::channels::RUNS_KEPT;
 use super::fills::{FillKey, What};
 use super::l1::{Entry, Key, Loaded};
 use super::paths::Path;
+use super::sources::RUNS_KEPT;
 use super::stats::bump;
 use super::HotCache;
 use crate::domain::history::History;

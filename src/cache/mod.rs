@@ -5,8 +5,8 @@
 //! - [`tiers`]: the engine. Read-through and fills, written once over the [`tiers::Source`]
 //!   trait; it owns L1, the breaker, the dirty set, presence marks, the fill queue and the
 //!   counters.
-//! - [`channels`] and [`feeds`]: the kinds of cached data, as sources of the engine
-//!   (windows, member sets, deep history; hot feeds and event bodies).
+//! - [`sources`]: the kinds of cached data, as sources of the engine (windows, member
+//!   sets, deep history, hot feeds).
 //! - [`reads`], [`writes`], [`history`]: the verbs the service calls.
 //! - [`coherence`]: coherence across instances (pub/sub invalidations, the notices
 //!   through Postgres, the repair of dirty entries).
@@ -29,7 +29,6 @@
 
 pub mod advice;
 pub mod audit;
-pub mod channels;
 pub mod coherence;
 mod entry;
 pub mod feeds;
@@ -44,6 +43,7 @@ mod presence;
 mod reads;
 mod settings;
 mod snapshot;
+pub mod sources;
 pub mod stats;
 pub mod tiers;
 mod writes;
@@ -63,10 +63,10 @@ use crate::domain::window::Members;
 use crate::domain::ChannelId;
 use crate::postgres::{Db, DbError};
 use crate::redis::Redis;
-use channels::{MembersSource, WindowSource};
 use health::{Breaker, Dirty};
 use l1::{CachedWindow, L1};
 use paths::{Path, PathLatency};
+use sources::{MembersSource, WindowSource};
 use stats::{bump, CacheStats};
 use tiers::Tiers;
 

@@ -1,7 +1,7 @@
 //! The tier engine: the read-through (L1 → Redis → a fenced fill from Postgres) and the
 //! fill of one key, written once and generic over [`Source`], which each kind of cached
-//! data implements (channel windows and member sets in [`super::channels`], deep history's
-//! fills there too, hot feeds in [`super::feeds`]).
+//! data implements ([`super::sources`]: channel windows, member sets, deep history's fills,
+//! hot feeds).
 //!
 //! # Read-through
 //! A key is read only while its [`Scope`] is usable (the cache on, the breaker closed,

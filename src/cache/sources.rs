@@ -1,23 +1,24 @@
-//! The channel kinds of cached data, as sources of the tier engine ([`super::tiers`]): a
-//! channel's window (or, without L1, only its newest messages), its member set, and the
-//! runs of its deep history. Each says how it is keyed, read from Redis, loaded from
-//! Postgres and installed through its fence; the engine does the rest.
+//! Every kind of cached data, as a source of the tier engine ([`super::tiers`]): a
+//! channel's window (or, without L1, only its newest messages), its member set, the runs
+//! of its deep history, and a user's hot feed. Each says how it is keyed, read from Redis,
+//! loaded from Postgres and installed through its fence; the engine does the rest.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::entry::CachedWindow;
+use super::entry::{CachedFeed, CachedWindow};
 use super::fills::{FillKey, What};
 use super::l1::{Entry, Key};
 use super::tiers::{RedisRead, Source};
 use super::{CacheSettings, Hooks};
+use crate::domain::feed::{Event, FeedWindow};
 use crate::domain::history::{History, Run};
 use crate::domain::window::{Members, Window};
-use crate::domain::{ChannelId, Cursor, PageRequest, Scope};
+use crate::domain::{ChannelId, Cursor, PageRequest, Scope, UserId};
 use crate::postgres::history::Anchor;
 use crate::postgres::{Db, DbError};
-use crate::redis::{MembersRead, Redis, RedisError, WindowRead};
+use crate::redis::{FeedRead, MembersRead, Redis, RedisError, WindowRead};
 
 /// Runs of one channel kept in Redis and in L1: the newest tops, where pagers start.
 pub const RUNS_KEPT: usize = 16;
@@ -201,5 +202,58 @@ impl Source for HistorySource {
             .after_history_read
             .as_ref()
             .map(|hook| hook(self.channel))
+    }
+}
+
+/// A user's hot feed (event ids, newest first), as a source of the tier engine. Feeds
+/// keep no presence marks: every L1 miss asks Redis, whose read also hands out the fence
+/// version that a delivery's write-through checks for.
+pub struct FeedSource {
+    pub user: UserId,
+}
+
+impl Source for FeedSource {
+    type Value = Arc<CachedFeed>;
+    type Row = (FeedWindow, Vec<Event>);
+
+    fn key(&self) -> Key {
+        Key::Feed(self.user)
+    }
+    fn fill_key(&self) -> FillKey {
+        FillKey::Feed(self.user)
+    }
+    fn scope(&self) -> Scope {
+        Scope::Feed(self.user)
+    }
+    fn marks_presence(&self) -> bool {
+        false
+    }
+    fn value(entry: Entry) -> Option<Self::Value> {
+        match entry {
+            Entry::Feed(feed) => Some(feed),
+            _ => None,
+        }
+    }
+    fn operations(&self) -> [&'static str; 3] {
+        ["read_feed", "load_feed_window", "fill_feed"]
+    }
+    async fn read(&self, redis: &Redis) -> Result<RedisRead, RedisError> {
+        Ok(match redis.read_feed(self.user).await? {
+            FeedRead::Hit(window) => RedisRead::Hit(Entry::Feed(Arc::new(CachedFeed::new(window)))),
+            FeedRead::Miss(version) => RedisRead::Miss(version),
+        })
+    }
+    async fn load(&self, db: &Db, settings: &CacheSettings) -> Result<Option<Self::Row>, DbError> {
+        let load = db.load_feed_window(self.user, settings.feed_hot, settings.feed_retention);
+        Ok(Some(load.await?))
+    }
+    async fn install(
+        &self,
+        redis: &Redis,
+        version: &str,
+        (window, bodies): &Self::Row,
+        _: &CacheSettings,
+    ) -> Result<bool, RedisError> {
+        redis.fill_feed(self.user, version, window, bodies).await
     }
 }
