@@ -9,13 +9,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// A free TCP port on loopback (bound, then released).
+/// A free TCP port on loopback (bound, then released), never the same one twice in this
+/// process: tests that run at once each start servers on ports of their own, and a port
+/// handed out but not yet bound must not go to a second server.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A `redis-server` of the test's own, without persistence; stopped when dropped.
@@ -65,6 +74,16 @@ impl PrivateRedis {
         self.child = Some(child);
         for _ in 0..1000 {
             if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                // Answered by our server, not by another process on a port it took first.
+                let exited = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                assert!(
+                    exited.is_none(),
+                    "the private redis-server on port {} exited ({exited:?}): the port was taken",
+                    self.port
+                );
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
