@@ -97,6 +97,16 @@ impl FillKey {
     }
 }
 
+/// What became of a fill asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queued {
+    Yes,
+    /// Not admitted yet ([`Fills::admit`]), or already waiting or running.
+    No,
+    /// The queue was full ([`QUEUE`]).
+    Dropped,
+}
+
 /// One queued fill: the version the read's Redis miss handed out, or `None` when the
 /// read did not ask Redis ([`super::presence`]): the fill then looks first.
 struct Job {
@@ -152,12 +162,11 @@ impl Fills {
         }
     }
 
-    /// Queues the fill of `key` when admitted: `None` when not admitted or already
-    /// queued, `Some(false)` when the queue was full (dropped), `Some(true)` when queued.
-    pub(super) fn queue(&self, key: FillKey, version: Option<String>) -> Option<bool> {
+    /// Queues the fill of `key` when admitted and not already waiting or running.
+    pub(super) fn queue(&self, key: FillKey, version: Option<String>) -> Queued {
         let slot = key.slot();
         if !self.admit(key) || !self.queued().insert(slot) {
-            return None;
+            return Queued::No;
         }
         let job = Job {
             key,
@@ -167,9 +176,9 @@ impl Fills {
         };
         if self.tx.try_send(job).is_err() {
             self.queued().remove(&slot);
-            return Some(false);
+            return Queued::Dropped;
         }
-        Some(true)
+        Queued::Yes
     }
 
     fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<Slot>> {
@@ -186,19 +195,23 @@ impl Fills {
 /// not ask Redis, then Postgres and the fenced install.
 async fn run_fill(tiers: &Tiers, job: &Job) -> Result<(), DbError> {
     let installed = match job.key {
-        FillKey::Feed(user) => fill(tiers, &FeedSource { user }, job).await?,
+        FillKey::Feed(user) => {
+            let source = FeedSource { user };
+            fill(tiers, &source, &source, job).await?
+        }
         FillKey::Channel(channel, What::Window) => {
-            let source = WindowSource {
-                channel,
-                head: None,
-            };
-            fill(tiers, &source, job).await?
+            let window = |head| WindowSource { channel, head };
+            // The probe asks for the newest message only: it wants to know whether Redis
+            // holds the window, not the window.
+            fill(tiers, &window(None), &window(Some(1)), job).await?
         }
         FillKey::Channel(channel, What::Members) => {
-            fill(tiers, &MembersSource { channel }, job).await?
+            let source = MembersSource { channel };
+            fill(tiers, &source, &source, job).await?
         }
         FillKey::Channel(channel, What::History(page)) => {
-            let installed = fill(tiers, &HistorySource { channel, page }, job).await?;
+            let source = HistorySource { channel, page };
+            let installed = fill(tiers, &source, &source, job).await?;
             if installed == Some(true) {
                 bump(&tiers.stats.history_fills);
             }
@@ -216,11 +229,17 @@ async fn run_fill(tiers: &Tiers, job: &Job) -> Result<(), DbError> {
 }
 
 /// The fill of one source, with the job's version or, when the read did not ask Redis,
-/// the version a probe finds (none when Redis holds it already).
-async fn fill<S: Source>(tiers: &Tiers, source: &S, job: &Job) -> Result<Option<bool>, DbError> {
+/// the version that reading `probe` (the same key, maybe less of it) finds: none when
+/// Redis holds it already.
+async fn fill<S: Source, P: Source>(
+    tiers: &Tiers,
+    source: &S,
+    probe: &P,
+    job: &Job,
+) -> Result<Option<bool>, DbError> {
     let version = match &job.version {
         Some(version) => version.clone(),
-        None => match tiers.probe(source).await {
+        None => match tiers.probe(probe).await {
             Some(version) => version,
             None => return Ok(None),
         },

@@ -22,7 +22,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use tracing::{debug, warn};
 
-use super::fills::{FillKey, Fills};
+use super::fills::{FillKey, Fills, Queued};
 use super::health::{Breaker, Dirty};
 use super::l1::{Entry, Key, Loaded, Source as Origin, L1};
 use super::paths::{Path, PathLatency};
@@ -326,11 +326,9 @@ impl Tiers {
     }
 
     /// After a miss in both tiers: queues the fill of `key` when admitted ([`Fills`]).
-    pub(super) fn queue_fill(&self, key: FillKey, version: Option<String>) -> bool {
-        let queued = self.fills.queue(key, version);
-        if queued == Some(false) {
+    pub(super) fn queue_fill(&self, key: FillKey, version: Option<String>) {
+        if self.fills.queue(key, version) == Queued::Dropped {
             bump(&self.stats.fills_dropped);
         }
-        queued == Some(true)
     }
 }
