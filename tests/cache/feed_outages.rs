@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use hotchan::cache::health::SLOW_GRACE;
 use hotchan::config::CacheMode;
 use serde_json::json;
 use uuid::Uuid;
@@ -44,12 +45,19 @@ async fn a_feed_delivery_that_fails_in_redis_opens_the_breaker() {
         return;
     };
     let proxy = Arc::new(proxy);
-    // The link fails between the fence bumps (which succeed) and the appends.
+    // The link fails between the fence bumps (which succeed) and the appends. The hook
+    // first waits out the breaker's grace for slowness (a timeout within 500 ms of a
+    // success does not count, and the fence bumps just succeeded), so that the failed
+    // appends count whether fred sees them time out or fail.
     let cut = proxy.clone();
     let hooks = hotchan::cache::Hooks {
         before_feed_deliver: Some(Arc::new(move |_user| {
-            cut.set(Link::Refuse);
-            async {}.boxed()
+            let cut = cut.clone();
+            async move {
+                tokio::time::sleep(SLOW_GRACE + Duration::from_millis(200)).await;
+                cut.set(Link::Refuse);
+            }
+            .boxed()
         })),
         ..Default::default()
     };
