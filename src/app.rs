@@ -156,6 +156,12 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         info!(listen = %self.local_addr(), cache = self.settings.cache.as_str(), "serving");
+        if self.settings.cache_gate {
+            tracing::warn!(
+                "--cache-gate (HOTCHAN_CACHE_GATE) is deprecated and has no effect: a read the \
+                 cache can answer is always answered by it"
+            );
+        }
         let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
             match self.listener {
                 Listener::Tcp(l) => Box::pin(api::serve(l, self.router, stopping)),

@@ -13,8 +13,7 @@
 //! - [`service`]: the operations of the contract (post, page, sync, …) in domain types.
 //! - [`cache`]: the tiers in front of Postgres. One engine (`cache::tiers`: L1, Redis,
 //!   fenced fills, presence, the breaker) serves every kind of cached data through its
-//!   `Source` trait; beside it coherence across instances (`cache::coherence`) and the
-//!   cost gate that sends a kind of read straight to Postgres while the tiers cost more.
+//!   `Source` trait; beside it coherence across instances (`cache::coherence`).
 //! - [`domain`]: ids, messages, pages, cursors: validated types, no I/O.
 //! - [`postgres`]: the only module that imports `tokio-postgres`/`deadpool`: queries and
 //!   migrations.
@@ -33,9 +32,6 @@
 //!   removes on purpose.
 //! - An entry is *invalidated* (on purpose), *evicted* (capacity) or *expired* (time);
 //!   the three words never mean the same thing.
-// Reads are futures nested a few levels deep (the cost gate wraps the tiers in a
-// task-local scope); the layout query of the deepest needs more than the default 128.
-#![recursion_limit = "256"]
 
 pub mod api;
 pub mod app;

@@ -92,14 +92,6 @@ impl Metrics {
                 "Postgres pool connections, by state (max, open, idle)"
             );
             describe_gauge!(
-                "hotchan_gate_postgres_favoured",
-                "1 while the cost gate sends most reads of this kind straight to Postgres"
-            );
-            describe_counter!(
-                "hotchan_gate_switches_total",
-                "Times the cost gate changed the favoured route of this kind of read"
-            );
-            describe_gauge!(
                 "hotchan_postgres_pool_waiting",
                 "Requests waiting for a Postgres pool connection"
             );
@@ -195,11 +187,6 @@ impl Metrics {
             for b in bounds {
                 gauge!("hotchan_bounded_entries", "name" => b.name).set(b.len as f64);
                 gauge!("hotchan_bounded_limit", "name" => b.name).set(b.limit as f64);
-            }
-            for g in &cache.gate {
-                gauge!("hotchan_gate_postgres_favoured", "kind" => g.kind)
-                    .set(f64::from(u8::from(g.favoured == "postgres")));
-                counter!("hotchan_gate_switches_total", "kind" => g.kind).absolute(g.switches);
             }
             counter!("hotchan_history_pages_total", "answer" => "l1").absolute(s.history_l1_hits);
             counter!("hotchan_history_pages_total", "answer" => "redis")

@@ -73,10 +73,14 @@ pub fn start(parts: &Parts) -> Vec<JoinHandle<()>> {
     plan(cache.mode(), cache.l1().is_enabled())
         .into_iter()
         .map(|task| match task {
-            Task::RedisRepair => tokio::spawn(cache::invalidation::maintain(cache.clone())),
+            Task::RedisRepair => {
+                tokio::spawn(cache::invalidation::maintain(cache.coherence().clone()))
+            }
             Task::Fills => tokio::spawn(cache::fills::work(cache.clone())),
-            Task::NoticeListener => tokio::spawn(cache::notices::listen(cache.clone())),
-            Task::InvalidationListener => tokio::spawn(cache::invalidation::listen(cache.clone())),
+            Task::NoticeListener => tokio::spawn(cache::notices::listen(cache.coherence().clone())),
+            Task::InvalidationListener => {
+                tokio::spawn(cache::invalidation::listen(cache.coherence().clone()))
+            }
             Task::Audit => tokio::spawn(cache::audit::run(cache.clone())),
             Task::Advice => tokio::spawn(cache::advice::run(cache.clone())),
             Task::MetricsUpkeep => tokio::spawn(crate::metrics::upkeep(parts.metrics.clone())),

@@ -81,7 +81,7 @@ async fn show(
     Path(cid): Path<String>,
 ) -> Result<Json<Channel>, ApiError> {
     let channel = ChannelId::parse(&cid)?;
-    Ok(Json(state.service.channel(channel).await?))
+    Ok(Json(state.service.reads.channel(channel).await?))
 }
 
 /// A channel's members, sorted by user id.
@@ -103,7 +103,7 @@ async fn members(
     Path(cid): Path<String>,
 ) -> Result<Json<MemberList>, ApiError> {
     let channel = ChannelId::parse(&cid)?;
-    let members = state.service.members(channel).await?;
+    let members = state.service.reads.members(channel).await?;
     Ok(Json(MemberList { members }))
 }
 
@@ -125,7 +125,7 @@ async fn member(
     Path((cid, uid)): Path<(String, String)>,
 ) -> Result<Json<Member>, ApiError> {
     let (channel, user) = ids(&cid, &uid)?;
-    Ok(Json(state.service.member(channel, user).await?))
+    Ok(Json(state.service.reads.member(channel, user).await?))
 }
 
 /// A member's role (default "member").

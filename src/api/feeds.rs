@@ -95,9 +95,9 @@ async fn publish(
         user_ids: body.user_ids,
         client_event_id: body.client_event_id,
     };
-    let max_data = state.service.feed_config().max_data_bytes;
+    let max_data = state.service.feeds.feed_config().max_data_bytes;
     let new = NewEvent::parse(fields, max_data)?;
-    let answer = state.service.publish_event(new).await?;
+    let answer = state.service.feeds.publish_event(new).await?;
     let status = if answer.created {
         StatusCode::CREATED
     } else {
@@ -123,7 +123,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Event>, ApiError> {
     let id = EventId::parse(&id)?;
-    Ok(Json(state.service.event(id).await?))
+    Ok(Json(state.service.feeds.event(id).await?))
 }
 
 /// Deletes an event from every feed.
@@ -139,7 +139,7 @@ async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = EventId::parse(&id)?;
-    state.service.delete_event(id).await?;
+    state.service.feeds.delete_event(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -157,7 +157,7 @@ async fn feed(
 ) -> Result<impl IntoResponse, ApiError> {
     let user = UserId::parse(&uid)?;
     let request: FeedRequest = query.parse()?;
-    let body = state.service.feed(user, request, encode_json).await?;
+    let body = state.service.feeds.feed(user, request, encode_json).await?;
     Ok(json_bytes(body))
 }
 
@@ -176,7 +176,9 @@ async fn channel_events(
 ) -> Result<Json<FeedPage>, ApiError> {
     let channel = ChannelId::parse(&cid)?;
     let request: FeedRequest = query.parse()?;
-    Ok(Json(state.service.channel_events(channel, request).await?))
+    Ok(Json(
+        state.service.feeds.channel_events(channel, request).await?,
+    ))
 }
 
 /// The newest event the user has seen.
@@ -216,7 +218,7 @@ async fn seen(
             )))
         }
     };
-    let marker = state.service.mark_feed_seen(user, id).await?;
+    let marker = state.service.feeds.mark_feed_seen(user, id).await?;
     Ok(Json(Seen {
         last_seen_event_id: Some(marker),
     }))
@@ -240,7 +242,7 @@ async fn unseen(
     Path(uid): Path<String>,
 ) -> Result<Json<Unseen>, ApiError> {
     let user = UserId::parse(&uid)?;
-    let (unseen_count, last_seen_event_id) = state.service.feed_unseen(user).await?;
+    let (unseen_count, last_seen_event_id) = state.service.feeds.feed_unseen(user).await?;
     Ok(Json(Unseen {
         unseen_count,
         last_seen_event_id,

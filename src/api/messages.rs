@@ -88,7 +88,11 @@ async fn page(
 ) -> Result<impl IntoResponse, ApiError> {
     let channel = ChannelId::parse(&cid)?;
     let request: PageRequest = query.parse()?;
-    let body = state.service.page(channel, request, encode_json).await?;
+    let body = state
+        .service
+        .reads
+        .page(channel, request, encode_json)
+        .await?;
     Ok(json_bytes(body))
 }
 
@@ -105,7 +109,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Message>, ApiError> {
     let id = MessageId::parse(&id)?;
-    Ok(Json(state.service.message(id).await?))
+    Ok(Json(state.service.reads.message(id).await?))
 }
 
 /// A message's new content.

@@ -174,12 +174,6 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "fills": stats.history_fills,
         },
         "latency_by_path": cache.latency().snapshot().summary(),
-        "gate": {
-            "enabled": now.gate_enabled,
-            "kinds": now.gate.iter()
-                .map(|s| (s.kind.to_owned(), serde_json::json!(s)))
-                .collect::<serde_json::Map<_, _>>(),
-        },
         "bounds": state.service.bounds().iter()
             .map(|b| (b.name.to_owned(), serde_json::json!({"len": b.len, "limit": b.limit})))
             .collect::<serde_json::Map<_, _>>(),

@@ -97,7 +97,7 @@ async fn channel_unread(
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("the user_id query parameter is required"))
         .and_then(|u| Ok(UserId::parse(u)?))?;
-    let unread_count = state.service.unread(channel, user).await?;
+    let unread_count = state.service.reads.unread(channel, user).await?;
     Ok(Json(UnreadCount { unread_count }))
 }
 
@@ -119,7 +119,7 @@ async fn user_unread(
     Path(uid): Path<String>,
 ) -> Result<Json<UserUnread>, ApiError> {
     let user = UserId::parse(&uid)?;
-    let channels = state.service.user_unread(user).await?;
+    let channels = state.service.reads.user_unread(user).await?;
     Ok(Json(UserUnread { channels }))
 }
 
@@ -149,5 +149,5 @@ async fn sync(
 ) -> Result<Json<SyncResult>, ApiError> {
     let channels = body.channels.into_iter().map(|(c, s)| (c, s.0)).collect();
     let request = SyncRequest::parse(channels, body.user_id)?;
-    Ok(Json(state.service.sync(request).await?))
+    Ok(Json(state.service.reads.sync(request).await?))
 }

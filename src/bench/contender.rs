@@ -26,8 +26,6 @@ pub struct Contender {
     pub reads: u64,
     /// The same contender driven by wrk, when it ran.
     pub wrk: Option<wrk::WrkRun>,
-    /// How the cost gate routed each kind of read at the end of the measured run.
-    pub gate: Vec<crate::cache::gate::Standing>,
     /// Resident size of the bench process (hotchan runs in it) before the contender
     /// started and at its peak, in bytes, where Linux tells.
     pub rss: Option<(u64, u64)>,
@@ -151,7 +149,6 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
     .await;
     let stats = service.cache().stats().snapshot().since(&before);
     let latency = service.cache().latency().snapshot().since(&latency_before);
-    let gate = service.cache().gate().standings();
     let wrk = match (&target, c.wrk_seconds) {
         (Target::Http { base, .. }, seconds) if seconds > 0 => {
             let duration = Duration::from_secs(seconds);
@@ -189,30 +186,8 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
         latency,
         reads,
         wrk,
-        gate,
         rss: rss_end(rss),
     })
-}
-
-impl Contender {
-    /// The kinds of read the cost gate sent mostly to Postgres, with its switches
-    /// (`tiers` when none); `–` without a gate.
-    pub fn gate_cell(&self) -> String {
-        if self.gate.iter().all(|g| g.tiers_micros.is_none()) {
-            return "–".into();
-        }
-        let judged: Vec<String> = self
-            .gate
-            .iter()
-            .filter(|g| g.switches > 0)
-            .map(|g| format!("{} {} ({} switches)", g.kind, g.favoured, g.switches))
-            .collect();
-        if judged.is_empty() {
-            "tiers".into()
-        } else {
-            judged.join(", ")
-        }
-    }
 }
 
 fn http_client(concurrency: usize) -> reqwest::Client {
@@ -291,7 +266,6 @@ pub async fn run_ceiling(
         latency: PathSnapshot::default(),
         reads: measured.len() as u64,
         wrk,
-        gate: Vec::new(),
         rss: None,
     })
 }

@@ -91,29 +91,32 @@ async fn in_process(service: &Service, op: &Op, n: u64) -> Result<(), String> {
     };
     let result = match *op {
         Op::Latest { channel } => service
+            .reads
             .page(channel, page(Cursor::Latest), encode)
             .await
             .map(drop),
         Op::Before {
             channel, cursor, ..
         } => service
+            .reads
             .page(channel, page(Cursor::Before(cursor)), encode)
             .await
             .map(drop),
         Op::After {
             channel, cursor, ..
         } => service
+            .reads
             .page(channel, page(Cursor::After(cursor)), encode)
             .await
             .map(drop),
-        Op::Unread { channel, user } => service.unread(channel, user).await.map(drop),
-        Op::UserUnread { user } => service.user_unread(user).await.map(drop),
+        Op::Unread { channel, user } => service.reads.unread(channel, user).await.map(drop),
+        Op::UserUnread { user } => service.reads.user_unread(user).await.map(drop),
         Op::SyncUser { user, channels } => {
             let request = SyncRequest {
                 channels: channels.into_iter().collect(),
                 user_id: Some(user),
             };
-            service.sync(request).await.map(drop)
+            service.reads.sync(request).await.map(drop)
         }
         Op::Sync {
             channel,
@@ -124,7 +127,7 @@ async fn in_process(service: &Service, op: &Op, n: u64) -> Result<(), String> {
                 channels: [(channel, since)].into(),
                 user_id: Some(user),
             };
-            service.sync(request).await.map(drop)
+            service.reads.sync(request).await.map(drop)
         }
         Op::Post { channel, user } => {
             let new = NewMessage {

@@ -231,7 +231,7 @@ async fn publish(
                         client_event_id: None,
                     };
                     let t = Instant::now();
-                    service.publish_event(new).await?;
+                    service.feeds.publish_event(new).await?;
                     let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
                 }
                 anyhow::Ok(latency)
@@ -295,7 +295,7 @@ async fn drive(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&user) = picks.get(i) else { break };
                     let t = Instant::now();
-                    if service.feed(user, request, encode_feed).await.is_ok() {
+                    if service.feeds.feed(user, request, encode_feed).await.is_ok() {
                         let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
                     }
                 }
@@ -333,8 +333,8 @@ async fn hot_against_channel(
     let encode = |p: &crate::domain::Page| bytes::Bytes::from(serde_json::to_vec(p).expect("json"));
     // Warm both until L1 holds them (fills run in the background).
     for _ in 0..200 {
-        service.page(channel, page, encode).await?;
-        service.feed(user, feed, encode_feed).await?;
+        service.reads.page(channel, page, encode).await?;
+        service.feeds.feed(user, feed, encode_feed).await?;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     // Each in a loop of its own, three rounds in turn; the best round of each counts.
@@ -343,12 +343,12 @@ async fn hot_against_channel(
         for _ in 0..3 {
             let t = Instant::now();
             for _ in 0..n {
-                std::hint::black_box(service.page(channel, page, encode).await?);
+                std::hint::black_box(service.reads.page(channel, page, encode).await?);
             }
             channel_us = channel_us.min(t.elapsed().as_secs_f64() * 1e6 / n as f64);
             let t = Instant::now();
             for _ in 0..n {
-                std::hint::black_box(service.feed(user, feed, encode_feed).await?);
+                std::hint::black_box(service.feeds.feed(user, feed, encode_feed).await?);
             }
             feed_us = feed_us.min(t.elapsed().as_secs_f64() * 1e6 / n as f64);
         }

@@ -41,23 +41,6 @@ pub fn write_scenario(report: &mut String, scenario: &str, contenders: &[Contend
     write_wrk(report, contenders);
     write_paths(report, contenders);
     write_rss(report, contenders);
-    write_gate(report, contenders);
-}
-
-/// Where the cost gate sent each kind of read at the end of each contender's measured run.
-fn write_gate(report: &mut String, contenders: &[Contender]) {
-    let cells: Vec<String> = contenders
-        .iter()
-        .filter(|c| c.gate.iter().any(|g| g.tiers_micros.is_some()))
-        .map(|c| format!("{}: {}", c.name, c.gate_cell()))
-        .collect();
-    if !cells.is_empty() {
-        let _ = writeln!(
-            report,
-            "The cost gate at the end of the measured run (kinds of read it switched, and where they went; `tiers`: none): {}.\n",
-            cells.join("; ")
-        );
-    }
 }
 
 /// Resident size per contender: hotchan runs inside the bench process, so the start

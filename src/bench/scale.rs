@@ -268,19 +268,18 @@ fn write_report(b: &BenchSettings, messages: u64, shape: Shape, rows: &[Row]) ->
     scenarios.dedup();
     for layout in &layouts {
         let _ = writeln!(report, "## {layout}\n");
-        let _ = writeln!(report, "| scenario | clients | mode | req/s | p50 ms | p99 ms | p99.9 ms | errors | Postgres reads per read | cost gate |");
-        let _ = writeln!(report, "|---|---:|---|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(report, "| scenario | clients | mode | req/s | p50 ms | p99 ms | p99.9 ms | errors | Postgres reads per read |");
+        let _ = writeln!(report, "|---|---:|---|---:|---:|---:|---:|---:|---:|");
         for r in rows.iter().filter(|r| r.layout == *layout) {
             let c = &r.contender;
             let _ = writeln!(
                 report,
-                "| {} | {} | {} | {} | {:.3} | {} |",
+                "| {} | {} | {} | {} | {:.3} |",
                 r.scenario,
                 r.clients,
                 c.name,
                 c.run.cells(),
                 c.stats.postgres_reads as f64 / c.reads.max(1) as f64,
-                c.gate_cell(),
             );
         }
         let _ = writeln!(report);

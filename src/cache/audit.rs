@@ -20,6 +20,7 @@ use tracing::warn;
 
 use super::sources::WindowSource;
 use super::stats::bump;
+use super::tiers::Tiers;
 use super::HotCache;
 use crate::domain::window::Window;
 use crate::domain::{ChannelId, Message};
@@ -204,7 +205,7 @@ pub async fn run(cache: Arc<HotCache>) {
             let cache = cache.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let verdict = cache.audit_channel(channel).await;
+                let verdict = audit_channel(&cache.tiers, channel).await;
                 let counts = &cache.audit.counts[index];
                 match verdict {
                     Verdict::Consistent => bump(&counts.consistent),
@@ -225,7 +226,7 @@ pub async fn run(cache: Arc<HotCache>) {
                                 found_at: chrono::Utc::now().to_rfc3339(),
                             });
                         }
-                        cache.flush(Some(channel)).await;
+                        cache.coherence.flush(Some(channel)).await;
                     }
                 }
                 cache.audit.pending.fetch_sub(1, Ordering::AcqRel);
@@ -234,42 +235,40 @@ pub async fn run(cache: Arc<HotCache>) {
     }
 }
 
-impl HotCache {
-    /// Compares what L1 and Redis hold for `channel` with Postgres.
-    async fn audit_channel(&self, channel: ChannelId) -> Verdict {
-        let Some(first) = self.audit_once(channel).await else {
-            return Verdict::Skipped;
-        };
-        if first.1.is_empty() {
-            return Verdict::Consistent;
-        }
-        tokio::time::sleep(RECHECK).await;
-        match self.audit_once(channel).await {
-            Some((seq, differences)) if seq == first.0 && !differences.is_empty() => {
-                Verdict::Inconsistent(differences)
-            }
-            Some((_, differences)) if differences.is_empty() => Verdict::Consistent,
-            _ => Verdict::Skipped,
-        }
+/// Compares what L1 and Redis hold for `channel` with Postgres.
+async fn audit_channel(tiers: &Tiers, channel: ChannelId) -> Verdict {
+    let Some(first) = audit_once(tiers, channel).await else {
+        return Verdict::Skipped;
+    };
+    if first.1.is_empty() {
+        return Verdict::Consistent;
     }
+    tokio::time::sleep(RECHECK).await;
+    match audit_once(tiers, channel).await {
+        Some((seq, differences)) if seq == first.0 && !differences.is_empty() => {
+            Verdict::Inconsistent(differences)
+        }
+        Some((_, differences)) if differences.is_empty() => Verdict::Consistent,
+        _ => Verdict::Skipped,
+    }
+}
 
-    /// Postgres' seq for the channel and how each tier differs from it; `None` when a
-    /// store did not answer (nothing to judge).
-    async fn audit_once(&self, channel: ChannelId) -> Option<(i64, Vec<String>)> {
-        let source = WindowSource {
-            channel,
-            head: None,
-        };
-        let found = self.tiers.inspect(&source).await?;
-        let truth = &found.postgres;
-        let mut differences = Vec::new();
-        for (tier, held) in [("l1", &found.l1), ("redis", &found.redis)] {
-            if let Some(held) = held {
-                compare(tier, &held.window, truth, &mut differences);
-            }
+/// Postgres' seq for the channel and how each tier differs from it; `None` when a store
+/// did not answer (nothing to judge).
+async fn audit_once(tiers: &Tiers, channel: ChannelId) -> Option<(i64, Vec<String>)> {
+    let source = WindowSource {
+        channel,
+        head: None,
+    };
+    let found = tiers.inspect(&source).await?;
+    let truth = &found.postgres;
+    let mut differences = Vec::new();
+    for (tier, held) in [("l1", &found.l1), ("redis", &found.redis)] {
+        if let Some(held) = held {
+            compare(tier, &held.window, truth, &mut differences);
         }
-        Some((truth.seq(), differences))
     }
+    Some((truth.seq(), differences))
 }
 
 /// Adds how `held` (a tier's window) differs from `truth` (Postgres') to `out`, over the

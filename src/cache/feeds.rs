@@ -24,15 +24,15 @@
 
 use std::sync::Arc;
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 
-use super::invalidation::Invalidation;
+use super::coherence::invalidation::Invalidation;
+use super::coherence::Coherence;
 use super::l1::{CachedFeed, Entry, Key};
 use super::paths::Path;
+use super::tiers::Tiers;
 use super::CacheMode;
-use super::{HotCache, Lookup, Reach};
+use super::{Lookup, Reach};
 use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest};
 use crate::domain::{Scope, UserId};
 use crate::postgres::{DbError, Delivery};
@@ -41,7 +41,17 @@ use crate::redis::FeedState;
 /// Extra bodies read past a page's limit, for deleted or expired events among them.
 const BODY_SLACK: usize = 16;
 
-impl HotCache {
+/// Hot feeds and event bodies as the service sees them.
+pub struct Feeds {
+    tiers: Arc<Tiers>,
+    coherence: Arc<Coherence>,
+}
+
+impl Feeds {
+    pub(super) fn new(tiers: Arc<Tiers>, coherence: Arc<Coherence>) -> Feeds {
+        Feeds { tiers, coherence }
+    }
+
     /// Events created at or before this are expired.
     fn expired_at_or_before(&self) -> chrono::DateTime<chrono::Utc> {
         let keep = chrono::Duration::from_std(self.tiers.settings.feed_retention.keep)
@@ -55,15 +65,15 @@ impl HotCache {
         &self,
         user: UserId,
         request: FeedRequest,
-        reach: Reach,
         encode: fn(&FeedPage) -> Bytes,
     ) -> Result<(Lookup<Bytes>, Path), DbError> {
+        let reach = Reach::Fill;
         let Some((cached, path)) = self.feed_window(user, reach).await? else {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
         let cutoff = self.expired_at_or_before();
         // Read before the bodies: a delete landing meanwhile makes the memo unusable.
-        let generation = self.bodies_generation.load(Ordering::Acquire);
+        let generation = self.tiers.l1.bodies_generation();
         if let Some(body) = cached.page(request, generation, cutoff) {
             return Ok((Lookup::Found(body), path));
         }
@@ -115,8 +125,8 @@ impl HotCache {
     pub async fn feed_unseen(
         &self,
         user: UserId,
-        reach: Reach,
     ) -> Result<(Lookup<(i64, Option<EventId>)>, Path), DbError> {
+        let reach = Reach::Fill;
         let Some((window, path)) = self.feed_window(user, reach).await? else {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
@@ -136,13 +146,6 @@ impl HotCache {
             .filter(|e| !e.is_deleted() && e.created_at > cutoff)
             .count() as i64;
         Ok((Lookup::Found((count, seen)), path))
-    }
-
-    /// Drops an event's body from L1, and every page remembered beside a feed (one may
-    /// hold it).
-    pub(super) fn invalidate_body(&self, id: EventId) {
-        self.bodies_generation.fetch_add(1, Ordering::AcqRel);
-        self.tiers.l1.invalidate(Key::Event(id));
     }
 
     /// The user's hot feed from L1 or Redis; `None` when the tiers cannot answer.
@@ -275,7 +278,7 @@ impl HotCache {
             .into_iter()
             .map(|user| Invalidation::Key(Key::Feed(user)))
             .collect();
-        self.settle(reached, &changed).await;
+        self.coherence.settle(reached, &changed).await;
     }
 
     /// The fence bump of every recipient and the append onto cached feeds, after the new
@@ -346,13 +349,17 @@ impl HotCache {
     pub async fn after_feed_seen(&self, user: UserId, seen: EventId) {
         let call = self.tiers.redis.feed_seen(user, seen);
         let changed = [Invalidation::Key(Key::Feed(user))];
-        self.write_through("feed_seen", call, &changed).await;
+        self.coherence
+            .write_through("feed_seen", call, &changed)
+            .await;
     }
 
     /// Write-through of a delete: the tombstone replaces the body everywhere.
     pub async fn after_event_delete(&self, tombstone: &Event) {
         let call = self.tiers.redis.put_body(tombstone);
         let changed = [Invalidation::Key(Key::Event(tombstone.id))];
-        self.write_through("put_body", call, &changed).await;
+        self.coherence
+            .write_through("put_body", call, &changed)
+            .await;
     }
 }

@@ -13,8 +13,6 @@
 //!   worth a whole window. `--fill-after-misses` sets how many misses (1 = every miss).
 //! - **Bounds.** At most [`QUEUE`] fills wait and [`WORKERS`] run; a full queue drops the
 //!   fill (the next miss asks again). A key waits or runs at most once.
-//! - **The cost gate** ([`super::gate`]) is charged with each fill's running time, and
-//!   drops the fills of a kind of read queued before Postgres became its favoured route.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +22,8 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::sources::{FeedSource, HistorySource, MembersSource, WindowSource};
+use super::history::HistorySource;
+use super::sources::{FeedSource, MembersSource, WindowSource};
 use super::stats::bump;
 use super::tiers::{Source, Tiers};
 use super::HotCache;
@@ -112,9 +111,6 @@ pub enum Queued {
 struct Job {
     key: FillKey,
     version: Option<String>,
-    /// The kind of read that queued it, charged with its cost ([`super::gate`]).
-    kind: Option<super::gate::Kind>,
-    queued: std::time::Instant,
 }
 
 pub struct Fills {
@@ -168,12 +164,7 @@ impl Fills {
         if !self.admit(key) || !self.queued().insert(slot) {
             return Queued::No;
         }
-        let job = Job {
-            key,
-            version,
-            kind: super::gate::current(),
-            queued: std::time::Instant::now(),
-        };
+        let job = Job { key, version };
         if self.tx.try_send(job).is_err() {
             self.queued().remove(&slot);
             return Queued::Dropped;
@@ -263,17 +254,8 @@ pub async fn work(cache: Arc<HotCache>) {
         .for_each_concurrent(WORKERS, |job| {
             let cache = cache.clone();
             async move {
-                let started = std::time::Instant::now();
-                if job
-                    .kind
-                    .is_some_and(|kind| !cache.gate.fill_wanted(kind, job.queued))
-                {
-                    bump(&cache.tiers.stats.fills_dropped);
-                } else if let Err(error) = run_fill(&cache.tiers, &job).await {
+                if let Err(error) = run_fill(&cache.tiers, &job).await {
                     debug!(%error, key = ?job.key, "a background fill failed");
-                }
-                if let Some(kind) = job.kind {
-                    cache.gate.charge(kind, started.elapsed());
                 }
                 cache.tiers.fills.queued().remove(&job.key.slot());
             }

@@ -88,6 +88,9 @@ pub struct L1 {
     /// Bumped by every invalidation of a key in the stripe ([`Ticket`]).
     generations: Box<[AtomicU64]>,
     epoch: AtomicU64,
+    /// Bumped whenever an event body leaves on purpose: pages remembered beside hot feeds
+    /// are right only at the count they were encoded at ([`super::feeds`]).
+    bodies_generation: AtomicU64,
     /// Set while invalidations cannot arrive: nothing is read from or kept in L1.
     bypass: AtomicBool,
 }
@@ -115,6 +118,7 @@ impl L1 {
             max_flights: MAX_FLIGHTS,
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
+            bodies_generation: AtomicU64::new(0),
             bypass: AtomicBool::new(true),
         }
     }
@@ -224,8 +228,12 @@ impl L1 {
         }
     }
 
-    /// Removes `key` and cancels its load in progress.
+    /// Removes `key` and cancels its load in progress. An event's body also makes every
+    /// page remembered beside a feed stale (one may hold it).
     pub fn invalidate(&self, key: Key) {
+        if let Key::Event(_) = key {
+            self.bodies_generation.fetch_add(1, Ordering::AcqRel);
+        }
         let mut flights = self.flights();
         self.generations[Self::stripe(&key)].fetch_add(1, Ordering::AcqRel);
         if let Some(flight) = flights.remove(&key) {
@@ -234,6 +242,11 @@ impl L1 {
         if let Some(cache) = self.store(&key) {
             cache.invalidate(&key);
         }
+    }
+
+    /// Counts the event bodies that left on purpose; read before the bodies a page uses.
+    pub fn bodies_generation(&self) -> u64 {
+        self.bodies_generation.load(Ordering::Acquire)
     }
 
     /// Removes everything of a channel, as [`L1::invalidate`] does for each key.

@@ -7,14 +7,17 @@
 //!   counters.
 //! - [`sources`]: the kinds of cached data, as sources of the engine (windows, member
 //!   sets, deep history, hot feeds).
-//! - [`reads`], [`writes`], [`history`]: the verbs the service calls.
+//! - [`channels`], [`feeds`]: the verbs the service calls, each over the engine and
+//!   [`coherence`]: reads through the tiers, and the write-through of each write.
+//!   [`history`] is deep history's source and reads, for [`Channels`].
 //! - [`coherence`]: coherence across instances (pub/sub invalidations, the notices
-//!   through Postgres, the repair of dirty entries).
-//! - [`audit`], [`advice`], [`gate`]: beside the data path.
+//!   through Postgres, the repair of dirty entries) and the write-through step.
+//! - [`audit`], [`advice`]: beside the data path.
 //!
 //! # Read path
-//! The cost gate ([`gate`]) first picks the route: the tiers, or Postgres alone while the
-//! tiers cost more for this kind of read. On the tiers: L1 hit → answer. Else one shared
+//! A read the cache can answer is answered by it; no route is picked at run time (a
+//! Postgres that looks fast on an idle machine is no reason to send it cached reads).
+//! L1 hit → answer. Else one shared
 //! load per key: a Redis read (one round trip, which also hands out the fence version on a
 //! miss); on a miss Postgres answers and a fill is queued, which installs through the
 //! fence. A fill refused by the fence, a Redis failure, an open breaker or a dirty scope
@@ -29,53 +32,47 @@
 
 pub mod advice;
 pub mod audit;
+mod channels;
 pub mod coherence;
 mod entry;
 pub mod feeds;
 pub mod fills;
-pub mod gate;
 pub mod health;
 mod history;
 pub mod l1;
 mod observer;
 pub mod paths;
 mod presence;
-mod reads;
 mod settings;
 mod snapshot;
 pub mod sources;
 pub mod stats;
 pub mod tiers;
-mod writes;
 
-pub use coherence::{invalidation, notices};
+pub use channels::Channels;
+pub use coherence::{invalidation, notices, Coherence};
+pub use feeds::Feeds;
 pub use observer::Observer;
 pub use settings::{CacheMode, CacheSettings};
 pub use snapshot::{Snapshot, Usage};
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::domain::window::Members;
 use crate::domain::ChannelId;
-use crate::postgres::{Db, DbError};
+use crate::postgres::Db;
 use crate::redis::Redis;
 use health::{Breaker, Dirty};
-use l1::{CachedWindow, L1};
+use l1::L1;
 use paths::{Path, PathLatency};
-use sources::{MembersSource, WindowSource};
 use stats::{bump, CacheStats};
 use tiers::Tiers;
 
 /// Extra messages read with a window's head for tombstones among the newest ones; a head
 /// short of live messages falls back to Postgres.
 const HEAD_SLACK: usize = 16;
-
-/// Most message id → channel mappings kept for `GET /v1/messages/{id}` (they never change).
-const MESSAGE_CHANNELS: u64 = 100_000;
 
 /// What the tiers know.
 #[derive(Debug, Clone)]
@@ -122,13 +119,6 @@ pub enum Reach {
     Fill,
 }
 
-/// Events waiting in the queues of the invalidation and notice listeners.
-#[derive(Default)]
-pub struct Backlog {
-    invalidations: std::sync::atomic::AtomicUsize,
-    notices: std::sync::atomic::AtomicUsize,
-}
-
 /// One bounded structure: its name, what it holds now, and its limit.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Bound {
@@ -137,20 +127,17 @@ pub struct Bound {
     pub limit: usize,
 }
 
+/// The cache as the rest of the process sees it: the engine, its coherence, and the
+/// adapters the service calls ([`Channels`], [`Feeds`]).
 pub struct HotCache {
     /// The engine and the state it owns.
-    tiers: Tiers,
-    backlog: Backlog,
-    message_channels: l1::MessageChannels,
-    gate: gate::Gate,
-    /// Bumped whenever an event body leaves L1 on purpose: pages remembered beside hot
-    /// feeds are right only at the count they were encoded at ([`feeds`]).
-    bodies_generation: std::sync::atomic::AtomicU64,
-    /// This instance's name on the invalidation channel and in cache notices.
-    instance: String,
-    /// Whether the cache notice listener is connected ([`notices`]).
-    notice_listener: AtomicBool,
-    audit: audit::Auditor,
+    tiers: Arc<Tiers>,
+    coherence: Arc<Coherence>,
+    /// Channel windows, member sets and deep history, read and written through.
+    pub channels: Channels,
+    /// Hot feeds and event bodies, read and written through.
+    pub feeds: Feeds,
+    audit: Arc<audit::Auditor>,
     advice: advice::Advisor,
 }
 
@@ -163,21 +150,32 @@ impl HotCache {
         observer: Arc<dyn Observer>,
     ) -> HotCache {
         let mode = settings.mode;
+        // With the cache off there is nothing to audit.
+        let audit = Arc::new(audit::Auditor::new(match mode {
+            CacheMode::Off => 0.0,
+            _ => settings.audit_percent,
+        }));
+        let advice = advice::Advisor::new(settings.advice && mode != CacheMode::Off);
+        let tiers = Arc::new(Tiers::new(settings, db, redis, hooks, observer));
+        let coherence = Arc::new(Coherence::new(tiers.clone()));
         HotCache {
-            backlog: Backlog::default(),
-            message_channels: l1::MessageChannels::new(MESSAGE_CHANNELS),
-            gate: gate::Gate::new(settings.gate && mode != CacheMode::Off),
-            instance: uuid::Uuid::new_v4().simple().to_string(),
-            notice_listener: AtomicBool::new(false),
-            bodies_generation: std::sync::atomic::AtomicU64::new(0),
-            // With the cache off there is nothing to audit.
-            audit: audit::Auditor::new(match mode {
-                CacheMode::Off => 0.0,
-                _ => settings.audit_percent,
-            }),
-            advice: advice::Advisor::new(settings.advice && mode != CacheMode::Off),
-            tiers: Tiers::new(settings, db, redis, hooks, observer),
+            channels: Channels::new(tiers.clone(), coherence.clone(), audit.clone()),
+            feeds: Feeds::new(tiers.clone(), coherence.clone()),
+            tiers,
+            coherence,
+            audit,
+            advice,
         }
+    }
+
+    /// Coherence across instances (for the tasks that keep it, [`crate::tasks`]).
+    pub fn coherence(&self) -> &Arc<Coherence> {
+        &self.coherence
+    }
+
+    /// Drops a channel (or, with `None`, everything) everywhere ([`Coherence::flush`]).
+    pub async fn flush(&self, channel: Option<ChannelId>) {
+        self.coherence.flush(channel).await
     }
 
     pub fn mode(&self) -> CacheMode {
@@ -197,9 +195,6 @@ impl HotCache {
     pub fn audit(&self) -> &audit::Auditor {
         &self.audit
     }
-    pub fn gate(&self) -> &gate::Gate {
-        &self.gate
-    }
 
     pub fn stats(&self) -> &CacheStats {
         &self.tiers.stats
@@ -215,9 +210,8 @@ impl HotCache {
     /// Every table and queue of the cache that grows with traffic, with its limit: none
     /// grows without bound (L1 and its deep history are bounded by their byte budgets).
     pub fn bounds(&self) -> [Bound; 6] {
-        use std::sync::atomic::Ordering::Relaxed;
         let bound = |name, len, limit| Bound { name, len, limit };
-        let (message_channels, message_channels_limit) = self.message_channels.usage();
+        let (message_channels, message_channels_limit) = self.channels.message_channels_usage();
         [
             bound(
                 "l1_loads_in_flight",
@@ -237,12 +231,12 @@ impl HotCache {
             bound("message_channels", message_channels, message_channels_limit),
             bound(
                 "invalidation_events",
-                self.backlog.invalidations.load(Relaxed),
+                self.coherence.invalidations.backlog(),
                 crate::redis::EVENT_BUFFER,
             ),
             bound(
                 "cache_notices",
-                self.backlog.notices.load(Relaxed),
+                self.coherence.notices.backlog(),
                 crate::postgres::NOTICE_BUFFER,
             ),
         ]
@@ -263,10 +257,8 @@ impl HotCache {
             dirty: tiers.dirty.len(),
             fills_pending: tiers.fills.pending(),
             bounds: self.bounds(),
-            gate_enabled: self.gate.is_enabled(),
-            gate: self.gate.standings(),
             audit: self.audit.report(),
-            notices_listening: self.notice_listener_connected(),
+            notices_listening: self.coherence.notices.connected(),
         }
     }
 
@@ -286,34 +278,6 @@ impl HotCache {
     /// Counts a read answered by Postgres outside the tiers.
     pub fn note_postgres_read(&self) {
         bump(&self.tiers.stats.postgres_reads);
-    }
-
-    async fn fetch_window(
-        &self,
-        channel: ChannelId,
-        reach: Reach,
-    ) -> Result<(Lookup<Arc<CachedWindow>>, Path), DbError> {
-        self.fetch_window_head(channel, reach, None).await
-    }
-
-    /// The window, or with `head: Some(n)` only its newest n messages.
-    async fn fetch_window_head(
-        &self,
-        channel: ChannelId,
-        reach: Reach,
-        head: Option<usize>,
-    ) -> Result<(Lookup<Arc<CachedWindow>>, Path), DbError> {
-        self.tiers
-            .fetch(&WindowSource { channel, head }, reach)
-            .await
-    }
-
-    async fn fetch_members(
-        &self,
-        channel: ChannelId,
-        reach: Reach,
-    ) -> Result<(Lookup<Arc<Members>>, Path), DbError> {
-        self.tiers.fetch(&MembersSource { channel }, reach).await
     }
 
     /// Records how long a read took, under the path that answered it.

@@ -56,9 +56,6 @@ pub struct CacheSettings {
     pub advice: bool,
     /// L1's budget for deep history ([`history`]), apart from `l1_capacity_bytes`.
     pub history_l1_bytes: u64,
-    /// Route each kind of read to the tiers or to Postgres alone by measured cost
-    /// ([`gate`]).
-    pub gate: bool,
     /// Event ids per user kept in Redis and L1 (the hot feed, [`feeds`]).
     pub feed_hot: usize,
     /// Events older than this are in no answer.

@@ -3,7 +3,6 @@
 //! of reaching into the engine's fields.
 
 use super::audit::AuditReport;
-use super::gate::Standing;
 use super::stats::StatsSnapshot;
 use super::{Bound, CacheMode};
 
@@ -47,9 +46,6 @@ pub struct Snapshot {
     pub fills_pending: usize,
     /// Every bounded table and queue of the cache.
     pub bounds: [Bound; 6],
-    pub gate_enabled: bool,
-    /// How the cost gate routes each kind of read.
-    pub gate: Vec<Standing>,
     /// The consistency auditor's figures.
     pub audit: AuditReport,
     /// Whether the listener of notices through Postgres is connected.

@@ -1,6 +1,6 @@
 //! Every kind of cached data, as a source of the tier engine ([`super::tiers`]): a
-//! channel's window (or, without L1, only its newest messages), its member set, the runs
-//! of its deep history, and a user's hot feed. Each says how it is keyed, read from Redis,
+//! channel's window (or, without L1, only its newest messages), its member set, and a
+//! user's hot feed. Deep history's source lives with its reads ([`super::history`]). Each says how it is keyed, read from Redis,
 //! loaded from Postgres and installed through its fence; the engine does the rest.
 
 use std::sync::Arc;
@@ -13,15 +13,10 @@ use super::l1::{Entry, Key};
 use super::tiers::{RedisRead, Source};
 use super::{CacheSettings, Hooks};
 use crate::domain::feed::{Event, FeedWindow};
-use crate::domain::history::{History, Run};
 use crate::domain::window::{Members, Window};
-use crate::domain::{ChannelId, Cursor, PageRequest, Scope, UserId};
-use crate::postgres::history::Anchor;
+use crate::domain::{ChannelId, Scope, UserId};
 use crate::postgres::{Db, DbError};
 use crate::redis::{FeedRead, MembersRead, Redis, RedisError, WindowRead};
-
-/// Runs of one channel kept in Redis and in L1: the newest tops, where pagers start.
-pub const RUNS_KEPT: usize = 16;
 
 /// A channel's hot window; with `head: Some(n)`, only its newest n messages (read
 /// without L1, where a whole window would cost more than the page it answers; filled
@@ -128,80 +123,6 @@ impl Source for MembersSource {
         _: &CacheSettings,
     ) -> Result<bool, RedisError> {
         redis.fill_members(self.channel, version, members).await
-    }
-}
-
-/// The run of deep history that starts at the cursor of a page it must answer. Its reads
-/// are not shared ([`super::history`]: each reader has its own cursor); its fills and
-/// probes go through the engine like any other.
-pub struct HistorySource {
-    pub channel: ChannelId,
-    pub page: PageRequest,
-}
-
-impl Source for HistorySource {
-    type Value = Arc<History>;
-    type Row = Run;
-
-    fn key(&self) -> Key {
-        Key::History(self.channel)
-    }
-    fn fill_key(&self) -> FillKey {
-        FillKey::Channel(self.channel, What::History(self.page))
-    }
-    fn scope(&self) -> Scope {
-        Scope::Channel(self.channel)
-    }
-    fn value(entry: Entry) -> Option<Self::Value> {
-        match entry {
-            Entry::History(h) => Some(h),
-            _ => None,
-        }
-    }
-    fn operations(&self) -> [&'static str; 3] {
-        ["read_history", "load_run", "fill_history"]
-    }
-    /// A hit only when the run Redis holds for the cursor answers the page.
-    async fn read(&self, redis: &Redis) -> Result<RedisRead, RedisError> {
-        let Some(found) = redis.read_history(self.channel, self.page.cursor).await? else {
-            // The latest page, which deep history never answers: a version no fill can
-            // present.
-            return Ok(RedisRead::Miss(String::new()));
-        };
-        Ok(match found.run {
-            Some(run) if run.page(self.page).is_some() => RedisRead::Hit(Entry::History(Arc::new(
-                History::default().with(Arc::new(run), RUNS_KEPT),
-            ))),
-            _ => RedisRead::Miss(found.version),
-        })
-    }
-    /// A run that would not answer the page itself (the newest messages, going up) is
-    /// not kept: it would only push useful ones out.
-    async fn load(&self, db: &Db, _: &CacheSettings) -> Result<Option<Run>, DbError> {
-        let anchor = match self.page.cursor {
-            Cursor::After(x) => Anchor::Up(x),
-            Cursor::Before(x) => Anchor::Down(x),
-            Cursor::Latest => return Ok(None),
-        };
-        let run = db.load_run(self.channel, anchor).await?;
-        Ok(run.filter(|run| run.page(self.page).is_some()))
-    }
-    async fn install(
-        &self,
-        redis: &Redis,
-        version: &str,
-        run: &Run,
-        _: &CacheSettings,
-    ) -> Result<bool, RedisError> {
-        redis
-            .fill_history(self.channel, version, run, RUNS_KEPT)
-            .await
-    }
-    fn hook(&self, hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
-        hooks
-            .after_history_read
-            .as_ref()
-            .map(|hook| hook(self.channel))
     }
 }
 

@@ -217,10 +217,11 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_ADVICE", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub advice: bool,
 
-    /// Route each kind of read to the tiers or straight to Postgres by their measured
-    /// cost, so the cache never makes a read slower than `--cache off` (docs/cache.md, "The
-    /// cost gate"); `off` sends every read to the tiers.
-    #[arg(long, env = "HOTCHAN_CACHE_GATE", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    /// Deprecated, no effect: the cost gate that sent reads straight to Postgres while
+    /// they looked cheaper there is gone; a read the cache can answer is answered by it
+    /// (docs/cache.md, "No run-time routing"). Still accepted so that existing
+    /// deployments start.
+    #[arg(long, env = "HOTCHAN_CACHE_GATE", default_value = "off", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub cache_gate: bool,
 
     /// Connections to Redis for cache calls, used in turn (pub/sub has its own).
@@ -284,7 +285,6 @@ impl Settings {
             audit_percent: self.audit_percent,
             advice: self.advice,
             history_l1_bytes: self.history_l1_bytes,
-            gate: self.cache_gate,
             feed_hot: self.feeds.feed_hot_items as usize,
             feed_retention: self
                 .feeds

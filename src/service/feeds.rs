@@ -1,18 +1,20 @@
 //! Activity feed operations (`docs/api.md` "Activity feeds"), and the two background
 //! tasks of feeds: the fan-out worker and the partition upkeep.
 //!
-//! Feed pages and unseen counts ask the tiers first ([`crate::cache::feeds`]), judged by
-//! the cost gate like every read; writes go to Postgres, then through the tiers.
+//! Feed pages and unseen counts ask the tiers first ([`crate::cache::feeds`]); writes go
+//! to Postgres, then through the tiers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{Error, Service};
-use crate::cache::gate::Kind;
+use super::reads::Read;
+use super::{pg, Error, Service};
+use crate::cache::HotCache;
 use crate::domain::feed::{Event, EventId, FeedPage, FeedRequest, NewEvent};
 use crate::domain::{ChannelId, UserId};
+use crate::metrics::Metrics;
 use crate::postgres::{Db, EventDeleteOutcome, PublishOutcome, Retention};
 
 /// The feed settings the operations need.
@@ -33,20 +35,46 @@ pub struct PublishAnswer {
     pub created: bool,
 }
 
-impl Service {
+/// Feed operations, and what they need.
+pub struct Feeds {
+    db: Db,
+    cache: Arc<HotCache>,
+    metrics: Arc<Metrics>,
+    settings: FeedConfig,
+    /// Wakes the background fan-out worker ([`run_fanout`]).
+    fanout_wake: tokio::sync::Notify,
+}
+
+impl Feeds {
+    pub(super) fn new(
+        db: Db,
+        cache: Arc<HotCache>,
+        metrics: Arc<Metrics>,
+        settings: FeedConfig,
+    ) -> Feeds {
+        Feeds {
+            db,
+            cache,
+            metrics,
+            settings,
+            fanout_wake: tokio::sync::Notify::new(),
+        }
+    }
+
     fn retention(&self) -> Retention {
-        self.settings.feeds.retention
+        self.settings.retention
     }
 
     pub fn feed_config(&self) -> FeedConfig {
-        self.settings.feeds
+        self.settings
     }
 
     pub async fn publish_event(&self, new: NewEvent) -> Result<PublishAnswer, Error> {
         let call = self.db.publish_event(&new, self.retention());
-        match self.pg("publish_event", call).await? {
+        match pg(&self.metrics, "publish_event", call).await? {
             PublishOutcome::Created(published) => {
                 self.cache
+                    .feeds
                     .after_feed_delivery(Some(&published.event), &published.delivered)
                     .await;
                 if published.background {
@@ -68,18 +96,25 @@ impl Service {
     }
 
     pub async fn event(&self, id: EventId) -> Result<Event, Error> {
-        self.pg("load_event", self.db.load_event(id, self.retention()))
-            .await?
-            .ok_or(Error::NotFound("event"))
+        pg(
+            &self.metrics,
+            "load_event",
+            self.db.load_event(id, self.retention()),
+        )
+        .await?
+        .ok_or(Error::NotFound("event"))
     }
 
     pub async fn delete_event(&self, id: EventId) -> Result<(), Error> {
-        match self
-            .pg("delete_event", self.db.delete_event(id, self.retention()))
-            .await?
+        match pg(
+            &self.metrics,
+            "delete_event",
+            self.db.delete_event(id, self.retention()),
+        )
+        .await?
         {
             EventDeleteOutcome::Deleted(tombstone) => {
-                self.cache.after_event_delete(&tombstone).await;
+                self.cache.feeds.after_event_delete(&tombstone).await;
                 Ok(())
             }
             EventDeleteOutcome::AlreadyDeleted => Ok(()),
@@ -95,16 +130,16 @@ impl Service {
         request: FeedRequest,
         encode: fn(&FeedPage) -> bytes::Bytes,
     ) -> Result<bytes::Bytes, Error> {
-        let mut read = self.read(Some(Kind::FeedPage));
+        let mut read = Read::start(&self.cache);
         if let Some(body) = read
-            .ask(|reach| self.cache.feed_page(user, request, reach, encode))
+            .ask(self.cache.feeds.feed_page(user, request, encode))
             .await?
         {
             return Ok(body);
         }
         self.cache.note_postgres_read();
         let call = self.db.feed_page(user, request, self.retention());
-        let page = self.pg("feed_page", call).await?;
+        let page = pg(&self.metrics, "feed_page", call).await?;
         Ok(read.postgres(encode(&page)))
     }
 
@@ -116,31 +151,31 @@ impl Service {
         let call = self
             .db
             .channel_events_page(channel, request, self.retention());
-        self.pg("channel_events_page", call)
+        pg(&self.metrics, "channel_events_page", call)
             .await?
             .ok_or(Error::NotFound("channel"))
     }
 
     pub async fn mark_feed_seen(&self, user: UserId, seen: EventId) -> Result<EventId, Error> {
-        let marker = self
-            .pg("mark_feed_seen", self.db.mark_feed_seen(user, seen))
-            .await?;
-        self.cache.after_feed_seen(user, marker).await;
+        let marker = pg(
+            &self.metrics,
+            "mark_feed_seen",
+            self.db.mark_feed_seen(user, seen),
+        )
+        .await?;
+        self.cache.feeds.after_feed_seen(user, marker).await;
         Ok(marker)
     }
 
     /// `(unseen_count, last_seen_event_id)`.
     pub async fn feed_unseen(&self, user: UserId) -> Result<(i64, Option<EventId>), Error> {
-        let mut read = self.read(Some(Kind::FeedUnseen));
-        if let Some(unseen) = read
-            .ask(|reach| self.cache.feed_unseen(user, reach))
-            .await?
-        {
+        let mut read = Read::start(&self.cache);
+        if let Some(unseen) = read.ask(self.cache.feeds.feed_unseen(user)).await? {
             return Ok(unseen);
         }
         self.cache.note_postgres_read();
         let call = self.db.feed_unseen(user, self.retention());
-        Ok(read.postgres(self.pg("feed_unseen", call).await?))
+        Ok(read.postgres(pg(&self.metrics, "feed_unseen", call).await?))
     }
 }
 
@@ -163,14 +198,15 @@ pub async fn run_upkeep(db: Db, retention: Retention) {
 /// Finishes background fan-outs: at start (work cut short by a crash), when this instance
 /// accepts a large audience, and every second (work of other instances that died).
 pub async fn run_fanout(service: Arc<Service>) {
+    let feeds = &service.feeds;
     const IDLE: Duration = Duration::from_secs(1);
-    let batch = service.settings.feeds.fanout_batch;
+    let batch = feeds.settings.fanout_batch;
     // The write-through of one batch runs while the next batch is written to Postgres:
     // batches of one fan-out reach different users, and a feed that gains them in another
     // order is dropped rather than shown with a gap (`crate::cache::feeds`).
     let mut writing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
-        match service.db.deliver_batch(batch).await {
+        match feeds.db.deliver_batch(batch).await {
             Ok(Some(done)) => {
                 if let Some(previous) = writing.take() {
                     let _ = previous.await;
@@ -178,7 +214,9 @@ pub async fn run_fanout(service: Arc<Service>) {
                 let service_ = service.clone();
                 writing = Some(tokio::spawn(async move {
                     service_
+                        .feeds
                         .cache
+                        .feeds
                         .after_feed_delivery(None, &done.deliveries)
                         .await;
                 }));
@@ -192,6 +230,6 @@ pub async fn run_fanout(service: Arc<Service>) {
                 warn!(%error, cause = ?std::error::Error::source(&error), "a fan-out batch failed; retrying");
             }
         }
-        let _ = tokio::time::timeout(IDLE, service.fanout_wake.notified()).await;
+        let _ = tokio::time::timeout(IDLE, feeds.fanout_wake.notified()).await;
     }
 }

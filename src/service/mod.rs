@@ -1,6 +1,6 @@
-//! The operations of the HTTP contract, in domain types. Reads (`reads.rs`) ask the cache
-//! tiers first and Postgres when they cannot answer; writes (here) go to Postgres, then
-//! through the tiers.
+//! The operations of the HTTP contract, in domain types. Reads ([`Reads`]) ask the cache
+//! tiers first and Postgres when they cannot answer; writes (here, and [`Feeds`]' own) go
+//! to Postgres, then through the tiers.
 //! With `--cache off` every operation goes to Postgres alone.
 
 mod error;
@@ -25,6 +25,8 @@ use crate::postgres::{
 };
 
 pub use error::Error;
+pub use feeds::Feeds;
+pub use reads::Reads;
 
 /// A channel to create, validated.
 #[derive(Debug, Clone)]
@@ -74,14 +76,14 @@ pub struct ServiceSettings {
     pub feeds: feeds::FeedConfig,
 }
 
+/// The operations of the contract: the reads ([`Reads`]), the feeds ([`Feeds`]), and the
+/// channel writes (here).
 pub struct Service {
+    pub reads: Reads,
+    pub feeds: Feeds,
     db: Db,
     cache: Arc<HotCache>,
     metrics: Arc<Metrics>,
-    settings: ServiceSettings,
-    trace: Option<trace::Trace>,
-    /// Wakes the background fan-out worker ([`feeds::run_fanout`]).
-    fanout_wake: tokio::sync::Notify,
 }
 
 impl Service {
@@ -92,61 +94,34 @@ impl Service {
         settings: ServiceSettings,
     ) -> Service {
         Service {
+            reads: Reads::new(db.clone(), cache.clone(), metrics.clone(), settings.sync),
+            feeds: Feeds::new(db.clone(), cache.clone(), metrics.clone(), settings.feeds),
             db,
             cache,
             metrics,
-            settings,
-            trace: None,
-            fanout_wake: tokio::sync::Notify::new(),
         }
     }
 
     /// Every bounded table and queue, the cache's and the trace's.
     pub fn bounds(&self) -> Vec<crate::cache::Bound> {
         let mut bounds = self.cache.bounds().to_vec();
-        if let Some(trace) = &self.trace {
-            bounds.push(crate::cache::Bound {
-                name: "trace_lines",
-                len: trace.backlog(),
-                limit: trace::QUEUE,
-            });
-        }
+        bounds.extend(self.reads.trace_bound());
         bounds
     }
 
-    /// Records every channel read into `trace` (`serve --trace-file`). Every read also
-    /// goes to the sizing advisor ([`crate::cache::advice`]).
+    /// Records every channel read into `trace` (`serve --trace-file`).
     pub fn with_trace(mut self, trace: trace::Trace) -> Service {
-        self.trace = Some(trace);
+        self.reads = self.reads.with_trace(trace);
         self
-    }
-
-    fn traced(&self, channel: ChannelId, depth: u32) {
-        self.cache.advice().record(channel, depth);
-        if let Some(trace) = &self.trace {
-            trace.record(channel, depth);
-        }
     }
 
     pub fn cache(&self) -> &HotCache {
         &self.cache
     }
 
-    /// Runs one Postgres call and records its latency under `operation`.
-    async fn pg<T>(
-        &self,
-        operation: &'static str,
-        call: impl Future<Output = Result<T, DbError>>,
-    ) -> Result<T, Error> {
-        let started = Instant::now();
-        let result = call.await;
-        self.metrics
-            .record_postgres_call(operation, started.elapsed());
-        Ok(result?)
-    }
-
     pub async fn create_channel(&self, new: NewChannel) -> Result<Channel, Error> {
-        let created = self.pg(
+        let created = pg(
+            &self.metrics,
             "create_channel",
             self.db
                 .create_channel(new.id, new.kind, new.name.as_ref(), &new.members),
@@ -162,24 +137,27 @@ impl Service {
         user: UserId,
         role: Option<Role>,
     ) -> Result<Member, Error> {
-        let member = self
-            .pg(
-                "upsert_member",
-                self.db.upsert_member(channel, user, role.as_ref()),
-            )
-            .await?
-            .ok_or(Error::NotFound("channel"))?;
-        self.cache.after_members_change(channel).await;
+        let member = pg(
+            &self.metrics,
+            "upsert_member",
+            self.db.upsert_member(channel, user, role.as_ref()),
+        )
+        .await?
+        .ok_or(Error::NotFound("channel"))?;
+        self.cache.channels.after_members_change(channel).await;
         Ok(member)
     }
 
     pub async fn remove_member(&self, channel: ChannelId, user: UserId) -> Result<(), Error> {
-        match self
-            .pg("remove_member", self.db.remove_member(channel, user))
-            .await?
+        match pg(
+            &self.metrics,
+            "remove_member",
+            self.db.remove_member(channel, user),
+        )
+        .await?
         {
             MemberRemoval::Removed => {
-                self.cache.after_members_change(channel).await;
+                self.cache.channels.after_members_change(channel).await;
                 Ok(())
             }
             MemberRemoval::NoChannel => Err(Error::NotFound("channel")),
@@ -192,13 +170,16 @@ impl Service {
         channel: ChannelId,
         new: NewMessage,
     ) -> Result<(Message, Posted), Error> {
-        match self
-            .pg("post_message", self.db.post_message(channel, &new))
-            .await?
+        match pg(
+            &self.metrics,
+            "post_message",
+            self.db.post_message(channel, &new),
+        )
+        .await?
         {
             PostOutcome::Created(m) => {
-                self.cache.after_post(&m).await;
-                self.cache.learn_message_channel(&m);
+                self.cache.channels.after_post(&m).await;
+                self.cache.channels.learn_message_channel(&m);
                 Ok((m, Posted::Created))
             }
             PostOutcome::Duplicate(m) => Ok((m, Posted::Duplicate)),
@@ -213,12 +194,15 @@ impl Service {
     }
 
     pub async fn edit(&self, id: MessageId, content: Content) -> Result<Message, Error> {
-        match self
-            .pg("edit_message", self.db.edit_message(id, &content))
-            .await?
+        match pg(
+            &self.metrics,
+            "edit_message",
+            self.db.edit_message(id, &content),
+        )
+        .await?
         {
             EditOutcome::Edited(m) => {
-                self.cache.after_rewrite(&m).await;
+                self.cache.channels.after_rewrite(&m).await;
                 Ok(m)
             }
             EditOutcome::NotFound => Err(Error::NotFound("message")),
@@ -229,12 +213,9 @@ impl Service {
     }
 
     pub async fn delete(&self, id: MessageId) -> Result<(), Error> {
-        match self
-            .pg("delete_message", self.db.delete_message(id))
-            .await?
-        {
+        match pg(&self.metrics, "delete_message", self.db.delete_message(id)).await? {
             DeleteOutcome::Deleted(m) => {
-                self.cache.after_rewrite(&m).await;
+                self.cache.channels.after_rewrite(&m).await;
                 Ok(())
             }
             DeleteOutcome::AlreadyDeleted => Ok(()),
@@ -248,12 +229,15 @@ impl Service {
         user: UserId,
         message: MessageId,
     ) -> Result<MessageId, Error> {
-        match self
-            .pg("mark_read", self.db.mark_read(channel, user, message))
-            .await?
+        match pg(
+            &self.metrics,
+            "mark_read",
+            self.db.mark_read(channel, user, message),
+        )
+        .await?
         {
             MarkReadOutcome::Marked(member) => {
-                self.cache.after_mark_read(channel, &member).await;
+                self.cache.channels.after_mark_read(channel, &member).await;
                 Ok(member.last_read_message_id.unwrap_or(message))
             }
             MarkReadOutcome::NoChannel => Err(Error::NotFound("channel")),
@@ -263,6 +247,18 @@ impl Service {
             ))),
         }
     }
+}
+
+/// Runs one Postgres call and records its latency under `operation`.
+async fn pg<T>(
+    metrics: &Metrics,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, DbError>>,
+) -> Result<T, Error> {
+    let started = Instant::now();
+    let result = call.await;
+    metrics.record_postgres_call(operation, started.elapsed());
+    Ok(result?)
 }
 
 fn not_a_member() -> Error {

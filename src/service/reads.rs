@@ -1,67 +1,57 @@
-//! The reads of the contract: each asks the tiers when the cost gate sends it there
-//! ([`crate::cache::gate`]), and Postgres when they cannot answer; each is timed by the
-//! path that answered it.
+//! The reads of the contract: each asks the tiers, and Postgres when they cannot answer;
+//! each is timed by the path that answered it. A read the cache can answer is answered by
+//! it: no route is picked at run time.
 
 use std::future::Future;
 use std::time::Instant;
 
-use super::{not_a_member, Error, Service};
-use crate::cache::gate::{self, Kind, Route};
+use std::sync::Arc;
+
+use super::trace::Trace;
+use super::{not_a_member, pg, Error};
 use crate::cache::paths::Path;
-use crate::cache::{HotCache, Lookup, Reach};
+use crate::cache::{Bound, HotCache, Lookup};
 use crate::domain::{
     Channel, ChannelId, Member, MemberSummary, Message, MessageId, Page, PageRequest, SyncRequest,
     SyncResult, UnreadChannel, UserId,
 };
-use crate::postgres::{DbError, MemberLookup, UnreadOutcome};
+use crate::metrics::Metrics;
+use crate::postgres::{Db, DbError, MemberLookup, SyncLimits, UnreadOutcome};
 
-/// A read in progress: timed from its start, recorded under the path that answered, and
-/// judged with the route the cost gate gave it ([`crate::cache::gate`]).
+/// A read in progress: timed from its start, and recorded under the path that answered.
 pub(super) struct Read<'a> {
     cache: &'a HotCache,
     started: Instant,
-    /// `None` for reads only Postgres answers: not judged.
-    kind: Option<Kind>,
-    route: Route,
     /// The path of a read the tiers sent to Postgres: `Fill` when both tiers missed.
     missed: Path,
 }
 
-impl Read<'_> {
-    /// Asks the tiers as far as the gate's route lets it: all of them on the tiers' route;
-    /// only what L1 already holds on Postgres's (a hit costs nothing, and is not judged).
-    /// `None` when they cannot answer, and the caller asks Postgres. Fills queued here are
-    /// charged to this kind of read.
-    pub(super) async fn ask<T, F>(
-        &mut self,
-        tiers: impl FnOnce(Reach) -> F,
-    ) -> Result<Option<T>, Error>
-    where
-        F: Future<Output = Result<(Lookup<T>, Path), DbError>>,
-    {
-        let Some(kind) = self.kind else {
-            return Ok(None);
-        };
-        let reach = match self.route {
-            Route::Tiers => Reach::Fill,
-            Route::Postgres => Reach::L1,
-        };
-        let answer = gate::serving(kind, tiers(reach)).await?;
-        Ok(self.tiers(answer))
+impl<'a> Read<'a> {
+    pub(super) fn start(cache: &'a HotCache) -> Read<'a> {
+        Read {
+            cache,
+            started: Instant::now(),
+            missed: Path::Postgres,
+        }
     }
 
-    /// The tiers' answer when they had one (recorded under `path`); else `None`.
-    fn tiers<T>(&mut self, (lookup, path): (Lookup<T>, Path)) -> Option<T> {
+    /// The tiers' answer, recorded under the path that gave it; `None` when they cannot
+    /// answer, and the caller asks Postgres.
+    pub(super) async fn ask<T>(
+        &mut self,
+        tiers: impl Future<Output = Result<(Lookup<T>, Path), DbError>>,
+    ) -> Result<Option<T>, Error> {
+        let (lookup, path) = tiers.await?;
         let Lookup::Found(answer) = lookup else {
             self.missed = if path == Path::Fill {
                 Path::Fill
             } else {
                 Path::Postgres
             };
-            return None;
+            return Ok(None);
         };
         self.record(path);
-        Some(answer)
+        Ok(Some(answer))
     }
 
     /// Records a read that Postgres answered.
@@ -70,63 +60,97 @@ impl Read<'_> {
         answer
     }
 
-    /// Records the read under its path and, unless L1 answered a read the gate had sent
-    /// to Postgres (neither route's cost), under its route.
     fn record(&self, path: Path) {
-        let now = Instant::now();
-        let elapsed = now - self.started;
-        self.cache.record_read(path, elapsed);
-        match self.kind {
-            Some(_) if self.route == Route::Postgres && path == Path::L1 => {}
-            Some(kind) => self.cache.gate().record(kind, self.route, elapsed, now),
-            None => {}
-        }
+        self.cache.record_read(path, self.started.elapsed());
     }
 }
 
-impl Service {
-    /// A read of `kind`, with the route the cost gate gives it; `None`: a read only
-    /// Postgres answers.
-    pub(super) fn read(&self, kind: Option<Kind>) -> Read<'_> {
-        Read {
-            cache: &self.cache,
-            started: Instant::now(),
-            kind,
-            route: kind.map_or(Route::Postgres, |kind| self.cache.gate().route(kind)),
-            missed: Path::Postgres,
+/// The reads of the contract, and what they need: Postgres, the cache, and the trace of
+/// channel reads (`serve --trace-file`).
+pub struct Reads {
+    db: Db,
+    cache: Arc<HotCache>,
+    metrics: Arc<Metrics>,
+    sync: SyncLimits,
+    trace: Option<Trace>,
+}
+
+impl Reads {
+    pub(super) fn new(
+        db: Db,
+        cache: Arc<HotCache>,
+        metrics: Arc<Metrics>,
+        sync: SyncLimits,
+    ) -> Reads {
+        Reads {
+            db,
+            cache,
+            metrics,
+            sync,
+            trace: None,
         }
     }
 
+    /// Records every channel read into `trace`. Every read also goes to the sizing
+    /// advisor ([`crate::cache::advice`]).
+    pub(super) fn with_trace(mut self, trace: Trace) -> Reads {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The trace's queue, as a bound ([`crate::cache::Bound`]).
+    pub(super) fn trace_bound(&self) -> Option<Bound> {
+        self.trace.as_ref().map(|trace| Bound {
+            name: "trace_lines",
+            len: trace.backlog(),
+            limit: super::trace::QUEUE,
+        })
+    }
+
+    fn traced(&self, channel: ChannelId, depth: u32) {
+        self.cache.advice().record(channel, depth);
+        if let Some(trace) = &self.trace {
+            trace.record(channel, depth);
+        }
+    }
+
+    fn read(&self) -> Read<'_> {
+        Read::start(&self.cache)
+    }
+
     pub async fn channel(&self, id: ChannelId) -> Result<Channel, Error> {
-        let mut read = self.read(Some(Kind::Channel));
-        if let Some(channel) = read.ask(|reach| self.cache.channel(id, reach)).await? {
+        let mut read = self.read();
+        if let Some(channel) = read.ask(self.cache.channels.channel(id)).await? {
             return Ok(channel);
         }
         self.cache.note_postgres_read();
-        let channel = self.pg("load_channel", self.db.load_channel(id)).await?;
+        let channel = pg(&self.metrics, "load_channel", self.db.load_channel(id)).await?;
         read.postgres(channel.ok_or(Error::NotFound("channel")))
     }
 
     pub async fn members(&self, id: ChannelId) -> Result<Vec<MemberSummary>, Error> {
         self.traced(id, 0);
-        let mut read = self.read(Some(Kind::Members));
-        if let Some(members) = read.ask(|reach| self.cache.members(id, reach)).await? {
+        let mut read = self.read();
+        if let Some(members) = read.ask(self.cache.channels.members(id)).await? {
             return Ok(members.summaries());
         }
         self.cache.note_postgres_read();
-        let members = self.pg("load_members", self.db.load_members(id)).await?;
+        let members = pg(&self.metrics, "load_members", self.db.load_members(id)).await?;
         read.postgres(members.ok_or(Error::NotFound("channel")))
     }
 
     pub async fn member(&self, channel: ChannelId, user: UserId) -> Result<Member, Error> {
-        let mut read = self.read(Some(Kind::Members));
-        if let Some(members) = read.ask(|reach| self.cache.members(channel, reach)).await? {
+        let mut read = self.read();
+        if let Some(members) = read.ask(self.cache.channels.members(channel)).await? {
             return members.get(user).cloned().ok_or(Error::NotFound("member"));
         }
         self.cache.note_postgres_read();
-        let member = self
-            .pg("load_member", self.db.load_member(channel, user))
-            .await?;
+        let member = pg(
+            &self.metrics,
+            "load_member",
+            self.db.load_member(channel, user),
+        )
+        .await?;
         read.postgres(match member {
             MemberLookup::Member(m) => Ok(m),
             MemberLookup::NoChannel => Err(Error::NotFound("channel")),
@@ -149,29 +173,28 @@ impl Service {
             _ => u32::MAX,
         };
         self.traced(channel, depth);
-        let kind = match request.cursor {
-            crate::domain::Cursor::Latest => Kind::LatestPage,
-            _ => Kind::CursorPage,
-        };
-        let mut read = self.read(Some(kind));
+        let mut read = self.read();
         if let Some(body) = read
-            .ask(|reach| self.cache.page(channel, request, reach, encode))
+            .ask(self.cache.channels.page(channel, request, encode))
             .await?
         {
             return Ok(body);
         }
         self.cache.note_postgres_read();
-        let page = self
-            .pg("load_page", self.db.load_page(channel, request))
-            .await?
-            .ok_or(Error::NotFound("channel"))?;
+        let page = pg(
+            &self.metrics,
+            "load_page",
+            self.db.load_page(channel, request),
+        )
+        .await?
+        .ok_or(Error::NotFound("channel"))?;
         Ok(read.postgres(encode(&page)))
     }
 
     pub async fn message(&self, id: MessageId) -> Result<Message, Error> {
-        let mut read = self.read(Some(Kind::Message));
-        let tiers = |reach| async move {
-            Ok(match self.cache.message(id, reach).await? {
+        let mut read = self.read();
+        let tiers = async {
+            Ok(match self.cache.channels.message(id).await? {
                 (Some(message), path) => (Lookup::Found(message), path),
                 (None, path) => (Lookup::Unavailable, path),
             })
@@ -180,27 +203,26 @@ impl Service {
             return Ok(message);
         }
         self.cache.note_postgres_read();
-        let message = self
-            .pg("load_message", self.db.load_message(id))
+        let message = pg(&self.metrics, "load_message", self.db.load_message(id))
             .await?
             .ok_or(Error::NotFound("message"))?;
-        self.cache.learn_message_channel(&message);
+        self.cache.channels.learn_message_channel(&message);
         Ok(read.postgres(message))
     }
 
     pub async fn unread(&self, channel: ChannelId, user: UserId) -> Result<i64, Error> {
         self.traced(channel, 0);
-        let mut read = self.read(Some(Kind::Unread));
-        if let Some(count) = read
-            .ask(|reach| self.cache.unread(channel, user, reach))
-            .await?
-        {
+        let mut read = self.read();
+        if let Some(count) = read.ask(self.cache.channels.unread(channel, user)).await? {
             return count.ok_or_else(not_a_member);
         }
         self.cache.note_postgres_read();
-        let count = self
-            .pg("unread_count", self.db.unread_count(channel, user))
-            .await?;
+        let count = pg(
+            &self.metrics,
+            "unread_count",
+            self.db.unread_count(channel, user),
+        )
+        .await?;
         read.postgres(match count {
             UnreadOutcome::Count(n) => Ok(n),
             UnreadOutcome::NoChannel => Err(Error::NotFound("channel")),
@@ -209,17 +231,16 @@ impl Service {
     }
 
     pub async fn user_unread(&self, user: UserId) -> Result<Vec<UnreadChannel>, Error> {
-        let read = self.read(None);
-        let unread = self.pg("user_unread", self.db.user_unread(user)).await;
+        let read = self.read();
+        let unread = pg(&self.metrics, "user_unread", self.db.user_unread(user)).await;
         read.postgres(unread)
     }
 
-    /// Channels L1 holds are answered from it; the rest in one Postgres snapshot. Not
-    /// judged by the cost gate: L1 is all a sync asks of the tiers, and a peek costs
-    /// nothing.
+    /// Channels L1 holds are answered from it; the rest in one Postgres snapshot (L1 is
+    /// all a sync asks of the tiers: see [`crate::cache::Channels::sync_channel`]).
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResult, Error> {
-        let read = self.read(None);
-        let limits = self.settings.sync;
+        let read = self.read();
+        let limits = self.sync;
         let user = request.user_id;
         let mut answered = std::collections::BTreeMap::new();
         let mut rest = SyncRequest {
@@ -228,7 +249,11 @@ impl Service {
         };
         for (channel, since) in request.channels {
             self.traced(channel, 0);
-            match self.cache.sync_channel(channel, since, user, limits) {
+            match self
+                .cache
+                .channels
+                .sync_channel(channel, since, user, limits)
+            {
                 Some(answer) => {
                     answered.insert(channel, answer);
                 }
@@ -245,7 +270,7 @@ impl Service {
             });
         }
         self.cache.note_postgres_read();
-        let mut result = self.pg("sync", self.db.sync(&rest, limits)).await?;
+        let mut result = pg(&self.metrics, "sync", self.db.sync(&rest, limits)).await?;
         result.channels.extend(answered);
         Ok(read.postgres(result))
     }

@@ -53,11 +53,6 @@ pub fn test_settings() -> Settings {
     settings.redis_url = redis_url();
     settings.redis_prefix = format!("hct_{}", Uuid::new_v4().simple());
     settings.cache = test_cache_mode();
-    settings.cache_gate = match std::env::var("HOTCHAN_TEST_GATE").as_deref() {
-        Ok("on") => true,
-        Ok("off") => false,
-        _ => crate::GATE_BY_DEFAULT,
-    };
     if let Ok(partitions) = std::env::var("HOTCHAN_TEST_PARTITIONS") {
         settings.db.message_partitions = partitions
             .parse()

@@ -3,10 +3,6 @@
 
 mod helpers;
 
-/// The contract holds as deployed: with the cost gate on, which sends some reads straight
-/// to Postgres (`HOTCHAN_TEST_GATE=off` turns it off).
-pub const GATE_BY_DEFAULT: bool = true;
-
 mod admin;
 mod advice;
 mod channels;

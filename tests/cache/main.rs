@@ -7,10 +7,6 @@
 mod helpers;
 mod support;
 
-/// The tiers are tested read by read: the cost gate, which would send some reads straight
-/// to Postgres, is off unless a test turns it on (`HOTCHAN_TEST_GATE=on` for all).
-pub const GATE_BY_DEFAULT: bool = false;
-
 mod audit;
 mod faults;
 mod feed_outages;

@@ -10,9 +10,6 @@ mod helpers;
 #[allow(dead_code)]
 mod support;
 
-/// As in the cache suite: the cost gate is off, so every read goes through the tiers.
-pub const GATE_BY_DEFAULT: bool = false;
-
 mod cluster;
 mod sentinel;
 mod servers;

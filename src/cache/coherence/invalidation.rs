@@ -7,16 +7,17 @@
 //! bypass. So an L1 entry is never served more than [`HEARTBEAT_STALE`] after an
 //! invalidation it missed, well inside the contract's 1 second.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use super::Coherence;
 use crate::cache::health::DirtyWork;
 use crate::cache::l1::Key;
 use crate::cache::stats::bump;
-use crate::cache::HotCache;
+use crate::cache::tiers::Tiers;
 use crate::domain::feed::EventId;
 use crate::domain::{ChannelId, Scope, UserId};
 use crate::redis::{RedisError, SubscriptionEvent};
@@ -129,27 +130,96 @@ fn parse(text: &str) -> Option<Notice> {
     }
 }
 
-impl HotCache {
-    pub(in crate::cache) fn apply(&self, what: Invalidation) {
+/// The pub/sub side of coherence: this instance's invalidations out, other instances'
+/// in, and the repair of what Redis missed.
+pub struct Invalidations {
+    tiers: Arc<Tiers>,
+    /// This instance's name on the invalidation channel.
+    instance: Arc<str>,
+    /// Invalidations heard and not yet applied.
+    backlog: AtomicUsize,
+}
+
+impl Invalidations {
+    pub(super) fn new(tiers: Arc<Tiers>, instance: Arc<str>) -> Invalidations {
+        Invalidations {
+            tiers,
+            instance,
+            backlog: AtomicUsize::new(0),
+        }
+    }
+
+    /// Invalidations heard and not yet applied.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Drops what `what` names from L1 here.
+    pub fn apply(&self, what: Invalidation) {
         match what {
-            Invalidation::Key(Key::Event(id)) => self.invalidate_body(id),
             Invalidation::Key(key) => self.tiers.l1.invalidate(key),
             Invalidation::Channel(c) => self.tiers.l1.invalidate_channel(c),
             Invalidation::Everything => self.tiers.l1.flush(),
         }
     }
 
+    /// Publishes these invalidations for the other instances (users' feeds a few hundred
+    /// to a message); false when one could not be sent.
+    pub(super) async fn publish_all(&self, changed: &[Invalidation]) -> bool {
+        let feeds: Vec<UserId> = changed
+            .iter()
+            .filter_map(|what| match what {
+                Invalidation::Key(Key::Feed(user)) => Some(*user),
+                _ => None,
+            })
+            .collect();
+        for &what in changed {
+            if !matches!(what, Invalidation::Key(Key::Feed(_)))
+                && !self.publish_text(what.encode(&self.instance)).await
+            {
+                return false;
+            }
+        }
+        feeds.is_empty() || self.publish_feeds(&feeds).await
+    }
+
+    /// Publishes the invalidation of these users' feeds, a few hundred to a message.
+    async fn publish_feeds(&self, users: &[UserId]) -> bool {
+        let messages = users
+            .chunks(FEEDS_PER_MESSAGE)
+            .map(|chunk| self.publish_text(encode_feeds(&self.instance, chunk)));
+        futures::future::join_all(messages)
+            .await
+            .into_iter()
+            .all(|sent| sent)
+    }
+
+    async fn publish_text(&self, message: String) -> bool {
+        let tiers = &self.tiers;
+        if tiers.breaker.is_open() {
+            return false;
+        }
+        let channel = tiers.redis.invalidation_channel();
+        let call = tiers.redis.publish(&channel, message);
+        let sent = tiers.redis_call("publish", call).await.is_some();
+        if sent {
+            bump(&tiers.stats.invalidations_sent);
+        }
+        sent
+    }
+
     /// Drops dirty scopes from Redis and tells the other instances; closes the breaker
     /// once nothing is dirty. The error says what Redis answered when it could not.
     pub async fn repair(&self) -> Result<(), RedisError> {
-        self.tiers.redis.ping().await?;
-        let work = self.tiers.dirty.work();
-        let channel = self.tiers.redis.invalidation_channel();
+        let tiers = &self.tiers;
+        tiers.redis.ping().await?;
+        let work = tiers.dirty.work();
+        let channel = tiers.redis.invalidation_channel();
         match &work {
             DirtyWork::Nothing => {}
             DirtyWork::Everything => {
-                self.tiers.redis.delete_prefix().await?;
-                self.tiers
+                tiers.redis.delete_prefix().await?;
+                tiers
                     .redis
                     .publish(&channel, Invalidation::Everything.encode(&self.instance))
                     .await?;
@@ -159,23 +229,23 @@ impl HotCache {
                     let what = match scope {
                         // Never here (a mark of everything is `DirtyWork::Everything`).
                         Scope::Everything => {
-                            self.tiers.redis.delete_prefix().await?;
+                            tiers.redis.delete_prefix().await?;
                             Invalidation::Everything
                         }
                         Scope::Channel(c) => {
-                            self.tiers.redis.drop_channel(c).await?;
+                            tiers.redis.drop_channel(c).await?;
                             Invalidation::Channel(c)
                         }
                         Scope::Feed(u) => {
-                            self.tiers.redis.drop_feed(u).await?;
+                            tiers.redis.drop_feed(u).await?;
                             Invalidation::Key(Key::Feed(u))
                         }
                         Scope::Event(e) => {
-                            self.tiers.redis.drop_body(e).await?;
+                            tiers.redis.drop_body(e).await?;
                             Invalidation::Key(Key::Event(e))
                         }
                     };
-                    self.tiers
+                    tiers
                         .redis
                         .publish(&channel, what.encode(&self.instance))
                         .await?;
@@ -183,11 +253,11 @@ impl HotCache {
             }
         }
         if work != DirtyWork::Nothing {
-            bump(&self.tiers.stats.invalidations_sent);
+            bump(&tiers.stats.invalidations_sent);
         }
-        self.tiers.dirty.done(&work);
-        if self.tiers.breaker.is_open() && self.tiers.dirty.is_empty() {
-            self.tiers.breaker.close();
+        tiers.dirty.done(&work);
+        if tiers.breaker.is_open() && tiers.dirty.is_empty() {
+            tiers.breaker.close();
             info!("Redis answers again and no channel is dirty: breaker closed");
         }
         Ok(())
@@ -195,7 +265,8 @@ impl HotCache {
 }
 
 /// Probes Redis while the breaker is open or channels are dirty, and repairs.
-pub async fn maintain(cache: Arc<HotCache>) {
+pub async fn maintain(coherence: Arc<Coherence>) {
+    let cache = &coherence.invalidations;
     let _ = cache.tiers.redis.load_scripts().await;
     let mut ticker = tokio::time::interval(cache.tiers.settings.probe_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -215,7 +286,8 @@ pub async fn maintain(cache: Arc<HotCache>) {
 }
 
 /// Applies other instances' invalidations and watches its own heartbeat.
-pub async fn listen(cache: Arc<HotCache>) {
+pub async fn listen(coherence: Arc<Coherence>) {
+    let cache = &coherence.invalidations;
     let channel = cache.tiers.redis.invalidation_channel();
     let mut subscription = loop {
         match cache.tiers.redis.subscribe(&channel).await {
@@ -233,7 +305,6 @@ pub async fn listen(cache: Arc<HotCache>) {
     loop {
         cache
             .backlog
-            .invalidations
             .store(subscription.backlog(), Ordering::Relaxed);
         tokio::select! {
             event = subscription.next() => match event {
@@ -251,18 +322,18 @@ pub async fn listen(cache: Arc<HotCache>) {
                     last_heartbeat = None;
                 }
                 Some(SubscriptionEvent::Message(text)) => match parse(&text) {
-                    Some(Notice::Heartbeat { from }) if from == cache.instance => {
+                    Some(Notice::Heartbeat { from }) if *from == *cache.instance => {
                         if cache.tiers.l1.is_bypassed() {
                             cache.tiers.l1.resume();
                             info!("invalidations arrive: L1 flushed and serving");
                         }
                         last_heartbeat = Some(Instant::now());
                     }
-                    Some(Notice::Invalidate { from, what }) if from != cache.instance => {
+                    Some(Notice::Invalidate { from, what }) if *from != *cache.instance => {
                         cache.apply(what);
                         bump(&cache.tiers.stats.invalidations_received);
                     }
-                    Some(Notice::Feeds { from, users }) if from != cache.instance => {
+                    Some(Notice::Feeds { from, users }) if *from != *cache.instance => {
                         for user in users {
                             cache.tiers.l1.invalidate(Key::Feed(user));
                         }

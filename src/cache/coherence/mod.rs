@@ -9,8 +9,96 @@
 //!   Redis: the announcement in the write's wake, and the `LISTEN`ing connection that
 //!   hears other instances' announcements and catches up after a disconnection.
 //!
+//! [`Coherence`] holds both, and the write-through step every write ends with.
+//!
 //! The dirty set itself lives with the breaker ([`super::health`]); the tasks are started
 //! in [`crate::tasks`].
 
 pub mod invalidation;
 pub mod notices;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use invalidation::{Invalidation, Invalidations};
+use notices::Notices;
+
+use super::tiers::Tiers;
+use super::CacheMode;
+use crate::domain::{ChannelId, Scope};
+use crate::redis::RedisError;
+
+/// Coherence of one instance: its name, the pub/sub side and the Postgres side, and the
+/// write-through step every write ends with.
+pub struct Coherence {
+    tiers: Arc<Tiers>,
+    pub invalidations: Invalidations,
+    pub notices: Notices,
+}
+
+impl Coherence {
+    pub fn new(tiers: Arc<Tiers>) -> Coherence {
+        // This instance's name on the invalidation channel and in cache notices.
+        let instance: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        Coherence {
+            invalidations: Invalidations::new(tiers.clone(), instance.clone()),
+            notices: Notices::new(tiers.clone(), instance),
+            tiers,
+        }
+    }
+
+    /// A write-through: the write's Redis `call` (not while the breaker is open), then
+    /// [`Coherence::settle`] with what it `changed`. `None` when the cache is off or the
+    /// call did not reach Redis.
+    pub async fn write_through<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, RedisError>>,
+        changed: &[Invalidation],
+    ) -> Option<T> {
+        if self.tiers.settings.mode == CacheMode::Off {
+            return None;
+        }
+        let answer = match self.tiers.breaker.is_open() {
+            true => None,
+            false => self.tiers.redis_call(operation, call).await,
+        };
+        self.settle(answer.is_some(), changed).await;
+        answer
+    }
+
+    /// The step every write-through ends with, once its Redis step did (`reached`) or did
+    /// not reach Redis: drops what it `changed` from L1 here, tells the other instances,
+    /// and when either Redis step failed, marks those scopes dirty and announces them
+    /// through Postgres ([`notices`]).
+    pub async fn settle(&self, reached: bool, changed: &[Invalidation]) {
+        for &what in changed {
+            self.invalidations.apply(what);
+        }
+        if reached && self.invalidations.publish_all(changed).await {
+            return;
+        }
+        let mut scopes: Vec<Scope> = changed.iter().map(Invalidation::scope).collect();
+        scopes.sort();
+        scopes.dedup();
+        self.notices.missed_redis(&scopes).await;
+    }
+
+    /// Drops a channel (or, with `None`, everything) from Redis, from L1 here and on every
+    /// instance. When Redis cannot be reached the drop is remembered and done later.
+    pub async fn flush(&self, channel: Option<ChannelId>) {
+        let redis = &self.tiers.redis;
+        match channel {
+            Some(c) => {
+                let call = redis.drop_channel(c);
+                self.write_through("drop_channel", call, &[Invalidation::Channel(c)])
+                    .await;
+            }
+            None => {
+                let call = redis.delete_prefix();
+                self.write_through("delete_prefix", call, &[Invalidation::Everything])
+                    .await;
+            }
+        }
+    }
+}

@@ -15,18 +15,19 @@
 //! retention, since a stale entry may have been left while this instance was down.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use super::invalidation::Invalidation;
+use super::invalidation::{Invalidation, Invalidations};
+use super::Coherence;
 use crate::cache::health::MAX_DIRTY_CHANNELS;
 use crate::cache::l1::Key;
 use crate::cache::stats::bump;
-use crate::cache::HotCache;
+use crate::cache::tiers::Tiers;
 use crate::domain::Scope;
 use crate::postgres::{CacheNotice, Heard, NoticeListener};
 
@@ -47,7 +48,33 @@ fn ago(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     t - chrono::Duration::from_std(d).expect("a constant duration fits")
 }
 
-impl HotCache {
+/// The Postgres side of coherence: announcements of writes that Redis missed, and the
+/// listener that hears other instances' announcements.
+pub struct Notices {
+    tiers: Arc<Tiers>,
+    /// This instance's name in the notices it sends.
+    instance: Arc<str>,
+    /// Whether the listener is connected.
+    connected: AtomicBool,
+    /// Notices heard and not yet applied.
+    backlog: AtomicUsize,
+}
+
+impl Notices {
+    pub(super) fn new(tiers: Arc<Tiers>, instance: Arc<str>) -> Notices {
+        Notices {
+            tiers,
+            instance,
+            connected: AtomicBool::new(false),
+            backlog: AtomicUsize::new(0),
+        }
+    }
+
+    /// Notices heard and not yet applied.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
     /// After a write that Redis missed: marks what it changed dirty here (reads of it
     /// skip the tiers until the repair task dropped it from Redis), then tells the other
     /// instances through Postgres, so they do the same. Past [`MAX_DIRTY_CHANNELS`]
@@ -65,7 +92,7 @@ impl HotCache {
         let notices: Vec<CacheNotice> = scopes
             .iter()
             .map(|&scope| CacheNotice {
-                origin: self.instance.clone(),
+                origin: self.instance.to_string(),
                 scope,
             })
             .collect();
@@ -89,13 +116,13 @@ impl HotCache {
     /// Applies a notice of another instance: the scope skips the tiers here (dirty) until
     /// the repair task dropped it from Redis, and leaves L1. Dirty first, so a read that
     /// finds L1 empty cannot refill it from the old Redis entry.
-    fn hear(&self, notice: &CacheNotice) {
-        if notice.origin == self.instance {
+    fn hear(&self, notice: &CacheNotice, invalidations: &Invalidations) {
+        if *notice.origin == *self.instance {
             return;
         }
         bump(&self.tiers.stats.notices_received);
         self.tiers.dirty.mark(notice.scope);
-        self.apply(match notice.scope {
+        invalidations.apply(match notice.scope {
             Scope::Everything => Invalidation::Everything,
             Scope::Channel(c) => Invalidation::Channel(c),
             Scope::Feed(u) => Invalidation::Key(Key::Feed(u)),
@@ -108,19 +135,21 @@ impl HotCache {
         &self,
         listener: &NoticeListener,
         since: DateTime<Utc>,
+        invalidations: &Invalidations,
     ) -> Result<(), crate::postgres::DbError> {
         let notices = listener.notices_since(since).await?;
         let mut seen = BTreeSet::new();
         for notice in notices {
             if seen.insert((notice.scope, notice.origin.clone())) {
-                self.hear(&notice);
+                self.hear(&notice, invalidations);
             }
         }
         Ok(())
     }
 
-    pub fn notice_listener_connected(&self) -> bool {
-        self.notice_listener.load(Ordering::Acquire)
+    /// Whether the listener is connected.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
     }
 }
 
@@ -140,7 +169,9 @@ fn error_source(error: &dyn std::error::Error) -> String {
 
 /// Listens for other instances' notices for as long as the process runs, reconnecting
 /// (and catching up) whenever the connection fails.
-pub async fn listen(cache: Arc<HotCache>) {
+pub async fn listen(coherence: Arc<Coherence>) {
+    let cache = &coherence.notices;
+    let invalidations = &coherence.invalidations;
     // The server time of the last proof that the connection was alive; `None` before the
     // first connection, when the whole retention is read back.
     let mut alive_at: Option<DateTime<Utc>> = None;
@@ -158,14 +189,14 @@ pub async fn listen(cache: Arc<HotCache>) {
                 continue;
             }
         };
-        match serve(&cache, listener, &mut alive_at).await {
+        match serve(cache, invalidations, listener, &mut alive_at).await {
             Ok(()) => warn!("the cache notice listener's connection ended; reconnecting"),
             Err(error) => {
                 warn!(%error, cause = error_source(&error),
                       "the cache notice listener failed; reconnecting")
             }
         }
-        cache.notice_listener.store(false, Ordering::Release);
+        cache.connected.store(false, Ordering::Release);
         warned = false;
         tokio::time::sleep(LISTENER_HEARTBEAT).await;
     }
@@ -173,7 +204,8 @@ pub async fn listen(cache: Arc<HotCache>) {
 
 /// One connection's life: catch up, then hear notices and prove the connection alive.
 async fn serve(
-    cache: &HotCache,
+    cache: &Notices,
+    invalidations: &Invalidations,
     mut listener: NoticeListener,
     alive_at: &mut Option<DateTime<Utc>>,
 ) -> Result<(), crate::postgres::DbError> {
@@ -182,35 +214,33 @@ async fn serve(
     let since = match *alive_at {
         Some(t) if now - t > chrono::Duration::from_std(NOTICE_RETENTION).unwrap() => {
             warn!("the notice listener was away longer than notices are kept: dropping every cached channel");
-            cache.hear(&CacheNotice {
+            let everything = CacheNotice {
                 origin: String::new(),
                 scope: Scope::Everything,
-            });
+            };
+            cache.hear(&everything, invalidations);
             now
         }
         Some(t) => ago(t, CATCH_UP_MARGIN),
         None => ago(now, NOTICE_RETENTION),
     };
-    cache.catch_up(&listener, since).await?;
+    cache.catch_up(&listener, since, invalidations).await?;
     *alive_at = Some(now);
-    cache.notice_listener.store(true, Ordering::Release);
+    cache.connected.store(true, Ordering::Release);
     info!("listening for cache notices");
     let mut ticker = tokio::time::interval(LISTENER_HEARTBEAT);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pruned = Instant::now() - PRUNE_INTERVAL;
     loop {
-        cache
-            .backlog
-            .notices
-            .store(listener.backlog(), Ordering::Relaxed);
+        cache.backlog.store(listener.backlog(), Ordering::Relaxed);
         tokio::select! {
             heard = listener.next() => match heard {
                 None => return Ok(()),
-                Some(Heard::Notice(notice)) => cache.hear(&notice),
+                Some(Heard::Notice(notice)) => cache.hear(&notice, invalidations),
                 Some(Heard::Lost) => {
                     warn!("cache notices overflowed the buffer: catching up from the log");
                     let since = ago(alive_at.unwrap_or(now), CATCH_UP_MARGIN);
-                    cache.catch_up(&listener, since).await?;
+                    cache.catch_up(&listener, since, invalidations).await?;
                 }
             },
             _ = ticker.tick() => {

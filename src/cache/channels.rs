@@ -1,19 +1,58 @@
-//! The reads the tiers answer, each with the path that answered it ([`super::paths`]).
+//! A channel's cached data as the service sees it: its window and member set read through
+//! the tiers ([`super::tiers`]), with deep history for pages below the window
+//! ([`super::history`]), and the write-through of each channel write
+//! ([`super::coherence`]).
 
 use std::sync::Arc;
 
-use super::l1::{Entry, Key};
+use super::audit::Auditor;
+use super::coherence::invalidation::Invalidation;
+use super::coherence::Coherence;
+use super::entry::CachedWindow;
+use super::history;
+use super::l1::{Entry, Key, MessageChannels};
 use super::paths::Path;
+use super::sources::{MembersSource, WindowSource};
+use super::tiers::Tiers;
 use super::CacheMode;
-use super::{HotCache, Lookup, Reach, HEAD_SLACK};
+use super::{Lookup, Reach, HEAD_SLACK};
 use crate::domain::window::Members;
 use crate::domain::Scope;
 use crate::domain::{
-    Channel, ChannelId, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
+    Channel, ChannelId, Member, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
 };
 use crate::postgres::DbError;
 
-impl HotCache {
+/// Most message id → channel mappings kept for `GET /v1/messages/{id}` (they never change).
+const MESSAGE_CHANNELS: u64 = 100_000;
+
+pub struct Channels {
+    tiers: Arc<Tiers>,
+    coherence: Arc<Coherence>,
+    audit: Arc<Auditor>,
+    /// Which channel a message is in, for reads of one message.
+    message_channels: MessageChannels,
+}
+
+impl Channels {
+    pub(super) fn new(
+        tiers: Arc<Tiers>,
+        coherence: Arc<Coherence>,
+        audit: Arc<Auditor>,
+    ) -> Channels {
+        Channels {
+            tiers,
+            coherence,
+            audit,
+            message_channels: MessageChannels::new(MESSAGE_CHANNELS),
+        }
+    }
+
+    /// How many message → channel mappings are kept, and the most that are.
+    pub(super) fn message_channels_usage(&self) -> (usize, usize) {
+        self.message_channels.usage()
+    }
+
     /// A page from the window, encoded by `encode` (once per window and request: the
     /// encoding is kept with the window); `Unavailable` also when the page reaches past it.
     ///
@@ -24,18 +63,16 @@ impl HotCache {
     /// A page past a cursor that the window cannot answer goes to deep history
     /// ([`super::history`]).
     ///
-    /// `reach` bounds every read here: with [`Reach::L1`], only what L1 holds answers.
     pub async fn page(
         &self,
         channel: ChannelId,
         request: PageRequest,
-        reach: Reach,
         encode: impl Fn(&Page) -> bytes::Bytes,
     ) -> Result<(Lookup<bytes::Bytes>, Path), DbError> {
         let latest = request.cursor == crate::domain::Cursor::Latest;
         // A page past a cursor never fetches a window (below); deep history may still be
         // read as far as `reach` allows.
-        let window_reach = if latest { reach } else { Reach::L1 };
+        let window_reach = if latest { Reach::Fill } else { Reach::L1 };
         // Without L1 nothing keeps the whole window: a latest page reads only the head it
         // needs (its rows, the one that says whether more exist, and room for tombstones).
         let head = (!self.tiers.l1.is_enabled() && latest)
@@ -53,27 +90,24 @@ impl HotCache {
             };
             return Ok((Lookup::Unavailable, path));
         }
-        Ok(match self.history_page(channel, request, reach).await? {
-            (Some(page), path) => (Lookup::Found(encode(&page)), path),
-            (None, path) => (Lookup::Unavailable, path),
-        })
+        Ok(
+            match history::page(&self.tiers, channel, request, Reach::Fill).await? {
+                (Some(page), path) => (Lookup::Found(encode(&page)), path),
+                (None, path) => (Lookup::Unavailable, path),
+            },
+        )
     }
 
-    pub async fn channel(
-        &self,
-        channel: ChannelId,
-        reach: Reach,
-    ) -> Result<(Lookup<Channel>, Path), DbError> {
-        let (lookup, path) = self.fetch_window(channel, reach).await?;
+    pub async fn channel(&self, channel: ChannelId) -> Result<(Lookup<Channel>, Path), DbError> {
+        let (lookup, path) = self.fetch_window(channel, Reach::Fill).await?;
         Ok((lookup.map(|w| w.channel.clone()), path))
     }
 
     pub async fn members(
         &self,
         channel: ChannelId,
-        reach: Reach,
     ) -> Result<(Lookup<Arc<Members>>, Path), DbError> {
-        self.fetch_members(channel, reach).await
+        self.fetch_members(channel, Reach::Fill).await
     }
 
     /// Unread count: `Found(None)` when the user is not a member.
@@ -81,8 +115,8 @@ impl HotCache {
         &self,
         channel: ChannelId,
         user: UserId,
-        reach: Reach,
     ) -> Result<(Lookup<Option<i64>>, Path), DbError> {
+        let reach = Reach::Fill;
         let (members, members_path) = self.fetch_members(channel, reach).await?;
         let members = match members {
             Lookup::Found(m) => m,
@@ -102,15 +136,11 @@ impl HotCache {
     }
 
     /// One message, when its channel's window holds it.
-    pub async fn message(
-        &self,
-        id: MessageId,
-        reach: Reach,
-    ) -> Result<(Option<Message>, Path), DbError> {
+    pub async fn message(&self, id: MessageId) -> Result<(Option<Message>, Path), DbError> {
         let Some(channel) = self.message_channels.get(id) else {
             return Ok((None, Path::Postgres));
         };
-        Ok(match self.fetch_window(channel, reach).await? {
+        Ok(match self.fetch_window(channel, Reach::Fill).await? {
             (Lookup::Found(w), path) => match w.message(id) {
                 Some(m) => (Some(m.clone()), path),
                 None => (None, Path::Postgres),
@@ -159,5 +189,75 @@ impl HotCache {
             }
         }
         Some(answer)
+    }
+
+    async fn fetch_window(
+        &self,
+        channel: ChannelId,
+        reach: Reach,
+    ) -> Result<(Lookup<Arc<CachedWindow>>, Path), DbError> {
+        self.fetch_window_head(channel, reach, None).await
+    }
+
+    /// The window, or with `head: Some(n)` only its newest n messages.
+    async fn fetch_window_head(
+        &self,
+        channel: ChannelId,
+        reach: Reach,
+        head: Option<usize>,
+    ) -> Result<(Lookup<Arc<CachedWindow>>, Path), DbError> {
+        self.tiers
+            .fetch(&WindowSource { channel, head }, reach)
+            .await
+    }
+
+    async fn fetch_members(
+        &self,
+        channel: ChannelId,
+        reach: Reach,
+    ) -> Result<(Lookup<Arc<Members>>, Path), DbError> {
+        self.tiers.fetch(&MembersSource { channel }, reach).await
+    }
+
+    /// Write-through of a post.
+    pub async fn after_post(&self, message: &Message) {
+        let call = self
+            .tiers
+            .redis
+            .append(message, self.tiers.settings.hot_window);
+        let c = message.channel_id;
+        let changed = [Invalidation::Key(Key::Window(c))];
+        self.coherence.write_through("append", call, &changed).await;
+        self.audit.sample(c);
+    }
+
+    /// Write-through of an edit or a delete: the window, and the runs of deep history
+    /// (which a post never changes: it lands above every run).
+    pub async fn after_rewrite(&self, message: &Message) {
+        let call = self.tiers.redis.rewrite(message);
+        let c = message.channel_id;
+        let changed = [Key::Window(c), Key::History(c)].map(Invalidation::Key);
+        self.coherence
+            .write_through("rewrite", call, &changed)
+            .await;
+        self.audit.sample(c);
+    }
+
+    /// Write-through of a membership change.
+    pub async fn after_members_change(&self, channel: ChannelId) {
+        let call = self.tiers.redis.drop_members(channel);
+        let changed = [Invalidation::Key(Key::Members(channel))];
+        self.coherence
+            .write_through("drop_members", call, &changed)
+            .await;
+    }
+
+    /// Write-through of a read marker; `member` as it is after the change.
+    pub async fn after_mark_read(&self, channel: ChannelId, member: &Member) {
+        let call = self.tiers.redis.mark_read(channel, member);
+        let changed = [Invalidation::Key(Key::Members(channel))];
+        self.coherence
+            .write_through("mark_read", call, &changed)
+            .await;
     }
 }
