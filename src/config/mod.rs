@@ -185,8 +185,11 @@ pub struct Settings {
     #[arg(long, env = "HOTCHAN_HISTORY_L1_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub history_l1_bytes: u64,
 
-    /// Longest life of an L1 entry: a safety net behind invalidation.
-    #[arg(long, env = "HOTCHAN_L1_TTL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    /// Longest life of an L1 entry: a safety net behind invalidation, which keeps L1
+    /// right by itself (writes here, pub/sub from other instances, a flush whenever
+    /// messages may have been lost). Long, so that a hot window is not reloaded from
+    /// Redis every few seconds for nothing.
+    #[arg(long, env = "HOTCHAN_L1_TTL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub l1_ttl_ms: u64,
 
     /// A channel's Redis keys expire this long after its last fill or write.
