@@ -67,8 +67,7 @@ impl Feeds {
         request: FeedRequest,
         encode: fn(&FeedPage) -> Bytes,
     ) -> Result<(Lookup<Bytes>, Path), DbError> {
-        let reach = Reach::Fill;
-        let Some((cached, path)) = self.feed_window(user, reach).await? else {
+        let Some((cached, path)) = self.feed_window(user).await? else {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
         let cutoff = self.expired_at_or_before();
@@ -78,8 +77,7 @@ impl Feeds {
             return Ok((Lookup::Found(body), path));
         }
         // Boxed: the hot answer above stays a small future to create and poll.
-        Box::pin(self.compose_feed_page(cached, path, request, reach, encode, generation, cutoff))
-            .await
+        Box::pin(self.compose_feed_page(cached, path, request, encode, generation, cutoff)).await
     }
 
     /// A feed page built from the ids and the bodies, encoded and remembered.
@@ -89,7 +87,6 @@ impl Feeds {
         cached: Arc<CachedFeed>,
         path: Path,
         request: FeedRequest,
-        reach: Reach,
         encode: fn(&FeedPage) -> Bytes,
         generation: u64,
         cutoff: chrono::DateTime<chrono::Utc>,
@@ -102,7 +99,7 @@ impl Feeds {
         }
         let want = request.limit as usize + 1;
         let take = candidates.len().min(want + BODY_SLACK);
-        let Some(bodies) = self.event_bodies(&candidates[..take], reach).await? else {
+        let Some(bodies) = self.event_bodies(&candidates[..take]).await? else {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
         let shown: Vec<Event> = bodies
@@ -126,8 +123,7 @@ impl Feeds {
         &self,
         user: UserId,
     ) -> Result<(Lookup<(i64, Option<EventId>)>, Path), DbError> {
-        let reach = Reach::Fill;
-        let Some((window, path)) = self.feed_window(user, reach).await? else {
+        let Some((window, path)) = self.feed_window(user).await? else {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
         let seen = window.window.seen;
@@ -137,7 +133,7 @@ impl Feeds {
         if !exhaustive {
             return Ok((Lookup::Unavailable, Path::Postgres));
         }
-        let Some(bodies) = self.event_bodies(&above, reach).await? else {
+        let Some(bodies) = self.event_bodies(&above).await? else {
             return Ok((Lookup::Unavailable, Path::Postgres));
         };
         let cutoff = self.expired_at_or_before();
@@ -149,15 +145,11 @@ impl Feeds {
     }
 
     /// The user's hot feed from L1 or Redis; `None` when the tiers cannot answer.
-    async fn feed_window(
-        &self,
-        user: UserId,
-        reach: Reach,
-    ) -> Result<Option<(Arc<CachedFeed>, Path)>, DbError> {
+    async fn feed_window(&self, user: UserId) -> Result<Option<(Arc<CachedFeed>, Path)>, DbError> {
         Ok(
             match self
                 .tiers
-                .fetch(&super::sources::FeedSource { user }, reach)
+                .fetch(&super::sources::FeedSource { user }, Reach::Fill)
                 .await?
             {
                 (Lookup::Found(feed), path) => Some((feed, path)),
@@ -168,12 +160,8 @@ impl Feeds {
 
     /// The bodies of `ids`, in order: from L1, else Redis, else Postgres (and stored back
     /// in both); an event Postgres no longer has (past the retention) is left out. `None`
-    /// when a tier failed; with `Reach::L1`, when L1 lacks one.
-    async fn event_bodies(
-        &self,
-        ids: &[EventId],
-        reach: Reach,
-    ) -> Result<Option<Vec<Arc<Event>>>, DbError> {
+    /// when a tier failed.
+    async fn event_bodies(&self, ids: &[EventId]) -> Result<Option<Vec<Arc<Event>>>, DbError> {
         if self
             .tiers
             .dirty
@@ -196,9 +184,6 @@ impl Feeds {
             .collect();
         if missing.is_empty() {
             return Ok(Some(bodies.into_iter().flatten().collect()));
-        }
-        if reach == Reach::L1 {
-            return Ok(None);
         }
         let tickets: Vec<_> = missing
             .iter()
