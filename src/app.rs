@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
 
-use crate::api::{self, AppState};
+use crate::api;
 use crate::cache::{Hooks, HotCache};
 use crate::config::{DatabaseSettings, ListenAddr, Settings};
 use crate::metrics::Metrics;
@@ -104,7 +104,7 @@ impl Application {
             db: db.clone(),
             retention,
         });
-        let state = AppState {
+        let state = api::Parts {
             service: service.clone(),
             db: db.clone(),
             redis: redis.clone(),
@@ -134,6 +134,12 @@ impl Application {
     /// The service behind the router, for in-process callers (the benchmark).
     pub fn service(&self) -> Arc<Service> {
         self.service.clone()
+    }
+
+    /// The router, for in-process callers (the router benchmark): requests through it
+    /// reach the same service as the listener's.
+    pub fn router(&self) -> api::Router {
+        self.router.clone()
     }
 
     /// The bound address: with port 0 in the settings, the port the OS chose.

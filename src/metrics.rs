@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -32,8 +33,13 @@ pub struct Metrics {
     /// status: a request then records without allocating labels or looking them up in
     /// the registry. Keyed by the labels' hash, with the labels kept to tell collisions
     /// apart; the combinations are bounded by the router's routes.
+    /// Routes outside the router's [`RouteTable`] (none today) and statuses outside
+    /// [`STATUSES`]: looked up under a lock, the slower path.
     requests: std::sync::RwLock<HashMap<u64, Vec<RequestHandles>>>,
     hasher: std::hash::RandomState,
+    /// Redis and Postgres call histograms by operation, resolved once per operation.
+    redis_calls: Operations,
+    postgres_calls: Operations,
 }
 
 struct RequestHandles {
@@ -66,6 +72,8 @@ impl Metrics {
             reads,
             requests: Default::default(),
             hasher: Default::default(),
+            redis_calls: Operations::new("hotchan_redis_call_duration_seconds"),
+            postgres_calls: Operations::new("hotchan_postgres_call_duration_seconds"),
         };
         metrics.with(|| {
             describe_counter!(
@@ -140,10 +148,7 @@ impl Metrics {
     }
 
     pub fn record_postgres_call(&self, operation: &'static str, elapsed: Duration) {
-        self.with(|| {
-            histogram!("hotchan_postgres_call_duration_seconds", "operation" => operation)
-                .record(elapsed.as_secs_f64());
-        });
+        self.postgres_calls.record(self, operation, elapsed);
     }
 
     /// A read, by the path that answered it (l1, redis, fill, postgres).
@@ -152,10 +157,7 @@ impl Metrics {
     }
 
     pub fn record_redis_call(&self, operation: &'static str, elapsed: Duration) {
-        self.with(|| {
-            histogram!("hotchan_redis_call_duration_seconds", "operation" => operation)
-                .record(elapsed.as_secs_f64());
-        });
+        self.redis_calls.record(self, operation, elapsed);
     }
 
     /// Renders the Prometheus text, with the pool and cache state read at this moment.
@@ -227,6 +229,110 @@ impl Metrics {
     }
 }
 
+/// Statuses a [`RouteTable`] counts without a lookup: every status the routes answer
+/// with. Any other takes [`Metrics::record_request`]'s slower path.
+const STATUSES: [u16; 16] = [
+    200, 201, 204, 304, 400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503,
+];
+
+/// The request counter and latency histogram of every route and method the router
+/// serves, found without a lock: the table is built once with the router and never
+/// changes, and each handle is registered on its first use (so `/metrics` shows only
+/// what was served).
+pub struct RouteTable {
+    metrics: Arc<Metrics>,
+    /// By route template, then method (a route has at most a handful).
+    routes: HashMap<Box<str>, Vec<RouteHandles>>,
+}
+
+struct RouteHandles {
+    method: Box<str>,
+    duration: OnceLock<metrics::Histogram>,
+    counts: [OnceLock<metrics::Counter>; STATUSES.len()],
+}
+
+impl RouteTable {
+    /// The table of `routes`: (route template, method) pairs.
+    pub fn new<'a>(
+        metrics: Arc<Metrics>,
+        routes: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> RouteTable {
+        let mut table: HashMap<Box<str>, Vec<RouteHandles>> = HashMap::new();
+        for (route, method) in routes {
+            table.entry(route.into()).or_default().push(RouteHandles {
+                method: method.into(),
+                duration: OnceLock::new(),
+                counts: Default::default(),
+            });
+        }
+        RouteTable {
+            metrics,
+            routes: table,
+        }
+    }
+
+    /// Counts a request and records its latency under its route template.
+    pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let handles = self
+            .routes
+            .get(route)
+            .and_then(|methods| methods.iter().find(|h| &*h.method == method));
+        let slot = STATUSES.iter().position(|s| *s == status);
+        let (Some(h), Some(slot)) = (handles, slot) else {
+            return self.metrics.record_request(route, method, status, elapsed);
+        };
+        let labels = || (route.to_owned(), method.to_owned());
+        h.counts[slot]
+            .get_or_init(|| {
+                let (route, method) = labels();
+                self.metrics.with(|| counter!("hotchan_http_requests_total", "route" => route, "method" => method, "status" => status.to_string()))
+            })
+            .increment(1);
+        h.duration
+            .get_or_init(|| {
+                let (route, method) = labels();
+                self.metrics.with(|| histogram!("hotchan_http_request_duration_seconds", "route" => route, "method" => method))
+            })
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+/// Slots of an [`Operations`] table: more than the operations hotchan times.
+const OPERATION_SLOTS: usize = 64;
+
+/// The histograms of one call metric by operation name, each resolved once: an open
+/// addressing table of write-once slots, so a lookup takes no lock and a new name claims
+/// the first free slot of its probe.
+struct Operations {
+    metric: &'static str,
+    slots: Box<[OnceLock<(&'static str, metrics::Histogram)>]>,
+}
+
+impl Operations {
+    fn new(metric: &'static str) -> Operations {
+        Operations {
+            metric,
+            slots: (0..OPERATION_SLOTS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn record(&self, metrics: &Metrics, operation: &'static str, elapsed: Duration) {
+        let start = operation.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        let make = || metrics.with(|| histogram!(self.metric, "operation" => operation));
+        for i in 0..OPERATION_SLOTS {
+            let slot = &self.slots[(start + i) % OPERATION_SLOTS];
+            let (name, histogram) = slot.get_or_init(|| (operation, make()));
+            if *name == operation {
+                return histogram.record(elapsed.as_secs_f64());
+            }
+        }
+        // Every slot taken by other names: never with hotchan's operations.
+        make().record(elapsed.as_secs_f64());
+    }
+}
+
 /// Runs [`Metrics::run_upkeep`] every [`UPKEEP`] until the task is aborted. The recorder
 /// keeps each histogram sample until a render or an upkeep folds it into its buckets, so
 /// an instance nobody scrapes grew by every read's samples: measured with
@@ -276,5 +382,42 @@ mod tests {
             text.contains(r#"hotchan_read_duration_seconds_bucket{path="l1",le="0.00005"} 1500"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn routes_and_operations_count_on_resolved_handles_and_the_rest_still_counts() {
+        let metrics = Arc::new(Metrics::new());
+        let table = RouteTable::new(metrics.clone(), [("/v1/a/{id}", "GET")]);
+        let ms = Duration::from_millis(1);
+        table.record("/v1/a/{id}", "GET", 200, ms);
+        table.record("/v1/a/{id}", "GET", 200, ms);
+        table.record("/v1/a/{id}", "GET", 418, ms);
+        table.record("/elsewhere", "POST", 201, ms);
+        for _ in 0..3 {
+            metrics.record_redis_call("window_read", ms);
+        }
+        // More names than slots: the rest are still recorded.
+        let names: Vec<&'static str> = (0..OPERATION_SLOTS + 2)
+            .map(|i| &*Box::leak(format!("op{i}").into_boxed_str()))
+            .collect();
+        for name in &names {
+            metrics.record_postgres_call(name, ms);
+        }
+        metrics.run_upkeep();
+        let text = metrics.handle.render();
+        for line in [
+            r#"hotchan_http_requests_total{route="/v1/a/{id}",method="GET",status="200"} 2"#,
+            r#"hotchan_http_requests_total{route="/v1/a/{id}",method="GET",status="418"} 1"#,
+            r#"hotchan_http_requests_total{route="/elsewhere",method="POST",status="201"} 1"#,
+            r#"hotchan_http_request_duration_seconds_count{route="/v1/a/{id}",method="GET"} 3"#,
+            r#"hotchan_redis_call_duration_seconds_count{operation="window_read"} 3"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
+        for name in &names {
+            let line =
+                format!(r#"hotchan_postgres_call_duration_seconds_count{{operation="{name}"}} 1"#);
+            assert!(text.contains(&line), "{line} missing");
+        }
     }
 }

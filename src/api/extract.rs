@@ -41,9 +41,12 @@ impl PageQuery {
     }
 }
 
-/// The JSON of a page, for the service to encode once per cached entry.
-pub(super) fn encode_json<T: serde::Serialize>(page: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(page).expect("a page always serializes"))
+/// The JSON of a page, for the service to encode once per cached entry. The buffer is
+/// cut to its length: L1 keeps it, and a growing `Vec` may hold twice its length.
+pub fn encode_json<T: serde::Serialize>(page: &T) -> Bytes {
+    let mut json = serde_json::to_vec(page).expect("a page always serializes");
+    json.shrink_to_fit();
+    Bytes::from(json)
 }
 
 /// An answer of JSON already encoded.
@@ -166,18 +169,17 @@ pub fn token_allows(state: &AppState, presented: &str) -> bool {
     }
 }
 
-/// Counts every request and records its latency under its route template.
-pub async fn record_metrics(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The one middleware every request passes: gives errors the framework made itself the
+/// contract's body ([`super::error::json_error_bodies`]), then counts the request and
+/// records its latency under its route template. One layer, not two: each layer of
+/// axum's costs a boxed future and a clone of the service behind it on every request.
+pub async fn finish(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     // Cheap clones: the matched path is shared, a standard method is a plain value.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
-    let response = next.run(request).await;
-    state.metrics.record_request(
+    let response = super::error::json_error_bodies(next.run(request).await).await;
+    state.0.requests.record(
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         method.as_str(),
         response.status().as_u16(),

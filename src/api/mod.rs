@@ -17,22 +17,40 @@ mod reads;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn_with_state, map_response};
-use axum::Extension;
+use axum::middleware::from_fn_with_state;
 pub use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Secret;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteTable};
 use crate::postgres::Db;
 use crate::redis::Redis;
 use crate::service::Service;
 
 pub use error::ApiError;
+pub use extract::encode_json;
 
-/// What every handler can reach.
+/// What every handler can reach, shared: a request clones one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+struct Shared {
+    parts: Parts,
+    /// The OpenAPI document, encoded once (`GET /openapi.json`).
+    document: openapi::Document,
+    /// Each route's request metrics, resolved once.
+    requests: RouteTable,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.0.parts
+    }
+}
+
+/// The parts of the service the handlers use.
+pub struct Parts {
     pub service: Arc<Service>,
     pub db: Db,
     pub redis: Redis,
@@ -64,22 +82,40 @@ pub fn openapi_document(max_content_bytes: usize, token: bool) -> utoipa::openap
 }
 
 /// The whole HTTP surface.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let document = openapi::Document::new(&openapi_document(
-        state.max_content_bytes,
-        state.token.is_some(),
-    ));
+pub fn router(parts: Parts, max_body_bytes: usize) -> Router {
+    let document = openapi_document(parts.max_content_bytes, parts.token.is_some());
+    let routes = document.paths.paths.iter().flat_map(|(path, item)| {
+        let methods = [
+            ("GET", item.get.is_some()),
+            ("POST", item.post.is_some()),
+            ("PUT", item.put.is_some()),
+            ("PATCH", item.patch.is_some()),
+            ("DELETE", item.delete.is_some()),
+        ];
+        methods
+            .into_iter()
+            .filter(|(_, served)| *served)
+            .map(move |(method, _)| (path.as_str(), method))
+    });
+    let requests = RouteTable::new(parts.metrics.clone(), routes);
+    let state = AppState(Arc::new(Shared {
+        document: openapi::Document::new(&document),
+        requests,
+        parts,
+    }));
     let (v1, _) = v1_routes().split_for_parts();
-    let v1 = v1.route_layer(from_fn_with_state(state.clone(), extract::require_token));
+    // Without a token nothing is checked, and the layer would cost every request.
+    let v1 = match state.token {
+        Some(_) => v1.route_layer(from_fn_with_state(state.clone(), extract::require_token)),
+        None => v1,
+    };
     let (open, _) = ops::open_routes().split_for_parts();
     Router::new()
         .merge(v1)
         .merge(open)
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(map_response(error::json_error_bodies))
-        .layer(from_fn_with_state(state.clone(), extract::record_metrics))
+        .layer(from_fn_with_state(state.clone(), extract::finish))
         .with_state(state)
 }
 

@@ -6,9 +6,9 @@
 //! settings that change the contract (the content limit).
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::Extension;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
@@ -196,6 +196,9 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document of this server", body = Object)))]
-pub(super) async fn serve(Extension(document): Extension<Document>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], document.0)
+pub(super) async fn serve(State(state): State<super::AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.0.document.0.clone(),
+    )
 }
