@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::domain::feed::{Event, EventId, FeedRequest, FeedWindow};
 use crate::domain::history::History;
-use crate::domain::window::{Members, Window};
+use crate::domain::window::{allocation, Members, Window};
 use crate::domain::{ChannelId, UserId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,10 +34,10 @@ pub enum Entry {
     Event(Arc<Event>),
 }
 
-/// Most encoded pages remembered per window (the first ones asked for). Together they
-/// may take at most half the window's own weight (a 50-message page of a 200-message
-/// window is about a quarter), and an entry is weighed for both, so L1's capacity bounds
-/// the encoded pages too.
+/// Most encoded pages remembered per window (the first ones asked for). An entry is
+/// weighed with room for the JSON of one page of the default size ([`page_room`]); the
+/// pages it remembers may take half as much again, so L1's capacity bounds them too,
+/// within the weigher's margin.
 const ENCODED_PAGES: usize = 8;
 
 /// A window as the tiers hold it, with the pages already encoded from it. A window never
@@ -47,14 +47,33 @@ pub struct CachedWindow {
     pub window: Window,
     /// A `std::sync::RwLock`: held for a scan of at most [`ENCODED_PAGES`] entries.
     pages: std::sync::RwLock<Vec<(crate::domain::PageRequest, bytes::Bytes)>>,
+    /// The bytes of encoded pages this entry is weighed for ([`page_room`]).
+    page_room: usize,
+}
+
+/// The room an entry keeps for encoded pages: about the JSON of one latest page of the
+/// default size (or of the whole window, when smaller).
+fn page_room(window: &Window) -> usize {
+    window.page_json_estimate(crate::domain::DEFAULT_PAGE_LIMIT as usize)
 }
 
 impl CachedWindow {
     pub fn new(window: Window) -> CachedWindow {
         CachedWindow {
+            page_room: page_room(&window),
             window,
             pages: std::sync::RwLock::new(Vec::new()),
         }
+    }
+
+    /// The heap bytes of this entry, as [`allocation`] counts them: its own allocation,
+    /// the window's, and the room for its encoded pages.
+    pub fn weight(&self) -> u32 {
+        let own = allocation(std::mem::size_of::<CachedWindow>() + 16);
+        let pages =
+            allocation(4 * std::mem::size_of::<(crate::domain::PageRequest, bytes::Bytes)>());
+        let room = allocation(self.page_room) + pages;
+        (own + room).min(u32::MAX as usize) as u32 + self.window.weight()
     }
 
     /// The page encoded by `encode`, remembered for the next caller; `None` when the page
@@ -73,7 +92,7 @@ impl CachedWindow {
         let mut cached = self.pages.write().unwrap_or_else(|e| e.into_inner());
         let used: usize = cached.iter().map(|(_, b)| b.len()).sum();
         if cached.len() < ENCODED_PAGES
-            && used + body.len() <= self.window.weight() as usize / 2
+            && used + body.len() <= self.page_room + self.page_room / 2
             && !cached.iter().any(|(r, _)| *r == request)
         {
             cached.push((request, body.clone()));
@@ -89,13 +108,19 @@ impl std::ops::Deref for CachedWindow {
     }
 }
 
+/// The `Arc` allocation of a `T`: its counts and the value.
+fn shared<T>() -> u32 {
+    allocation(std::mem::size_of::<T>() + 16) as u32
+}
+
 impl Entry {
-    pub(super) fn weight(&self) -> u32 {
+    /// The heap bytes this entry holds (L1's weigher): within ±20% of what its
+    /// allocations take, as `tests/memory.rs` measures with a counting allocator.
+    pub fn weight(&self) -> u32 {
         match self {
-            // The window, and room for its encoded pages (at most half as much again).
-            Entry::Window(w) => w.weight().saturating_add(w.weight() / 2),
-            Entry::Members(m) => m.weight(),
-            Entry::History(h) => h.weight(),
+            Entry::Window(w) => CachedWindow::weight(w),
+            Entry::Members(m) => shared::<Members>() + m.weight(),
+            Entry::History(h) => shared::<History>() + h.weight(),
             Entry::Feed(f) => f.window.weight() + FEED_PAGE_BYTES as u32,
             Entry::Event(e) => {
                 let text = e.verb.len() + e.object_type.len() + e.object_id.len();
@@ -283,7 +308,7 @@ mod tests {
 
         let big = |_: &crate::domain::Page| {
             calls.fetch_add(1, Ordering::SeqCst);
-            bytes::Bytes::from(vec![b' '; w.window.weight() as usize / 2 + 1])
+            bytes::Bytes::from(vec![b' '; w.page_room * 3 / 2 + 1])
         };
         let before_newest = PageRequest {
             limit: 10,
@@ -294,7 +319,7 @@ mod tests {
         assert_eq!(
             calls.load(Ordering::SeqCst),
             3,
-            "a page past half the window's own weight is not kept"
+            "a page past the room the entry is weighed for is not kept"
         );
 
         let mut partial = w.window.clone();

@@ -83,17 +83,12 @@ impl Run {
         }
     }
 
+    /// The heap bytes of this run: its shared allocation and its messages.
     pub fn weight(&self) -> u32 {
-        let bytes: usize = self
-            .messages
-            .iter()
-            .map(|m| super::window::MESSAGE_OVERHEAD + m.content.as_ref().map_or(0, String::len))
-            .sum();
-        (bytes + RUN_OVERHEAD).min(u32::MAX as usize) as u32
+        let own = super::window::allocation(std::mem::size_of::<Run>() + 16);
+        (own + super::window::messages_heap(&self.messages)).min(u32::MAX as usize) as u32
     }
 }
-
-const RUN_OVERHEAD: usize = 64;
 
 /// The runs of one channel that a tier holds, newest top first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,10 +118,11 @@ impl History {
     }
 
     pub fn weight(&self) -> u32 {
+        let list = super::window::allocation(self.runs.capacity() * std::mem::size_of::<usize>());
         self.runs
             .iter()
             .map(|r| r.weight())
-            .fold(0u32, u32::saturating_add)
+            .fold(list as u32, u32::saturating_add)
     }
 }
 

@@ -124,26 +124,66 @@ impl Window {
         })
     }
 
-    /// Roughly the bytes this window holds, for the L1 weigher.
+    /// The heap bytes this window's own allocations take (its messages and the channel's
+    /// name), as [`allocation`] counts them; the struct itself is wherever it is kept.
     pub fn weight(&self) -> u32 {
-        let bytes: usize = self
-            .messages
-            .iter()
-            .map(|m| MESSAGE_OVERHEAD + m.content.as_ref().map_or(0, String::len))
-            .sum();
-        (bytes + CHANNEL_OVERHEAD).min(u32::MAX as usize) as u32
+        let name = self
+            .channel
+            .name
+            .as_ref()
+            .map_or(0, |n| allocation(n.capacity()));
+        (messages_heap(&self.messages) + name).min(u32::MAX as usize) as u32
+    }
+
+    /// About the bytes of the JSON of a page of the newest `limit` messages (what L1
+    /// keeps beside a window once its latest page was asked for).
+    pub fn page_json_estimate(&self, limit: usize) -> usize {
+        PAGE_JSON
+            + self
+                .messages
+                .iter()
+                .take(limit)
+                .map(message_json)
+                .sum::<usize>()
     }
 }
 
-/// In-memory size of a message besides its content, as resident size shows it: the struct
-/// is about 140 bytes, and the allocations behind it (the content, the window's `Vec`) and
-/// the allocator's fragmentation under eviction churn add more than as much again.
-/// Calibrated with `scripts/bench-memory` (docs/performance/README.md): at 160, resident size grew
-/// 1.5× the weighed bytes; at 240, with the metrics' leak fixed, the cache's share of
-/// resident size still settled at 1.47× its weighed bytes (115 MiB for 78 MiB).
-pub(super) const MESSAGE_OVERHEAD: usize = 320;
-/// Approximate in-memory size of a channel entry besides its messages.
-const CHANNEL_OVERHEAD: usize = 200;
+/// The heap bytes glibc's malloc takes for a request of `n` bytes: the request and an
+/// 8-byte header, rounded up to 16, at least 32. The L1 weigher counts allocations so; the
+/// counting allocator of `tests/memory.rs` checks it against what the entries really
+/// allocate.
+pub fn allocation(n: usize) -> usize {
+    match n {
+        0 => 0,
+        n => ((n + 8 + 15) & !15).max(32),
+    }
+}
+
+/// The heap of a list of messages: the list's buffer and each message's content.
+pub(super) fn messages_heap(messages: &Vec<Message>) -> usize {
+    let contents: usize = messages
+        .iter()
+        .map(|m| m.content.as_ref().map_or(0, |c| allocation(c.capacity())))
+        .sum();
+    allocation(messages.capacity() * std::mem::size_of::<Message>()) + contents
+}
+
+/// About the bytes of one message in JSON: its keys, two UUIDs, a timestamp, the numbers,
+/// nulls or timestamps for the optional fields, and its content.
+fn message_json(m: &Message) -> usize {
+    const FIXED: usize = 215;
+    const TIMESTAMP: usize = 28;
+    let optional = |present: bool| if present { TIMESTAMP } else { 4 };
+    FIXED
+        + m.content.as_ref().map_or(4, |c| c.len() + 2)
+        + if m.reply_to_id.is_some() { 16 } else { 4 }
+        + optional(m.updated_at.is_some())
+        + optional(m.deleted_at.is_some())
+        + 2 * 12
+}
+
+/// The JSON of a page around its messages (`next_cursor`, `has_more`).
+const PAGE_JSON: usize = 64;
 
 /// Every member of a channel, sorted by user id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,8 +209,16 @@ impl Members {
             .collect()
     }
 
+    /// The heap bytes of the member list (its buffer and each member's role), as
+    /// [`allocation`] counts them.
     pub fn weight(&self) -> u32 {
-        (self.members.len() * 96 + CHANNEL_OVERHEAD).min(u32::MAX as usize) as u32
+        let roles: usize = self
+            .members
+            .iter()
+            .map(|m| allocation(m.role.capacity()))
+            .sum();
+        let list = allocation(self.members.capacity() * std::mem::size_of::<Member>());
+        (list + roles).min(u32::MAX as usize) as u32
     }
 }
 
