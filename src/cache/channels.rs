@@ -53,6 +53,22 @@ impl Channels {
         self.message_channels.usage()
     }
 
+    /// A page L1 answers from its window, encoded by `encode` (once per window and
+    /// request), with no future built: the hit path. `None` when [`Channels::page`] must
+    /// read it through.
+    pub fn page_hit(
+        &self,
+        channel: ChannelId,
+        request: PageRequest,
+        encode: impl FnOnce(&Page) -> bytes::Bytes,
+    ) -> Option<bytes::Bytes> {
+        let source = WindowSource {
+            channel,
+            head: None,
+        };
+        self.tiers.hit(&source, |w| w.encoded_page(request, encode))
+    }
+
     /// A page from the window, encoded by `encode` (once per window and request: the
     /// encoding is kept with the window); `Unavailable` also when the page reaches past it.
     ///

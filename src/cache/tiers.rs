@@ -80,6 +80,11 @@ pub trait Source: Sync {
         row: &Self::Row,
         settings: &CacheSettings,
     ) -> impl Future<Output = Result<bool, RedisError>> + Send;
+    /// The L1 entry of a row a fill installed, for a source L1 keeps whole; `None` (the
+    /// default) leaves L1 to load it from Redis on the next read.
+    fn entry(&self, _row: Self::Row) -> Option<Entry> {
+        None
+    }
     /// A test hook to await between the load and the install.
     fn hook(&self, _hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
         None
@@ -196,6 +201,23 @@ impl Tiers {
         entry
     }
 
+    /// `answer` of what L1 holds of `source`, counted as an L1 hit when it answers; `None`,
+    /// counting nothing, when L1 lacks it, the tiers may not answer for it, or `answer`
+    /// declines (the caller then reads through [`Tiers::fetch`]). Synchronous: a hit
+    /// never builds the read-through's future.
+    pub(super) fn hit<S: Source, T>(
+        &self,
+        source: &S,
+        answer: impl FnOnce(S::Value) -> Option<T>,
+    ) -> Option<T> {
+        if !self.l1.is_enabled() || !self.usable(source.scope()) {
+            return None;
+        }
+        let answered = answer(S::value(self.l1.peek(source.key())?)?)?;
+        bump(&self.stats.l1_hits);
+        Some(answered)
+    }
+
     /// Reads `source` through the tiers as far as `reach` allows; `Unavailable` when
     /// Postgres must answer, with the path that says whether both tiers missed.
     pub(super) async fn fetch<S: Source>(
@@ -279,15 +301,18 @@ impl Tiers {
         }
     }
 
-    /// A fill of `source`: Postgres, then the fenced install. `None` when there was
-    /// nothing to install or Redis failed; else whether the fence let it in (then marked
-    /// present).
+    /// A fill of `source`: Postgres, then the fenced install, and into L1 as well (the
+    /// next read is a hit, not a Redis read) unless an invalidation of the key, a flush
+    /// or a bypass came after the load began ([`L1::install_with`]). `None` when there
+    /// was nothing to install or Redis failed; else whether the fence let it in (then
+    /// marked present).
     pub(super) async fn fill<S: Source>(
         &self,
         source: &S,
         version: &str,
     ) -> Result<Option<bool>, DbError> {
         let [_, load, install] = source.operations();
+        let ticket = self.l1.is_enabled().then(|| self.l1.ticket(source.key()));
         let Some(row) = self
             .pg_call(load, source.load(&self.db, &self.settings))
             .await?
@@ -299,8 +324,13 @@ impl Tiers {
         }
         let call = source.install(&self.redis, version, &row, &self.settings);
         let installed = self.redis_call(install, call).await;
-        if installed == Some(true) && source.marks_presence() {
-            self.presence.seen(source.fill_key());
+        if installed == Some(true) {
+            if source.marks_presence() {
+                self.presence.seen(source.fill_key());
+            }
+            if let (Some(ticket), Some(entry)) = (ticket, source.entry(row)) {
+                self.l1.install_with(source.key(), ticket, entry);
+            }
         }
         Ok(installed)
     }

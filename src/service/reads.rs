@@ -160,6 +160,10 @@ impl Reads {
 
     /// A page, encoded by `encode`. Pages served by the tiers are encoded once per cached
     /// window, so a hot page is not encoded again on every request.
+    ///
+    /// An L1 hit is answered before any future of the read-through is built; the rest
+    /// of the read is boxed, so the future of every page read (and of its handler) stays
+    /// small to create and move.
     pub async fn page(
         &self,
         channel: ChannelId,
@@ -173,7 +177,22 @@ impl Reads {
             _ => u32::MAX,
         };
         self.traced(channel, depth);
-        let mut read = self.read();
+        let read = self.read();
+        if let Some(body) = self.cache.channels.page_hit(channel, request, encode) {
+            read.record(Path::L1);
+            return Ok(body);
+        }
+        Box::pin(self.page_through(read, channel, request, encode)).await
+    }
+
+    /// A page L1 did not answer: through the tiers, then Postgres.
+    async fn page_through(
+        &self,
+        mut read: Read<'_>,
+        channel: ChannelId,
+        request: PageRequest,
+        encode: fn(&Page) -> bytes::Bytes,
+    ) -> Result<bytes::Bytes, Error> {
         if let Some(body) = read
             .ask(self.cache.channels.page(channel, request, encode))
             .await?
