@@ -71,6 +71,12 @@ impl Source for WindowSource {
     ) -> Result<bool, RedisError> {
         redis.fill_window(version, window).await
     }
+    fn entry(&self, window: Window) -> Option<Entry> {
+        // Only a whole window is kept ([`Key::WindowHead`] never is).
+        self.head
+            .is_none()
+            .then(|| Entry::Window(Arc::new(CachedWindow::new(window))))
+    }
     fn hook(&self, hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
         hooks
             .after_fill_read
@@ -123,6 +129,9 @@ impl Source for MembersSource {
         _: &CacheSettings,
     ) -> Result<bool, RedisError> {
         redis.fill_members(self.channel, version, members).await
+    }
+    fn entry(&self, members: Members) -> Option<Entry> {
+        Some(Entry::Members(Arc::new(members)))
     }
 }
 

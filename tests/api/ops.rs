@@ -87,7 +87,9 @@ async fn without_postgres_readiness_is_503_and_writes_answer_503() {
 
 #[tokio::test]
 async fn metrics_count_requests_per_route_and_show_the_pool() {
-    let app = spawn_app().await;
+    // A fill after the second miss: the one miss here then queues no fill, whose first
+    // step (a look in Redis) would hide what the read itself asked for.
+    let app = spawn_app_with(|s| s.fill_after_misses = 2).await;
     app.get(&format!("/v1/channels/{}", Uuid::new_v4()))
         .await
         .expect(404);

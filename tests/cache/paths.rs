@@ -106,7 +106,12 @@ async fn a_sync_is_answered_from_l1_or_by_one_postgres_query_never_from_redis() 
 
 #[tokio::test]
 async fn the_first_miss_of_a_channel_fills_nothing_and_reads_are_timed_by_path() {
-    let app = spawn_app_with(|s| s.cache = CacheMode::Redis).await;
+    // The admission of fills is what this tests: a fill after the second miss.
+    let app = spawn_app_with(|s| {
+        s.cache = CacheMode::Redis;
+        s.fill_after_misses = 2;
+    })
+    .await;
     let [a] = users();
     let cid = app.group(&[a]).await;
     app.say(cid, a, "hi").await;
