@@ -29,6 +29,18 @@ pub struct Contender {
     /// Resident size of the bench process (hotchan runs in it) before the contender
     /// started and at its peak, in bytes, where Linux tells.
     pub rss: Option<(u64, u64)>,
+    /// Postgres's own count of the contender's work: transactions in the bench database
+    /// from its start to its end (warm-up, fills, background work and the wrk run
+    /// included), and the reads sent in that time; `None` where it was not counted.
+    pub postgres: Option<(i64, u64)>,
+}
+
+impl Contender {
+    /// Postgres transactions per read, as Postgres counts them.
+    pub fn transactions_per_read(&self) -> Option<f64> {
+        let (transactions, reads) = self.postgres?;
+        Some(transactions as f64 / reads.max(1) as f64)
+    }
 }
 
 /// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`).
@@ -91,6 +103,9 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
     let token = c.settings.token.as_ref().map(|t| t.0.clone());
     let (warm, measured, salt) = (c.warm, c.measured, c.salt);
     let reads = measured.iter().filter(|op| op.is_read()).count() as u64;
+    let warm_reads = warm.iter().filter(|op| op.is_read()).count() as u64;
+    let counter = crate::postgres::Db::connect(&c.settings.db.pg()).await?;
+    let transactions_before = counter.transactions().await?;
     let rss = rss_start();
     let app = Application::build(c.settings).await?;
     let redis = crate::redis::Redis::connect(app.redis_settings()).await?;
@@ -156,7 +171,7 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
             Some(
                 wrk::run(
                     base,
-                    measured,
+                    wrk::Requests::Ops(measured),
                     c.concurrency,
                     duration,
                     salt,
@@ -175,6 +190,15 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
     if let Some(app) = idle {
         app.close().await;
     }
+    let rss = rss_end(rss);
+    // The instance's connections are closed: their counts reach Postgres on exit; the
+    // wait covers a backend still finishing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let transactions = counter.transactions().await? - transactions_before;
+    counter.close();
+    let wrk_reads = wrk.as_ref().map_or(0, |w| {
+        (w.requests as f64 * reads as f64 / measured.len().max(1) as f64) as u64
+    });
     if mode != CacheMode::Off {
         let _ = redis.delete_prefix().await;
     }
@@ -186,7 +210,8 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
         latency,
         reads,
         wrk,
-        rss: rss_end(rss),
+        rss,
+        postgres: Some((transactions, warm_reads + reads + wrk_reads)),
     })
 }
 
@@ -228,7 +253,8 @@ pub async fn run_ceiling(
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/page", listener.local_addr()?);
+    let base = format!("http://{}", listener.local_addr()?);
+    let url = format!("{base}/page");
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let target = Target::Ceiling {
         client: http_client(b.concurrency),
@@ -254,7 +280,12 @@ pub async fn run_ceiling(
         0 => None,
         seconds => {
             let duration = Duration::from_secs(seconds);
-            Some(wrk::run(&url, &[], b.concurrency, duration, 0, None, &b.out_dir).await?)
+            let requests = wrk::Requests::Get {
+                path: "/page",
+                count: measured.len(),
+            };
+            let dir = &b.out_dir;
+            Some(wrk::run(&base, requests, b.concurrency, duration, 0, None, dir).await?)
         }
     };
     server.abort();
@@ -267,5 +298,6 @@ pub async fn run_ceiling(
         reads: measured.len() as u64,
         wrk,
         rss: None,
+        postgres: None,
     })
 }

@@ -39,8 +39,32 @@ pub fn write_scenario(report: &mut String, scenario: &str, contenders: &[Contend
         .map(|c| (c.name.as_str(), c.run.throughput(), c.run.ms(0.99)));
     write_ratios(report, "Throughput", figures);
     write_wrk(report, contenders);
+    write_transactions(report, contenders);
     write_paths(report, contenders);
     write_rss(report, contenders);
+}
+
+/// Postgres's work per read as Postgres counts it (`pg_stat_database`), over each
+/// contender's whole run.
+fn write_transactions(report: &mut String, contenders: &[Contender]) {
+    let cells: Vec<String> = contenders
+        .iter()
+        .filter_map(|c| {
+            let (transactions, reads) = c.postgres?;
+            Some(format!(
+                "{} {:.4} ({transactions} for {reads})",
+                c.name,
+                c.transactions_per_read()?
+            ))
+        })
+        .collect();
+    if !cells.is_empty() {
+        let _ = writeln!(
+            report,
+            "Postgres transactions per read, as `pg_stat_database` counts them in the bench database over each contender's whole run (warm-up, measured run, wrk run, fills and background work; reads of the driver and of wrk): {}.\n",
+            cells.join("; ")
+        );
+    }
 }
 
 /// Resident size per contender: hotchan runs inside the bench process, so the start

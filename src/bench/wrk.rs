@@ -75,11 +75,24 @@ fn lua_string(s: &str) -> String {
     format!("[{level}[{s}]{level}]")
 }
 
-/// The script that makes wrk send `ops` in turn (each thread from its own offset).
-fn script(ops: &[Op], salt: u64, token: Option<&str>) -> String {
+/// What wrk sends: the workload's requests in turn, or (the ceiling) as many GETs of
+/// one path, through the same script, so that wrk does the same work per request for
+/// every contender.
+pub enum Requests<'a> {
+    Ops(&'a [Op]),
+    Get { path: &'a str, count: usize },
+}
+
+/// The script that makes wrk send `requests` in turn (each thread from its own offset).
+fn script(requests: &Requests<'_>, salt: u64, token: Option<&str>) -> String {
+    let forms: Vec<(&str, String, Option<String>)> = match requests {
+        Requests::Ops(ops) => ops.iter().map(|op| http_form(op, ID_TOKEN)).collect(),
+        Requests::Get { path, count } => (0..*count)
+            .map(|_| ("GET", (*path).to_owned(), None))
+            .collect(),
+    };
     let mut lua = String::from("local requests = {\n");
-    for op in ops {
-        let (method, path, body) = http_form(op, ID_TOKEN);
+    for (method, path, body) in forms {
         let body = body.map_or("nil".to_owned(), |b| lua_string(&b));
         let _ = writeln!(lua, "  {{\"{method}\", {}, {body}}},", lua_string(&path));
     }
@@ -123,11 +136,11 @@ end
     lua
 }
 
-/// Runs wrk against `base` for `duration` with `connections`, sending `ops` in turn
-/// (or, with no ops, GETs of `base` itself: the ceiling). The script goes into `dir`.
+/// Runs wrk against `base` for `duration` with `connections`, sending `requests` in
+/// turn. The script goes into `dir`.
 pub async fn run(
     base: &str,
-    ops: &[Op],
+    requests: Requests<'_>,
     connections: usize,
     duration: Duration,
     salt: u64,
@@ -135,11 +148,7 @@ pub async fn run(
     dir: &Path,
 ) -> anyhow::Result<WrkRun> {
     let path = dir.join(format!("wrk-{salt}.lua"));
-    let lua = if ops.is_empty() {
-        DONE.to_owned()
-    } else {
-        script(ops, salt, token)
-    };
+    let lua = script(&requests, salt, token);
     std::fs::write(&path, lua).with_context(|| format!("writing {}", path.display()))?;
     let mut command = std::process::Command::new("wrk");
     command

@@ -123,6 +123,21 @@ impl Db {
         Ok(())
     }
 
+    /// Transactions Postgres counts for this database so far (`pg_stat_database`,
+    /// committed and rolled back): the benchmark's measure of Postgres's work. Backends
+    /// report theirs within about a second, and on exit.
+    pub async fn transactions(&self) -> Result<i64, DbError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database \
+                 WHERE datname = current_database()",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     pub fn pool_state(&self) -> PoolState {
         let status = self.pool.status();
         PoolState {
