@@ -242,8 +242,21 @@ impl Channels {
             .redis
             .append(message, self.tiers.settings.hot_window);
         let c = message.channel_id;
-        let changed = [Invalidation::Key(Key::Window(c))];
-        self.coherence.write_through("append", call, &changed).await;
+        let key = Key::Window(c);
+        let hot_window = self.tiers.settings.hot_window;
+        // The window L1 holds, with the post on top, when it is the one just before it
+        // (as `append.lua` does in Redis).
+        let next = |entry: &Entry| match entry {
+            Entry::Window(w) => w
+                .window
+                .with_post(message, hot_window as usize)
+                .map(|w| Entry::Window(Arc::new(CachedWindow::new(w)))),
+            _ => None,
+        };
+        let changed = [Invalidation::Key(key)];
+        self.coherence
+            .write_through_updating("append", call, &changed, Some((key, &next)))
+            .await;
         self.audit.sample(c);
     }
 

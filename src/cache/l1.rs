@@ -244,6 +244,30 @@ impl L1 {
         }
     }
 
+    /// Replaces `key`'s entry with what `next` makes of it, or removes it when L1 holds
+    /// none or `next` cannot tell (`None`). Either way, as [`L1::invalidate`], the key's
+    /// load in progress is cancelled and loads begun before refuse to install: only the
+    /// successor of the entry held at this moment, under the lock installs take, is kept.
+    /// For a write this instance made and Redis took: the channel stays hot here.
+    pub fn replace(&self, key: Key, next: impl FnOnce(&Entry) -> Option<Entry>) {
+        let mut flights = self.flights();
+        self.generations[Self::stripe(&key)].fetch_add(1, Ordering::AcqRel);
+        if let Some(flight) = flights.remove(&key) {
+            flight.cancelled.store(true, Ordering::Release);
+        }
+        let Some(cache) = self.store(&key) else {
+            return;
+        };
+        let successor = match self.bypass.load(Ordering::Acquire) {
+            true => None,
+            false => cache.get(&key).and_then(|entry| next(&entry)),
+        };
+        match successor {
+            Some(entry) => cache.insert(key, entry),
+            None => cache.invalidate(&key),
+        }
+    }
+
     /// Counts the event bodies that left on purpose; read before the bodies a page uses.
     pub fn bodies_generation(&self) -> u64 {
         self.bodies_generation.load(Ordering::Acquire)

@@ -124,6 +124,33 @@ impl Window {
         })
     }
 
+    /// This window with `post` on top, when the window is the one just before it (its
+    /// seq is the post's less one); at most `hot_window` messages, the oldest leaving as
+    /// `append.lua` drops it in Redis. `None` when the window cannot tell.
+    pub fn with_post(&self, post: &Message, hot_window: usize) -> Option<Window> {
+        if post.seq != self.seq() + 1 || post.channel_id != self.channel.id {
+            return None;
+        }
+        let mut next = Window {
+            channel: Channel {
+                last_seq: post.seq,
+                ..self.channel.clone()
+            },
+            messages: Vec::with_capacity((self.messages.len() + 1).min(hot_window)),
+            floor: self.floor,
+            complete: self.complete,
+        };
+        next.messages.push(post.clone());
+        let kept = self.messages.len().min(hot_window.saturating_sub(1));
+        next.messages.extend(self.messages[..kept].iter().cloned());
+        for gone in &self.messages[kept..] {
+            // Changes at or below its seq are no longer all here.
+            next.complete = false;
+            next.floor = next.floor.max(gone.seq);
+        }
+        Some(next)
+    }
+
     /// The heap bytes this window's own allocations take (its messages and the channel's
     /// name), as [`allocation`] counts them; the struct itself is wherever it is kept.
     pub fn weight(&self) -> u32 {
@@ -276,6 +303,38 @@ mod tests {
 
     fn request(limit: u32, cursor: Cursor) -> PageRequest {
         PageRequest { limit, cursor }
+    }
+
+    #[test]
+    fn a_post_goes_on_top_of_the_window_just_before_it_and_the_oldest_leaves() {
+        let w = window(true);
+        let post = message(21, 22, false, ALICE);
+        let next = w
+            .with_post(&post, 10)
+            .expect("the window just before the post");
+        assert_eq!(next.seq(), 22);
+        assert_eq!(next.messages.len(), 10);
+        assert_eq!(next.messages[0], post);
+        assert_eq!(next.messages[1..], w.messages[..9]);
+        // Message 11 (seq 11) left: the window no longer reaches the channel's start.
+        assert_eq!((next.floor, next.complete), (11, false));
+        assert_eq!(
+            next.page(PageRequest {
+                limit: 1,
+                cursor: Cursor::Latest
+            })
+            .unwrap()
+            .messages,
+            vec![post.clone()]
+        );
+
+        let roomy = w.with_post(&post, 200).unwrap();
+        assert_eq!(roomy.messages.len(), 11);
+        assert_eq!((roomy.floor, roomy.complete), (10, true));
+
+        // A post that is not the next change (one was missed, or it is a replay).
+        assert_eq!(w.with_post(&message(21, 23, false, ALICE), 10), None);
+        assert_eq!(w.with_post(&message(20, 21, false, ALICE), 10), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use invalidation::{Invalidation, Invalidations};
 use notices::Notices;
 
+use super::l1::{Entry, Key};
 use super::tiers::Tiers;
 use super::CacheMode;
 use crate::domain::{ChannelId, Scope};
@@ -56,6 +57,22 @@ impl Coherence {
         call: impl Future<Output = Result<T, RedisError>>,
         changed: &[Invalidation],
     ) -> Option<T> {
+        self.write_through_updating(operation, call, changed, None)
+            .await
+    }
+
+    /// A write-through that, once Redis took the write, brings one L1 entry of this
+    /// instance up to date in place rather than dropping it (`update`: the key, and the
+    /// entry that follows the one L1 holds, `None` when it cannot tell); see
+    /// [`super::l1::L1::replace`]. Every other instance drops the key, as after
+    /// [`Coherence::write_through`].
+    pub async fn write_through_updating<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, RedisError>>,
+        changed: &[Invalidation],
+        update: Option<(Key, &(dyn Fn(&Entry) -> Option<Entry> + Sync))>,
+    ) -> Option<T> {
         if self.tiers.settings.mode == CacheMode::Off {
             return None;
         }
@@ -63,7 +80,16 @@ impl Coherence {
             true => None,
             false => self.tiers.redis_call(operation, call).await,
         };
-        self.settle(answer.is_some(), changed).await;
+        let reached = answer.is_some();
+        for &what in changed {
+            match (update, what) {
+                (Some((key, next)), Invalidation::Key(k)) if reached && k == key => {
+                    self.tiers.l1.replace(key, next);
+                }
+                _ => self.invalidations.apply(what),
+            }
+        }
+        self.announce(reached, changed).await;
         answer
     }
 
@@ -75,6 +101,12 @@ impl Coherence {
         for &what in changed {
             self.invalidations.apply(what);
         }
+        self.announce(reached, changed).await;
+    }
+
+    /// Tells the other instances what a write `changed`, and when its Redis step failed,
+    /// marks those scopes dirty and announces them through Postgres.
+    async fn announce(&self, reached: bool, changed: &[Invalidation]) {
         if reached && self.invalidations.publish_all(changed).await {
             return;
         }
