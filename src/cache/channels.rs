@@ -249,7 +249,7 @@ impl Channels {
         let next = |entry: &Entry| match entry {
             Entry::Window(w) => w
                 .window
-                .with_post(message, hot_window as usize)
+                .with_post(message, hot_window)
                 .map(|w| Entry::Window(Arc::new(CachedWindow::new(w)))),
             _ => None,
         };

@@ -29,6 +29,9 @@ use super::CacheMode;
 use crate::domain::{ChannelId, Scope};
 use crate::redis::RedisError;
 
+/// What an L1 entry becomes after a write this instance made (`None`: drop it).
+pub type Successor<'a> = dyn Fn(&Entry) -> Option<Entry> + Sync + 'a;
+
 /// Coherence of one instance: its name, the pub/sub side and the Postgres side, and the
 /// write-through step every write ends with.
 pub struct Coherence {
@@ -71,7 +74,7 @@ impl Coherence {
         operation: &'static str,
         call: impl Future<Output = Result<T, RedisError>>,
         changed: &[Invalidation],
-        update: Option<(Key, &(dyn Fn(&Entry) -> Option<Entry> + Sync))>,
+        update: Option<(Key, &Successor<'_>)>,
     ) -> Option<T> {
         if self.tiers.settings.mode == CacheMode::Off {
             return None;
