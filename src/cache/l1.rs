@@ -235,12 +235,18 @@ impl L1 {
             self.bodies_generation.fetch_add(1, Ordering::AcqRel);
         }
         let mut flights = self.flights();
+        self.refuse_loads(&mut flights, key);
+        if let Some(cache) = self.store(&key) {
+            cache.invalidate(&key);
+        }
+    }
+
+    /// Cancels `key`'s load in progress and makes loads begun before refuse to install;
+    /// called with the lock installs take.
+    fn refuse_loads(&self, flights: &mut HashMap<Key, Arc<Flight>>, key: Key) {
         self.generations[Self::stripe(&key)].fetch_add(1, Ordering::AcqRel);
         if let Some(flight) = flights.remove(&key) {
             flight.cancelled.store(true, Ordering::Release);
-        }
-        if let Some(cache) = self.store(&key) {
-            cache.invalidate(&key);
         }
     }
 
@@ -251,10 +257,7 @@ impl L1 {
     /// For a write this instance made and Redis took: the channel stays hot here.
     pub fn replace(&self, key: Key, next: impl FnOnce(&Entry) -> Option<Entry>) {
         let mut flights = self.flights();
-        self.generations[Self::stripe(&key)].fetch_add(1, Ordering::AcqRel);
-        if let Some(flight) = flights.remove(&key) {
-            flight.cancelled.store(true, Ordering::Release);
-        }
+        self.refuse_loads(&mut flights, key);
         let Some(cache) = self.store(&key) else {
             return;
         };
