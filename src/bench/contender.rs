@@ -33,6 +33,9 @@ pub struct Contender {
     /// from its start to its end (warm-up, fills, background work and the wrk run
     /// included), and the reads sent in that time; `None` where it was not counted.
     pub postgres: Option<(i64, u64)>,
+    /// Postgres calls by operation over the whole run, from the instance's `/metrics`
+    /// (HTTP only): where the transactions above come from.
+    pub postgres_calls: Vec<(String, u64)>,
 }
 
 impl Contender {
@@ -183,6 +186,10 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
         }
         _ => None,
     };
+    let postgres_calls = match &target {
+        Target::Http { client, base } => postgres_calls(client, base, token.as_deref()).await,
+        _ => Vec::new(),
+    };
     let _ = stop_tx.send(());
     if let Some(server) = server {
         server.await??;
@@ -212,7 +219,40 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
         wrk,
         rss,
         postgres: Some((transactions, warm_reads + reads + wrk_reads)),
+        postgres_calls,
     })
+}
+
+/// The instance's Postgres calls by operation, read from its `/metrics`; empty when that
+/// fails (the report then leaves the line out).
+async fn postgres_calls(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+) -> Vec<(String, u64)> {
+    let mut request = client.get(format!("{base}/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let Ok(response) = request.send().await else {
+        return Vec::new();
+    };
+    let text = response.text().await.unwrap_or_default();
+    let mut calls: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|line| {
+            let rest =
+                line.strip_prefix("hotchan_postgres_call_duration_seconds_count{operation=\"")?;
+            let (operation, count) = rest.split_once("\"} ")?;
+            Some((
+                operation.to_owned(),
+                count.trim().parse::<f64>().ok()? as u64,
+            ))
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    calls.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    calls
 }
 
 fn http_client(concurrency: usize) -> reqwest::Client {
@@ -299,5 +339,6 @@ pub async fn run_ceiling(
         wrk,
         rss: None,
         postgres: None,
+        postgres_calls: Vec::new(),
     })
 }

@@ -65,6 +65,25 @@ fn write_transactions(report: &mut String, contenders: &[Contender]) {
             cells.join("; ")
         );
     }
+    let calls: Vec<String> = contenders
+        .iter()
+        .filter(|c| !c.postgres_calls.is_empty())
+        .map(|c| {
+            let each: Vec<String> = c
+                .postgres_calls
+                .iter()
+                .map(|(operation, count)| format!("{operation} {count}"))
+                .collect();
+            format!("{}: {}", c.name, each.join(", "))
+        })
+        .collect();
+    if !calls.is_empty() {
+        let _ = writeln!(
+            report,
+            "Where they come from, as each instance's `/metrics` counts its Postgres calls by operation over the same run: {}.\n",
+            calls.join("; ")
+        );
+    }
 }
 
 /// Resident size per contender: hotchan runs inside the bench process, so the start
