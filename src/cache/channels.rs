@@ -17,7 +17,6 @@ use super::tiers::Tiers;
 use super::CacheMode;
 use super::{Lookup, Reach, HEAD_SLACK};
 use crate::domain::window::Members;
-use crate::domain::Scope;
 use crate::domain::{
     Channel, ChannelId, Member, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
 };
@@ -172,39 +171,42 @@ impl Channels {
         }
     }
 
-    /// A channel's sync answer from what L1 holds; `None` when Postgres must answer. With
-    /// a user, also the unread count, or `None` when it needs Postgres.
-    ///
-    /// Only L1: a sync asks for a few changes of many channels, and the channels L1 lacks
-    /// cost one batched Postgres query together, less than fetching and decoding each
-    /// one's whole window from Redis.
-    pub fn sync_channel(
+    /// A channel's sync answer from the tiers, read through as a latest page is (a sync
+    /// is a hot read: clients reconnect to the channels they were in), with the path that
+    /// answered; `None` when Postgres must answer (the window cannot tell, or both tiers
+    /// missed). With a user, also the unread count, or `None` when it needs Postgres.
+    pub async fn sync_channel(
         &self,
         channel: ChannelId,
         since: i64,
         user: Option<UserId>,
         limits: crate::postgres::SyncLimits,
-    ) -> Option<SyncChannel> {
-        if !self.tiers.usable(Scope::Channel(channel)) {
-            return None;
-        }
-        let Some(Entry::Window(window)) = self.tiers.peek(Key::Window(channel)) else {
-            return None;
+    ) -> Result<(Option<SyncChannel>, Path), DbError> {
+        let (window, path) = match self.fetch_window(channel, Reach::Fill).await? {
+            (Lookup::Found(window), path) => (window, path),
+            (Lookup::Unavailable, path) => return Ok((None, path)),
         };
-        let mut answer = window.sync(
+        let Some(mut answer) = window.sync(
             since,
             i64::from(limits.reset_threshold),
             limits.reset_messages as usize,
-        )?;
-        if let Some(user) = user {
-            let Some(Entry::Members(members)) = self.tiers.peek(Key::Members(channel)) else {
-                return None;
-            };
-            if let Some(member) = members.get(user) {
-                answer.unread_count = Some(window.unread(member)?);
+        ) else {
+            return Ok((None, Path::Postgres));
+        };
+        let Some(user) = user else {
+            return Ok((Some(answer), path));
+        };
+        let (members, members_path) = match self.fetch_members(channel, Reach::Fill).await? {
+            (Lookup::Found(members), members_path) => (members, members_path),
+            (Lookup::Unavailable, members_path) => return Ok((None, members_path)),
+        };
+        if let Some(member) = members.get(user) {
+            match window.unread(member) {
+                Some(unread) => answer.unread_count = Some(unread),
+                None => return Ok((None, Path::Postgres)),
             }
         }
-        Some(answer)
+        Ok((Some(answer), path.max(members_path)))
     }
 
     async fn fetch_window(

@@ -1,12 +1,11 @@
-//! Fills off the request path.
+//! Admission of fills, and the queue of fills off the request path.
 //!
-//! A read that misses both tiers is answered by Postgres at once, with its own query (what
-//! `--cache off` would do), and queues a fill of the channel's window or member set. A
-//! worker reads Postgres and installs through the fence exactly as a fill on the request
-//! path did: the version was taken by the read's Redis miss, before the worker's Postgres
-//! read, so a write in between still refuses it. No reader waits for a 200-message window
-//! it did not ask for; measured (`hotchan bench`, docs/performance/README.md), a fill on the
-//! request path took about ten times a Postgres page under load.
+//! A window or member set that both tiers miss is filled on the request path by the load
+//! its readers share ([`super::tiers`]), and the fill answers them. Deep history and feeds
+//! answer a miss from Postgres at once, with the read's own query, and queue their fill
+//! here. A worker reads Postgres and installs through the fence exactly as a fill on the
+//! request path does: the version was taken by the read's Redis miss, before the worker's
+//! Postgres read, so a write in between still refuses it.
 //!
 //! - **Admission.** A channel's first miss only remembers it; a later miss while it is
 //!   remembered queues the fill (a doorkeeper, as in TinyLFU): a channel read once is not
@@ -100,7 +99,7 @@ impl FillKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Queued {
     Yes,
-    /// Not admitted yet ([`Fills::admit`]), or already waiting or running.
+    /// Already waiting or running.
     No,
     /// The queue was full ([`QUEUE`]).
     Dropped,
@@ -137,7 +136,7 @@ impl Fills {
     }
 
     /// Counts a miss; true when it is the one that should fill.
-    fn admit(&self, key: FillKey) -> bool {
+    pub(super) fn admit(&self, key: FillKey) -> bool {
         if self.after_misses == 1 {
             return true;
         }
@@ -158,10 +157,11 @@ impl Fills {
         }
     }
 
-    /// Queues the fill of `key` when admitted and not already waiting or running.
+    /// Queues the fill of `key`, admitted ([`Fills::admit`]), unless it already waits
+    /// or runs.
     pub(super) fn queue(&self, key: FillKey, version: Option<String>) -> Queued {
         let slot = key.slot();
-        if !self.admit(key) || !self.queued().insert(slot) {
+        if !self.queued().insert(slot) {
             return Queued::No;
         }
         let job = Job { key, version };

@@ -77,6 +77,13 @@ impl Source for WindowSource {
             .is_none()
             .then(|| Entry::Window(Arc::new(CachedWindow::new(window))))
     }
+    fn answers_fills(&self) -> bool {
+        true
+    }
+    fn answer(&self, window: Window) -> Option<Entry> {
+        // A head's readers are answered from the whole window its fill loaded.
+        Some(Entry::Window(Arc::new(CachedWindow::new(window))))
+    }
     fn hook(&self, hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
         hooks
             .after_fill_read
@@ -132,6 +139,9 @@ impl Source for MembersSource {
     }
     fn entry(&self, members: Members) -> Option<Entry> {
         Some(Entry::Members(Arc::new(members)))
+    }
+    fn answers_fills(&self) -> bool {
+        true
     }
 }
 

@@ -7,10 +7,11 @@
 //! A key is read only while its [`Scope`] is usable (the cache on, the breaker closed,
 //! the scope not dirty). L1 answers a hit. Else one load per key, shared by concurrent
 //! callers ([`L1::fetch`]): one Redis read, which also hands out the fence version on a
-//! miss, unless [`Presence`] says Redis likely lacks the key (then no round trip). On a
-//! miss the read is answered by Postgres (the caller's own query) and a fill is queued
-//! ([`super::fills`]); the fill reads Postgres and installs through the fence, so a write
-//! that came in after the version was handed out refuses it.
+//! miss, unless [`Presence`] says Redis likely lacks the key and no fill is due (then no
+//! round trip). On a miss admitted for a fill ([`super::fills`]), the shared load fills:
+//! it reads Postgres, installs through the fence (a write that came in after the version
+//! was handed out refuses it), and answers every caller from what it installed. Any other
+//! miss is answered by Postgres, with the caller's own query.
 //!
 //! The engine owns the state it changes: L1, the breaker, the dirty set, the presence
 //! marks, the fill queue, the counters and the per-path latencies.
@@ -84,6 +85,15 @@ pub trait Source: Sync {
     /// default) leaves L1 to load it from Redis on the next read.
     fn entry(&self, _row: Self::Row) -> Option<Entry> {
         None
+    }
+    /// Whether a miss is answered by its fill ([`Tiers::read_through`]): true when
+    /// [`Source::answer`] makes an entry of every row.
+    fn answers_fills(&self) -> bool {
+        false
+    }
+    /// The entry a row a fill installed answers its readers with.
+    fn answer(&self, row: Self::Row) -> Option<Entry> {
+        self.entry(row)
     }
     /// A test hook to await between the load and the install.
     fn hook(&self, _hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
@@ -254,11 +264,20 @@ impl Tiers {
         })
     }
 
-    /// L1's load of `source`: Redis, and on a miss a queued fill.
+    /// L1's load of `source`, shared by every concurrent caller of its key: Redis, and on
+    /// a miss admitted for a fill, the fill itself ([`Tiers::read_through`]); a miss not
+    /// admitted (or a source that does not answer from its fill) is answered by Postgres,
+    /// with a fill queued when admitted.
     async fn get_redis<S: Source>(&self, source: &S) -> Result<Loaded, DbError> {
         let fill = source.fill_key();
+        let mut admitted = None;
         if source.marks_presence() && !self.presence.likely(fill) {
-            return Ok(self.skip_redis(fill));
+            // Redis likely lacks it: without a fill to make, no round trip.
+            if !self.fills.admit(fill) {
+                bump(&self.stats.redis_skipped);
+                return Ok(Loaded::Missed);
+            }
+            admitted = Some(true);
         }
         let [read, _, _] = source.operations();
         Ok(
@@ -266,6 +285,9 @@ impl Tiers {
                 None => Loaded::Unavailable,
                 Some(RedisRead::Hit(entry)) => {
                     bump(&self.stats.l2_hits);
+                    if source.marks_presence() {
+                        self.presence.seen(fill);
+                    }
                     Loaded::Found(entry, Path::Redis)
                 }
                 Some(RedisRead::Miss(version)) => {
@@ -273,11 +295,55 @@ impl Tiers {
                     if source.marks_presence() {
                         self.presence.gone(fill);
                     }
-                    self.queue_fill(fill, Some(version));
-                    Loaded::Missed
+                    let admitted = admitted.unwrap_or_else(|| self.fills.admit(fill));
+                    match (admitted, source.answers_fills()) {
+                        (true, true) => self.read_through(source, &version).await?,
+                        (true, false) => {
+                            self.queue_admitted(fill, Some(version));
+                            Loaded::Missed
+                        }
+                        (false, _) => Loaded::Missed,
+                    }
                 }
             },
         )
+    }
+
+    /// The fill of a key both tiers missed, on the request path and shared by every
+    /// caller waiting for the key: one Postgres read fills Redis and answers them all,
+    /// where each caller's own query and a fill after them cost Postgres one read each
+    /// and one more. It answers only when the fence let the fill in: then no write came
+    /// in between the version and the install, so nothing a write invalidated is served.
+    /// Otherwise (refused, nothing to install, Redis failed) each caller asks Postgres.
+    async fn read_through<S: Source>(&self, source: &S, version: &str) -> Result<Loaded, DbError> {
+        let [_, load, install] = source.operations();
+        let Some(row) = self
+            .pg_call(load, source.load(&self.db, &self.settings))
+            .await?
+        else {
+            return Ok(Loaded::Missed);
+        };
+        if let Some(hook) = source.hook(&self.hooks) {
+            hook.await;
+        }
+        let call = source.install(&self.redis, version, &row, &self.settings);
+        Ok(match self.redis_call(install, call).await {
+            Some(true) => {
+                bump(&self.stats.fills);
+                if source.marks_presence() {
+                    self.presence.seen(source.fill_key());
+                }
+                match source.answer(row) {
+                    Some(entry) => Loaded::Found(entry, Path::Fill),
+                    None => Loaded::Missed,
+                }
+            }
+            Some(false) => {
+                bump(&self.stats.fills_refused);
+                Loaded::Missed
+            }
+            None => Loaded::Missed,
+        })
     }
 
     /// A read that does not ask Redis, because Redis likely lacks the key: Postgres
@@ -357,6 +423,13 @@ impl Tiers {
 
     /// After a miss in both tiers: queues the fill of `key` when admitted ([`Fills`]).
     pub(super) fn queue_fill(&self, key: FillKey, version: Option<String>) {
+        if self.fills.admit(key) {
+            self.queue_admitted(key, version);
+        }
+    }
+
+    /// Queues the fill of `key`, admitted already, unless it waits or runs.
+    fn queue_admitted(&self, key: FillKey, version: Option<String>) {
         if self.fills.queue(key, version) == Queued::Dropped {
             bump(&self.stats.fills_dropped);
         }

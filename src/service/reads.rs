@@ -43,15 +43,20 @@ impl<'a> Read<'a> {
     ) -> Result<Option<T>, Error> {
         let (lookup, path) = tiers.await?;
         let Lookup::Found(answer) = lookup else {
-            self.missed = if path == Path::Fill {
-                Path::Fill
-            } else {
-                Path::Postgres
-            };
+            self.missed = Path::Postgres;
+            self.missed_on(path);
             return Ok(None);
         };
         self.record(path);
         Ok(Some(answer))
+    }
+
+    /// Notes that the tiers sent a part of the read to Postgres, by `path`: `Fill` when
+    /// both tiers missed.
+    pub(super) fn missed_on(&mut self, path: Path) {
+        if path == Path::Fill {
+            self.missed = Path::Fill;
+        }
     }
 
     /// Records a read that Postgres answered.
@@ -255,10 +260,10 @@ impl Reads {
         read.postgres(unread)
     }
 
-    /// Channels L1 holds are answered from it; the rest in one Postgres snapshot (L1 is
-    /// all a sync asks of the tiers: see [`crate::cache::Channels::sync_channel`]).
+    /// Channels the tiers can answer are answered by them (read through, as latest
+    /// pages are); the rest in one Postgres snapshot.
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResult, Error> {
-        let read = self.read();
+        let mut read = self.read();
         let limits = self.sync;
         let user = request.user_id;
         let mut answered = std::collections::BTreeMap::new();
@@ -266,23 +271,34 @@ impl Reads {
             channels: Default::default(),
             user_id: user,
         };
-        for (channel, since) in request.channels {
+        // Every channel at once: the tiers' reads of different channels share the Redis
+        // connections' pipelines.
+        let asks = request.channels.iter().map(|(&channel, &since)| {
             self.traced(channel, 0);
-            match self
-                .cache
-                .channels
-                .sync_channel(channel, since, user, limits)
-            {
-                Some(answer) => {
+            async move {
+                let answer = self
+                    .cache
+                    .channels
+                    .sync_channel(channel, since, user, limits)
+                    .await;
+                (channel, since, answer)
+            }
+        });
+        let mut answered_by = Path::L1;
+        for (channel, since, answer) in futures::future::join_all(asks).await {
+            match answer? {
+                (Some(answer), path) => {
+                    answered_by = answered_by.max(path);
                     answered.insert(channel, answer);
                 }
-                None => {
+                (None, path) => {
+                    read.missed_on(path);
                     rest.channels.insert(channel, since);
                 }
             }
         }
         if rest.channels.is_empty() {
-            read.record(Path::L1);
+            read.record(answered_by);
             return Ok(SyncResult {
                 channels: answered,
                 unknown: Vec::new(),
