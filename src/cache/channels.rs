@@ -12,10 +12,10 @@ use super::entry::CachedWindow;
 use super::history;
 use super::l1::{Entry, Key, MessageChannels};
 use super::paths::Path;
-use super::sources::{MembersSource, WindowSource};
+use super::sources::{LatestPageSource, MembersSource, WindowSource};
 use super::tiers::Tiers;
 use super::CacheMode;
-use super::{Lookup, Reach, HEAD_SLACK};
+use super::{Lookup, Reach};
 use crate::domain::window::Members;
 use crate::domain::{
     Channel, ChannelId, Member, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
@@ -82,19 +82,25 @@ impl Channels {
         &self,
         channel: ChannelId,
         request: PageRequest,
-        encode: impl Fn(&Page) -> bytes::Bytes,
+        encode: fn(&Page) -> bytes::Bytes,
     ) -> Result<(Lookup<bytes::Bytes>, Path), DbError> {
         let latest = request.cursor == crate::domain::Cursor::Latest;
+        if latest && !self.tiers.l1.is_enabled() {
+            // Without L1 nothing keeps the whole window: the page Redis keeps, or one made
+            // from the window's newest messages.
+            let source = LatestPageSource {
+                channel,
+                request,
+                encode,
+            };
+            return self.tiers.fetch(&source, Reach::Fill).await;
+        }
         // A page past a cursor never fetches a window (below); deep history may still be
         // read as far as `reach` allows.
         let window_reach = if latest { Reach::Fill } else { Reach::L1 };
-        // Without L1 nothing keeps the whole window: a latest page reads only the head it
-        // needs (its rows, the one that says whether more exist, and room for tombstones).
-        let head = (!self.tiers.l1.is_enabled() && latest)
-            .then_some(request.limit as usize + 1 + HEAD_SLACK);
-        let (lookup, path) = self.fetch_window_head(channel, window_reach, head).await?;
+        let (lookup, path) = self.fetch_window(channel, window_reach).await?;
         if let Lookup::Found(w) = &lookup {
-            if let Some(body) = w.encoded_page(request, &encode) {
+            if let Some(body) = w.encoded_page(request, encode) {
                 return Ok((Lookup::Found(body), path));
             }
         }
@@ -214,19 +220,11 @@ impl Channels {
         channel: ChannelId,
         reach: Reach,
     ) -> Result<(Lookup<Arc<CachedWindow>>, Path), DbError> {
-        self.fetch_window_head(channel, reach, None).await
-    }
-
-    /// The window, or with `head: Some(n)` only its newest n messages.
-    async fn fetch_window_head(
-        &self,
-        channel: ChannelId,
-        reach: Reach,
-        head: Option<usize>,
-    ) -> Result<(Lookup<Arc<CachedWindow>>, Path), DbError> {
-        self.tiers
-            .fetch(&WindowSource { channel, head }, reach)
-            .await
+        let source = WindowSource {
+            channel,
+            head: None,
+        };
+        self.tiers.fetch(&source, reach).await
     }
 
     async fn fetch_members(

@@ -12,10 +12,11 @@ use crate::domain::{ChannelId, UserId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
     Window(ChannelId),
-    /// The newest n messages of a window: read without L1 (`--cache redis`), where
-    /// fetching the whole window for one page would cost more than it saves. Shares
+    /// A channel's latest page of n messages, read without L1 (`--cache redis`): the
+    /// page Redis keeps beside the window, else from the newest messages of the window
+    /// (fetching the whole window for one page would cost more than it saves). Shares
     /// loads, never kept.
-    WindowHead(ChannelId, u32),
+    LatestPage(ChannelId, u32),
     Members(ChannelId),
     /// Runs of deep history ([`crate::domain::history`]), in their own budget.
     History(ChannelId),
@@ -32,6 +33,8 @@ pub enum Entry {
     History(Arc<History>),
     Feed(Arc<CachedFeed>),
     Event(Arc<Event>),
+    /// An encoded page, answered and never kept ([`Key::LatestPage`]).
+    Page(bytes::Bytes),
 }
 
 /// Most encoded pages remembered per window (the first ones asked for). An entry is
@@ -122,6 +125,7 @@ impl Entry {
             Entry::Members(m) => shared::<Members>() + m.weight(),
             Entry::History(h) => shared::<History>() + h.weight(),
             Entry::Feed(f) => f.window.weight() + FEED_PAGE_BYTES as u32,
+            Entry::Page(body) => allocation(body.len()) as u32,
             Entry::Event(e) => {
                 let text = e.verb.len() + e.object_type.len() + e.object_id.len();
                 let more = e.target_id.as_ref().map_or(0, String::len)

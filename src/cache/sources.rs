@@ -5,22 +5,23 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use futures::future::BoxFuture;
 
 use super::entry::{CachedFeed, CachedWindow};
 use super::fills::{FillKey, What};
 use super::l1::{Entry, Key};
 use super::tiers::{RedisRead, Source};
-use super::{CacheSettings, Hooks};
+use super::{CacheSettings, Hooks, HEAD_SLACK};
 use crate::domain::feed::{Event, FeedWindow};
 use crate::domain::window::{Members, Window};
-use crate::domain::{ChannelId, Scope, UserId};
+use crate::domain::{ChannelId, Page, PageRequest, Scope, UserId};
 use crate::postgres::{Db, DbError};
-use crate::redis::{FeedRead, MembersRead, Redis, RedisError, WindowRead};
+use crate::redis::{FeedRead, MembersRead, PageRead, Redis, RedisError, WindowRead};
 
-/// A channel's hot window; with `head: Some(n)`, only its newest n messages (read
-/// without L1, where a whole window would cost more than the page it answers; filled
-/// whole).
+/// A channel's hot window; with `head: Some(n)`, only its newest n messages (the probe
+/// of a queued fill, which only asks whether Redis holds the window).
 pub struct WindowSource {
     pub channel: ChannelId,
     pub head: Option<usize>,
@@ -33,7 +34,7 @@ impl Source for WindowSource {
     fn key(&self) -> Key {
         match self.head {
             None => Key::Window(self.channel),
-            Some(n) => Key::WindowHead(self.channel, n as u32),
+            Some(n) => Key::LatestPage(self.channel, n as u32),
         }
     }
     fn fill_key(&self) -> FillKey {
@@ -72,17 +73,101 @@ impl Source for WindowSource {
         redis.fill_window(version, window).await
     }
     fn entry(&self, window: Window) -> Option<Entry> {
-        // Only a whole window is kept ([`Key::WindowHead`] never is).
+        // Only a whole window is kept ([`Key::LatestPage`] never is).
         self.head
             .is_none()
             .then(|| Entry::Window(Arc::new(CachedWindow::new(window))))
     }
     fn answers_fills(&self) -> bool {
+        self.head.is_none()
+    }
+    fn hook(&self, hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
+        hooks
+            .after_fill_read
+            .as_ref()
+            .map(|hook| hook(self.channel))
+    }
+}
+
+/// A channel's latest page, read without L1 (`--cache redis`): the page Redis keeps
+/// beside the window when it was made at the window's seq (no message decoded, nothing
+/// encoded); else made from the window's newest messages and kept there for the next
+/// reader. A miss is filled with the whole window, which answers it.
+pub struct LatestPageSource {
+    pub channel: ChannelId,
+    pub request: PageRequest,
+    pub encode: fn(&Page) -> Bytes,
+}
+
+impl LatestPageSource {
+    fn page_entry(&self, window: &Window) -> Option<Entry> {
+        Some(Entry::Page((self.encode)(&window.page(self.request)?)))
+    }
+}
+
+impl Source for LatestPageSource {
+    type Value = Bytes;
+    type Row = Window;
+
+    fn key(&self) -> Key {
+        Key::LatestPage(self.channel, self.request.limit)
+    }
+    fn fill_key(&self) -> FillKey {
+        FillKey::Channel(self.channel, What::Window)
+    }
+    fn scope(&self) -> Scope {
+        Scope::Channel(self.channel)
+    }
+    fn value(entry: Entry) -> Option<Bytes> {
+        match entry {
+            Entry::Page(body) => Some(body),
+            _ => None,
+        }
+    }
+    fn operations(&self) -> [&'static str; 3] {
+        ["read_page", "load_window", "fill_window"]
+    }
+    async fn read(&self, redis: &Redis) -> Result<RedisRead, RedisError> {
+        // The page's rows, the one that says whether more exist, and room for tombstones.
+        let head = self.request.limit as usize + 1 + HEAD_SLACK;
+        let (channel, limit) = (self.channel, self.request.limit);
+        Ok(
+            match redis
+                .read_window_page(channel, Some(head), Some(limit))
+                .await?
+            {
+                PageRead::Kept(body) => RedisRead::Hit(Entry::Page(body)),
+                PageRead::Window(WindowRead::Hit(window)) => match self.page_entry(&window) {
+                    Some(Entry::Page(body)) => {
+                        // Kept for the next reader, unless a write came in since; a
+                        // failure only costs that reader this encode.
+                        let _ = redis.store_page(channel, window.seq(), limit, &body).await;
+                        RedisRead::Hit(Entry::Page(body))
+                    }
+                    // The head is too short (tombstones): Postgres answers.
+                    _ => RedisRead::Hit(Entry::Window(Arc::new(CachedWindow::new(window)))),
+                },
+                PageRead::Window(WindowRead::Miss(version)) => RedisRead::Miss(version),
+            },
+        )
+    }
+    async fn load(&self, db: &Db, settings: &CacheSettings) -> Result<Option<Window>, DbError> {
+        db.load_window(self.channel, settings.hot_window).await
+    }
+    async fn install(
+        &self,
+        redis: &Redis,
+        version: &str,
+        window: &Window,
+        _: &CacheSettings,
+    ) -> Result<bool, RedisError> {
+        redis.fill_window(version, window).await
+    }
+    fn answers_fills(&self) -> bool {
         true
     }
     fn answer(&self, window: Window) -> Option<Entry> {
-        // A head's readers are answered from the whole window its fill loaded.
-        Some(Entry::Window(Arc::new(CachedWindow::new(window))))
+        self.page_entry(&window)
     }
     fn hook(&self, hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
         hooks

@@ -16,6 +16,14 @@ pub enum WindowRead {
     Miss(String),
 }
 
+/// What a read of a latest page found.
+pub enum PageRead {
+    /// The page, as [`Redis::store_page`] kept it for the window as it is now.
+    Kept(bytes::Bytes),
+    /// No page kept for the window as it is now: what the window read found.
+    Window(WindowRead),
+}
+
 /// What a member read found.
 pub enum MembersRead {
     Hit(Members),
@@ -37,30 +45,89 @@ impl Redis {
         channel: ChannelId,
         head: Option<usize>,
     ) -> Result<WindowRead, RedisError> {
+        match self.read_window_page(channel, head, None).await? {
+            PageRead::Window(read) => Ok(read),
+            PageRead::Kept(_) => Err(RedisError::Protocol), // no page was asked for
+        }
+    }
+
+    /// Like [`Redis::read_window_head`], and with `page: Some(limit)` the latest page of
+    /// `limit` messages instead, when [`Redis::store_page`] kept it for the window as it
+    /// is now (one round trip either way).
+    pub async fn read_window_page(
+        &self,
+        channel: ChannelId,
+        head: Option<usize>,
+        page: Option<u32>,
+    ) -> Result<PageRead, RedisError> {
         let k = self.keys(channel);
         let last = head.map_or(-1, |n| n.max(1) as i64 - 1);
+        let field = page.map_or_else(String::new, codec::page_field);
         let answer = self
             .eval(
                 &self.scripts.read_window,
                 vec![k.msgs, k.meta, k.ver],
-                vec![fresh_version(), self.ttl_ms(), Value::from(last)],
+                vec![
+                    fresh_version(),
+                    self.ttl_ms(),
+                    Value::from(last),
+                    Value::from(field),
+                ],
             )
             .await?;
         let mut parts = answer.into_array().into_iter();
         match parts.next().and_then(|v| v.as_i64()) {
+            Some(2) => {
+                let stored = parts.next().and_then(|v| v.into_bytes());
+                match stored.and_then(|b| codec::stored_page(&b)) {
+                    Some(body) => Ok(PageRead::Kept(body)),
+                    None => Err(RedisError::Protocol),
+                }
+            }
             Some(1) => {
                 let meta = parts.next().ok_or(RedisError::Protocol)?.into_array();
                 let elements = parts.next().ok_or(RedisError::Protocol)?.into_array();
-                Ok(match decode_window(channel, &meta, &elements, head) {
-                    Some(window) => WindowRead::Hit(window),
-                    // Undecodable or partial: a miss. The next fill replaces it; a fill
-                    // needs a version, so take it now.
-                    None => WindowRead::Miss(self.current_version(&self.keys(channel).ver).await?),
-                })
+                Ok(PageRead::Window(
+                    match decode_window(channel, &meta, &elements, head) {
+                        Some(window) => WindowRead::Hit(window),
+                        // Undecodable or partial: a miss. The next fill replaces it; a fill
+                        // needs a version, so take it now.
+                        None => {
+                            WindowRead::Miss(self.current_version(&self.keys(channel).ver).await?)
+                        }
+                    },
+                ))
             }
-            Some(0) => Ok(WindowRead::Miss(version_of(parts.next())?)),
+            Some(0) => Ok(PageRead::Window(WindowRead::Miss(version_of(
+                parts.next(),
+            )?))),
             _ => Err(RedisError::Protocol),
         }
+    }
+
+    /// Keeps `body`, the latest page of `limit` messages made from the window at `seq`,
+    /// beside the window, unless the window changed since (`lua/store_page.lua`). True
+    /// when kept.
+    pub async fn store_page(
+        &self,
+        channel: ChannelId,
+        seq: i64,
+        limit: u32,
+        body: &[u8],
+    ) -> Result<bool, RedisError> {
+        let k = self.keys(channel);
+        let answer = self
+            .eval(
+                &self.scripts.store_page,
+                vec![k.meta],
+                vec![
+                    Value::from(seq),
+                    Value::from(codec::page_field(limit)),
+                    Value::Bytes(codec::page_value(seq, body).into()),
+                ],
+            )
+            .await?;
+        Ok(answer.as_i64() == Some(1))
     }
 
     async fn current_version(&self, key: &str) -> Result<String, RedisError> {
@@ -229,29 +296,28 @@ impl Redis {
     }
 }
 
+/// `meta` as `lua/read_window.lua` returns it: seq, floor, complete, count, chan, fmt.
 fn decode_window(
     channel: ChannelId,
     meta: &[Value],
     elements: &[Value],
     head: Option<usize>,
 ) -> Option<Window> {
-    let field = |name: &str| {
-        meta.chunks(2)
-            .find(|pair| pair[0].as_str().as_deref() == Some(name))
-            .and_then(|pair| pair.get(1))
+    let [seq, floor, complete, count, chan, fmt] = meta else {
+        return None;
     };
-    let number = |name: &str| field(name)?.as_str()?.parse::<i64>().ok();
-    if field("fmt")?.as_str()?.as_ref() != codec::META_FORMAT {
+    let number = |v: &Value| v.as_str()?.parse::<i64>().ok();
+    if fmt.as_str()?.as_ref() != codec::META_FORMAT {
         return None;
     }
-    let count = number("count")?;
+    let count = number(count)?;
     let expected = head.map_or(count, |n| count.min(n.max(1) as i64));
     if expected != elements.len() as i64 {
         return None; // Part of the window was evicted.
     }
     let whole = expected == count;
-    let seq = number("seq")?;
-    let channel_info = codec::decode_channel(channel, seq, field("chan")?.as_bytes()?)?;
+    let seq = number(seq)?;
+    let channel_info = codec::decode_channel(channel, seq, chan.as_bytes()?)?;
     let messages = elements
         .iter()
         .map(|e| codec::decode_message(channel, e.as_bytes()?))
@@ -259,8 +325,8 @@ fn decode_window(
     Some(Window {
         channel: channel_info,
         messages,
-        floor: if whole { number("floor")? } else { seq },
-        complete: whole && number("complete")? == 1,
+        floor: if whole { number(floor)? } else { seq },
+        complete: whole && number(complete)? == 1,
     })
 }
 

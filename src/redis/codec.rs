@@ -18,6 +18,30 @@ pub const SCHEMA: u8 = 1;
 /// Written into the window's meta hash; a reader with another value treats it as a miss.
 pub const META_FORMAT: &str = "1:1";
 
+/// The JSON of a message page as the API writes it: a page kept in Redis by an instance
+/// of another build is served only when this is the same. Raise it whenever the JSON of
+/// a page changes.
+pub const PAGE_FORMAT: u8 = 1;
+
+/// The meta field a latest page of `limit` messages is kept under (`lua/store_page.lua`).
+pub fn page_field(limit: u32) -> String {
+    format!("page:{PAGE_FORMAT}:{limit}")
+}
+
+/// A kept page: the seq of the window it was made from (big endian, as Lua reads it),
+/// then the page.
+pub fn page_value(seq: i64, body: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + body.len());
+    value.extend_from_slice(&seq.to_be_bytes());
+    value.extend_from_slice(body);
+    value
+}
+
+/// The page of a kept value, without a copy.
+pub fn stored_page(value: &bytes::Bytes) -> Option<bytes::Bytes> {
+    (value.len() > 8).then(|| value.slice(8..))
+}
+
 /// Length of a list element's header: format, schema, id, seq, flags.
 const MESSAGE_HEADER: usize = 19;
 /// Length of a member value's header: format, schema, last read id, joined at.

@@ -7,7 +7,7 @@
 //! script is idempotent and fenced (see `lua/README.md`).
 
 pub mod codec;
-pub use channels::{MembersRead, WindowRead};
+pub use channels::{MembersRead, PageRead, WindowRead};
 pub use feeds::{FeedRead, FeedState};
 pub use history::HistoryRead;
 mod channels;
@@ -81,6 +81,7 @@ pub struct RedisSettings {
 
 struct Scripts {
     read_window: Script,
+    store_page: Script,
     fill_window: Script,
     append: Script,
     rewrite: Script,
@@ -102,6 +103,7 @@ impl Scripts {
         let lua = |src: &'static str| Script::from_lua(src);
         Scripts {
             read_window: lua(include_str!("../../lua/read_window.lua")),
+            store_page: lua(include_str!("../../lua/store_page.lua")),
             fill_window: lua(include_str!("../../lua/fill_window.lua")),
             append: lua(include_str!("../../lua/append.lua")),
             rewrite: lua(include_str!("../../lua/rewrite.lua")),
@@ -119,9 +121,10 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 15] {
+    fn all(&self) -> [&Script; 16] {
         [
             &self.read_window,
+            &self.store_page,
             &self.fill_window,
             &self.append,
             &self.rewrite,

@@ -7,7 +7,7 @@ use chrono::Utc;
 use fred::prelude::{ClientLike, KeysInterface, ListInterface};
 use hotchan::domain::window::{Members, Window};
 use hotchan::domain::{Channel, ChannelId, ChannelType, Member, Message, MessageId, UserId};
-use hotchan::redis::{MembersRead, Redis, RedisSettings, WindowRead};
+use hotchan::redis::{MembersRead, PageRead, Redis, RedisSettings, WindowRead};
 use uuid::Uuid;
 
 use crate::helpers::redis_url;
@@ -487,4 +487,67 @@ mod feeds {
         r.put_body_if_absent(&event(4)).await.unwrap();
         assert_eq!(r.bodies(&[EventId(4)]).await.unwrap(), [Some(tombstone)]);
     }
+}
+
+/// What `read_window_page` found: the kept page, or `None` for a window or a miss.
+async fn kept(redis: &Redis, c: ChannelId, limit: u32) -> Option<bytes::Bytes> {
+    match redis
+        .read_window_page(c, Some(4), Some(limit))
+        .await
+        .unwrap()
+    {
+        PageRead::Kept(body) => Some(body),
+        PageRead::Window(_) => None,
+    }
+}
+
+/// A page kept beside the window is served only while the window is as it was when the
+/// page was made: a post, an edit, a refill or a drop of the channel retires it, and a
+/// page made from a window a write has changed since is not kept.
+#[tokio::test]
+async fn a_kept_page_is_served_only_for_the_window_it_was_made_from() {
+    let redis = redis().await;
+    let c = ChannelId(Uuid::new_v4());
+    let v = version(&redis, c).await;
+    assert!(redis.fill_window(&v, &window(c, 1..=3)).await.unwrap());
+    assert_eq!(kept(&redis, c, 2).await, None, "nothing kept yet");
+
+    assert!(redis.store_page(c, 3, 2, b"page at 3").await.unwrap());
+    assert_eq!(kept(&redis, c, 2).await.as_deref(), Some(&b"page at 3"[..]));
+    assert_eq!(kept(&redis, c, 5).await, None, "kept per limit");
+    let PageRead::Window(WindowRead::Hit(head)) =
+        redis.read_window_page(c, Some(2), Some(5)).await.unwrap()
+    else {
+        panic!("the window answers a page not kept");
+    };
+    assert_eq!(seqs(&head), vec![3, 2]);
+
+    // A post moves the window on: the page of seq 3 is not served, nor kept again.
+    assert_eq!(redis.append(&message(c, 4, 4), 200).await.unwrap(), 1);
+    assert_eq!(kept(&redis, c, 2).await, None);
+    assert!(!redis.store_page(c, 3, 2, b"page at 3").await.unwrap());
+    assert_eq!(kept(&redis, c, 2).await, None);
+
+    // An edit, likewise.
+    assert!(redis.store_page(c, 4, 2, b"page at 4").await.unwrap());
+    let mut edited = message(c, 4, 5);
+    edited.content = Some("edited".into());
+    assert_eq!(redis.rewrite(&edited).await.unwrap(), 1);
+    assert_eq!(kept(&redis, c, 2).await, None);
+
+    // A refill and a drop delete the hash the page is kept in.
+    assert!(redis.store_page(c, 5, 2, b"page at 5").await.unwrap());
+    redis.drop_channel(c).await.unwrap();
+    assert_eq!(kept(&redis, c, 2).await, None);
+    assert!(
+        !redis.store_page(c, 5, 2, b"page at 5").await.unwrap(),
+        "no window"
+    );
+    let v = version(&redis, c).await;
+    assert!(redis.fill_window(&v, &window(c, 1..=5)).await.unwrap());
+    assert_eq!(
+        kept(&redis, c, 2).await,
+        None,
+        "a refill keeps no older page"
+    );
 }

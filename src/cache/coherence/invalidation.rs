@@ -72,7 +72,7 @@ impl Invalidation {
             Invalidation::Key(Key::Feed(u)) => Scope::Feed(u),
             Invalidation::Key(Key::Event(e)) => Scope::Event(e),
             Invalidation::Key(
-                Key::Window(c) | Key::WindowHead(c, _) | Key::Members(c) | Key::History(c),
+                Key::Window(c) | Key::LatestPage(c, _) | Key::Members(c) | Key::History(c),
             )
             | Invalidation::Channel(c) => Scope::Channel(c),
             Invalidation::Everything => Scope::Everything,
@@ -82,7 +82,7 @@ impl Invalidation {
     /// `inv <instance> w|m|c <channel>` or `inv <instance> *`.
     pub fn encode(&self, instance: &str) -> String {
         match self {
-            Invalidation::Key(Key::Window(c) | Key::WindowHead(c, _)) => {
+            Invalidation::Key(Key::Window(c) | Key::LatestPage(c, _)) => {
                 format!("inv {instance} w {c}")
             }
             Invalidation::Key(Key::Members(c)) => format!("inv {instance} m {c}"),
