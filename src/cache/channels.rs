@@ -177,9 +177,9 @@ impl Channels {
         }
     }
 
-    /// A channel's sync answer from the tiers, read through as a latest page is (a sync
-    /// is a hot read: clients reconnect to the channels they were in), with the path that
-    /// answered; `None` when Postgres must answer (the window cannot tell, or both tiers
+    /// A channel's sync answer from the tiers, read through as a latest page is when L1
+    /// is on (a sync is a hot read: clients reconnect to the channels they were in), with
+    /// the path that answered; `None` when Postgres must answer (the window cannot tell, or both tiers
     /// missed). With a user, also the unread count, or `None` when it needs Postgres.
     pub async fn sync_channel(
         &self,
@@ -188,7 +188,24 @@ impl Channels {
         user: Option<UserId>,
         limits: crate::postgres::SyncLimits,
     ) -> Result<(Option<SyncChannel>, Path), DbError> {
-        let (window, path) = match self.fetch_window(channel, Reach::Fill).await? {
+        // Without L1, each sync would decode whole windows from Redis: at 20 channels a
+        // sync and 32 clients that saturated Redis (`hotchan bench --scale 2m`: calls
+        // timed out and the breaker opened), so there a sync asks only L1, which is
+        // none, and Postgres answers it in one query.
+        let reach = match self.tiers.l1.is_enabled() {
+            true => Reach::Fill,
+            false => Reach::L1,
+        };
+        // Both at once: a cold channel is filled whole in one sync.
+        let members = async {
+            match user {
+                Some(_) => Some(self.fetch_members(channel, reach).await),
+                None => None,
+            }
+        };
+        let (window, members) =
+            futures::future::join(self.fetch_window(channel, reach), members).await;
+        let (window, path) = match window? {
             (Lookup::Found(window), path) => (window, path),
             (Lookup::Unavailable, path) => return Ok((None, path)),
         };
@@ -199,10 +216,10 @@ impl Channels {
         ) else {
             return Ok((None, Path::Postgres));
         };
-        let Some(user) = user else {
+        let (Some(user), Some(members)) = (user, members) else {
             return Ok((Some(answer), path));
         };
-        let (members, members_path) = match self.fetch_members(channel, Reach::Fill).await? {
+        let (members, members_path) = match members? {
             (Lookup::Found(members), members_path) => (members, members_path),
             (Lookup::Unavailable, members_path) => return Ok((None, members_path)),
         };
