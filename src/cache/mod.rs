@@ -45,6 +45,7 @@ pub mod paths;
 mod presence;
 mod settings;
 mod snapshot;
+mod source;
 pub mod sources;
 pub mod stats;
 pub mod tiers;

@@ -100,6 +100,14 @@ pub struct LatestPageSource {
 }
 
 impl LatestPageSource {
+    /// The window it is made from, loaded and installed as a window is.
+    fn window(&self) -> WindowSource {
+        WindowSource {
+            channel: self.channel,
+            head: None,
+        }
+    }
+
     fn page_entry(&self, window: &Window) -> Option<Entry> {
         Some(Entry::Page((self.encode)(&window.page(self.request)?)))
     }
@@ -152,16 +160,18 @@ impl Source for LatestPageSource {
         )
     }
     async fn load(&self, db: &Db, settings: &CacheSettings) -> Result<Option<Window>, DbError> {
-        db.load_window(self.channel, settings.hot_window).await
+        self.window().load(db, settings).await
     }
     async fn install(
         &self,
         redis: &Redis,
         version: &str,
         window: &Window,
-        _: &CacheSettings,
+        settings: &CacheSettings,
     ) -> Result<bool, RedisError> {
-        redis.fill_window(version, window).await
+        self.window()
+            .install(redis, version, window, settings)
+            .await
     }
     fn answers_fills(&self) -> bool {
         true
@@ -170,10 +180,7 @@ impl Source for LatestPageSource {
         self.page_entry(&window)
     }
     fn hook(&self, hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
-        hooks
-            .after_fill_read
-            .as_ref()
-            .map(|hook| hook(self.channel))
+        self.window().hook(hooks)
     }
 }
 

@@ -20,7 +20,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::BoxFuture;
 use tracing::{debug, warn};
 
 use super::fills::{FillKey, Fills, Queued};
@@ -34,72 +33,7 @@ use crate::domain::Scope;
 use crate::postgres::{Db, DbError};
 use crate::redis::{Redis, RedisError};
 
-/// What a Redis read of a key found.
-pub enum RedisRead {
-    Hit(Entry),
-    /// Not cached; a fill must present this fence version.
-    Miss(String),
-}
-
-/// One kind of cached data, as the engine reads and fills it.
-pub trait Source: Sync {
-    /// What L1 and Redis answer with.
-    type Value;
-    /// What a fill reads from Postgres and installs.
-    type Row: Send + Sync;
-
-    /// Its L1 key.
-    fn key(&self) -> Key;
-    /// Its fill (and presence mark).
-    fn fill_key(&self) -> FillKey;
-    /// What a write to it dirties.
-    fn scope(&self) -> Scope;
-    /// Whether this instance remembers if Redis holds it ([`Presence`]); without marks
-    /// every L1 miss asks Redis.
-    fn marks_presence(&self) -> bool {
-        true
-    }
-    /// The typed value of an entry of its key.
-    fn value(entry: Entry) -> Option<Self::Value>;
-    /// The names its calls are timed under: (Redis read, Postgres load, Redis fill).
-    fn operations(&self) -> [&'static str; 3];
-
-    /// One Redis read.
-    fn read(&self, redis: &Redis) -> impl Future<Output = Result<RedisRead, RedisError>> + Send;
-    /// The Postgres read of a fill; `None` when there is nothing to install (the channel
-    /// does not exist, a run would not answer its page).
-    fn load(
-        &self,
-        db: &Db,
-        settings: &CacheSettings,
-    ) -> impl Future<Output = Result<Option<Self::Row>, DbError>> + Send;
-    /// The fenced install of what `load` read: true when the fence let it in.
-    fn install(
-        &self,
-        redis: &Redis,
-        version: &str,
-        row: &Self::Row,
-        settings: &CacheSettings,
-    ) -> impl Future<Output = Result<bool, RedisError>> + Send;
-    /// The L1 entry of a row a fill installed, for a source L1 keeps whole; `None` (the
-    /// default) leaves L1 to load it from Redis on the next read.
-    fn entry(&self, _row: Self::Row) -> Option<Entry> {
-        None
-    }
-    /// Whether a miss is answered by its fill ([`Tiers::read_through`]): true when
-    /// [`Source::answer`] makes an entry of every row.
-    fn answers_fills(&self) -> bool {
-        false
-    }
-    /// The entry a row a fill installed answers its readers with.
-    fn answer(&self, row: Self::Row) -> Option<Entry> {
-        self.entry(row)
-    }
-    /// A test hook to await between the load and the install.
-    fn hook(&self, _hooks: &Hooks) -> Option<BoxFuture<'static, ()>> {
-        None
-    }
-}
+pub use super::source::{RedisRead, Source};
 
 /// What [`Tiers::inspect`] found.
 pub struct Inspection<S: Source> {
@@ -299,7 +233,7 @@ impl Tiers {
                     match (admitted, source.answers_fills()) {
                         (true, true) => self.read_through(source, &version).await?,
                         (true, false) => {
-                            self.queue_admitted(fill, Some(version));
+                            self.queue(fill, Some(version));
                             Loaded::Missed
                         }
                         (false, _) => Loaded::Missed,
@@ -316,34 +250,46 @@ impl Tiers {
     /// in between the version and the install, so nothing a write invalidated is served.
     /// Otherwise (refused, nothing to install, Redis failed) each caller asks Postgres.
     async fn read_through<S: Source>(&self, source: &S, version: &str) -> Result<Loaded, DbError> {
-        let [_, load, install] = source.operations();
-        let Some(row) = self
-            .pg_call(load, source.load(&self.db, &self.settings))
-            .await?
-        else {
-            return Ok(Loaded::Missed);
-        };
-        if let Some(hook) = source.hook(&self.hooks) {
-            hook.await;
-        }
-        let call = source.install(&self.redis, version, &row, &self.settings);
-        Ok(match self.redis_call(install, call).await {
-            Some(true) => {
+        Ok(match self.load_and_install(source, version).await? {
+            Some((true, row)) => {
                 bump(&self.stats.fills);
-                if source.marks_presence() {
-                    self.presence.seen(source.fill_key());
-                }
                 match source.answer(row) {
                     Some(entry) => Loaded::Found(entry, Path::Fill),
                     None => Loaded::Missed,
                 }
             }
-            Some(false) => {
+            Some((false, _)) => {
                 bump(&self.stats.fills_refused);
                 Loaded::Missed
             }
             None => Loaded::Missed,
         })
+    }
+
+    /// A fill's Postgres load and fenced install (marked present when the fence let it
+    /// in): `None` when there was nothing to install or Redis failed, else whether it
+    /// was installed, with the row.
+    async fn load_and_install<S: Source>(
+        &self,
+        source: &S,
+        version: &str,
+    ) -> Result<Option<(bool, S::Row)>, DbError> {
+        let [_, load, install] = source.operations();
+        let Some(row) = self
+            .pg_call(load, source.load(&self.db, &self.settings))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if let Some(hook) = source.hook(&self.hooks) {
+            hook.await;
+        }
+        let call = source.install(&self.redis, version, &row, &self.settings);
+        let installed = self.redis_call(install, call).await;
+        if installed == Some(true) && source.marks_presence() {
+            self.presence.seen(source.fill_key());
+        }
+        Ok(installed.map(|installed| (installed, row)))
     }
 
     /// A read that does not ask Redis, because Redis likely lacks the key: Postgres
@@ -377,28 +323,14 @@ impl Tiers {
         source: &S,
         version: &str,
     ) -> Result<Option<bool>, DbError> {
-        let [_, load, install] = source.operations();
         let ticket = self.l1.is_enabled().then(|| self.l1.ticket(source.key()));
-        let Some(row) = self
-            .pg_call(load, source.load(&self.db, &self.settings))
-            .await?
-        else {
+        let Some((installed, row)) = self.load_and_install(source, version).await? else {
             return Ok(None);
         };
-        if let Some(hook) = source.hook(&self.hooks) {
-            hook.await;
+        if let (true, Some(ticket), Some(entry)) = (installed, ticket, source.entry(row)) {
+            self.l1.install_with(source.key(), ticket, entry);
         }
-        let call = source.install(&self.redis, version, &row, &self.settings);
-        let installed = self.redis_call(install, call).await;
-        if installed == Some(true) {
-            if source.marks_presence() {
-                self.presence.seen(source.fill_key());
-            }
-            if let (Some(ticket), Some(entry)) = (ticket, source.entry(row)) {
-                self.l1.install_with(source.key(), ticket, entry);
-            }
-        }
-        Ok(installed)
+        Ok(Some(installed))
     }
 
     /// What each tier holds of `source` beside what Postgres would fill it with, read
@@ -424,12 +356,12 @@ impl Tiers {
     /// After a miss in both tiers: queues the fill of `key` when admitted ([`Fills`]).
     pub(super) fn queue_fill(&self, key: FillKey, version: Option<String>) {
         if self.fills.admit(key) {
-            self.queue_admitted(key, version);
+            self.queue(key, version);
         }
     }
 
     /// Queues the fill of `key`, admitted already, unless it waits or runs.
-    fn queue_admitted(&self, key: FillKey, version: Option<String>) {
+    fn queue(&self, key: FillKey, version: Option<String>) {
         if self.fills.queue(key, version) == Queued::Dropped {
             bump(&self.stats.fills_dropped);
         }
