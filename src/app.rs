@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
 
 use crate::api;
-use crate::cache::{Hooks, HotCache};
+use crate::cache::{CacheMode, Hooks, HotCache};
 use crate::config::{DatabaseSettings, ListenAddr, Settings};
 use crate::metrics::Metrics;
 use crate::postgres::{self, Db, SyncLimits};
@@ -54,7 +54,13 @@ impl Application {
             .context("migrating the database failed")?;
         let db = Db::connect(&settings.db.pg())
             .await
-            .context("cannot open the Postgres pool")?;
+            .context("cannot open the Postgres pool")?
+            // Without a cache in front, writes have nothing to invalidate.
+            .with_outbox(settings.cache != CacheMode::Off);
+        if let Some(point) = &settings.crash_at {
+            let point = crate::crash::POINTS.iter().find(|p| **p == point.as_str());
+            crate::crash::arm(point.expect("checked by the setting's parser"));
+        }
         let identity = db
             .identity()
             .await
@@ -97,6 +103,13 @@ impl Application {
         db.feed_upkeep(retention, true)
             .await
             .context("making the feed partitions")?;
+        if settings.cache != CacheMode::Off {
+            // Writes an instance (this one, say) cut short between commit and cache: dirty
+            // here before the first request, dropped from Redis as soon as it answers.
+            crate::cache::outbox::recover(hot.coherence())
+                .await
+                .context("reading the cache outbox")?;
+        }
         let tasks = crate::tasks::start(&crate::tasks::Parts {
             cache: hot,
             service: service.clone(),

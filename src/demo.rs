@@ -68,7 +68,7 @@ pub async fn seed(db: &Db) -> Result<bool, DbError> {
                 reply_to: None,
                 client_msg_id: None,
             };
-            if let PostOutcome::Created(m) = db.post_message(ChannelId(id), &new).await? {
+            if let PostOutcome::Created(m, _) = db.post_message(ChannelId(id), &new).await? {
                 first.get_or_insert(m.id);
             }
             posted += 1;

@@ -21,6 +21,7 @@
 //!   cluster slot grouping, and `WAIT` for failover safety.
 //! - [`tls`]: the only module that imports rustls: the TLS settings of Redis and Postgres.
 //! - [`tasks`]: every background task, started in one place.
+//! - [`crash`]: named crash points, armed only by the crash-safety tests.
 //! - [`metrics`]: the per-instance Prometheus registry.
 //! - [`progress`]: the progress bar of long operations (seeding, table conversion).
 //! - [`demo`]: the small demo dataset loaded by `scripts/run`.
@@ -39,6 +40,7 @@ pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod crash;
 pub mod demo;
 pub mod domain;
 pub mod metrics;

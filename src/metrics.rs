@@ -202,6 +202,7 @@ impl Metrics {
             counter!("hotchan_cache_notices_total", "direction" => "sent").absolute(s.notices_sent);
             counter!("hotchan_cache_notices_total", "direction" => "received")
                 .absolute(s.notices_received);
+            counter!("hotchan_cache_outbox_replayed_total").absolute(s.outbox_replayed);
             counter!("hotchan_redis_errors_total").absolute(s.redis_errors);
             counter!("hotchan_redis_repair_failures_total").absolute(s.repair_failures);
             for d in &cache.audit.delays {

@@ -24,6 +24,9 @@ pub enum Task {
     Fills,
     /// Hears other instances' notices through Postgres ([`cache::notices`]).
     NoticeListener,
+    /// Deletes this instance's finished rows of the cache outbox, and replays rows whose
+    /// instance died between commit and cache ([`cache::outbox`]).
+    Outbox,
     /// Applies other instances' invalidations to L1, and watches the heartbeat.
     InvalidationListener,
     /// Checks a sample of writes against Postgres ([`cache::audit`]).
@@ -49,6 +52,7 @@ pub fn plan(mode: CacheMode, l1: bool) -> Vec<Task> {
         Task::RedisRepair,
         Task::Fills,
         Task::NoticeListener,
+        Task::Outbox,
         Task::Audit,
         Task::Advice,
     ]);
@@ -78,6 +82,7 @@ pub fn start(parts: &Parts) -> Vec<JoinHandle<()>> {
             }
             Task::Fills => tokio::spawn(cache::fills::work(cache.clone())),
             Task::NoticeListener => tokio::spawn(cache::notices::listen(cache.coherence().clone())),
+            Task::Outbox => tokio::spawn(cache::outbox::work(cache.coherence().clone())),
             Task::InvalidationListener => {
                 tokio::spawn(cache::invalidation::listen(cache.coherence().clone()))
             }
@@ -104,12 +109,13 @@ mod tests {
         );
         let redis = plan(CacheMode::Redis, false);
         assert!(redis.contains(&Task::Fills) && redis.contains(&Task::RedisRepair));
+        assert!(redis.contains(&Task::Outbox), "writes cut short are replayed");
         assert!(
             !redis.contains(&Task::InvalidationListener),
             "nothing in L1 to invalidate"
         );
         let full = plan(CacheMode::Full, true);
-        assert_eq!(full.len(), 9, "every task: {full:?}");
+        assert_eq!(full.len(), 10, "every task: {full:?}");
         assert!(full.contains(&Task::InvalidationListener));
     }
 }

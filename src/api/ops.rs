@@ -190,6 +190,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "sent": stats.notices_sent,
             "received": stats.notices_received,
         },
+        "outbox_replayed": stats.outbox_replayed,
     }))
 }
 

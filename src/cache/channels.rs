@@ -20,7 +20,7 @@ use crate::domain::window::Members;
 use crate::domain::{
     Channel, ChannelId, Member, Message, MessageId, Page, PageRequest, SyncChannel, UserId,
 };
-use crate::postgres::DbError;
+use crate::postgres::{DbError, Ticket};
 
 /// Most message id → channel mappings kept for `GET /v1/messages/{id}` (they never change).
 const MESSAGE_CHANNELS: u64 = 100_000;
@@ -253,7 +253,7 @@ impl Channels {
     }
 
     /// Write-through of a post.
-    pub async fn after_post(&self, message: &Message) {
+    pub async fn after_post(&self, message: &Message, ticket: Ticket) {
         let call = self
             .tiers
             .redis
@@ -272,38 +272,38 @@ impl Channels {
         };
         let changed = [Invalidation::Key(key)];
         self.coherence
-            .write_through_updating("append", call, &changed, Some((key, &next)))
+            .write_through_updating("append", call, &changed, Some((key, &next)), ticket)
             .await;
         self.audit.sample(c);
     }
 
     /// Write-through of an edit or a delete: the window, and the runs of deep history
     /// (which a post never changes: it lands above every run).
-    pub async fn after_rewrite(&self, message: &Message) {
+    pub async fn after_rewrite(&self, message: &Message, ticket: Ticket) {
         let call = self.tiers.redis.rewrite(message);
         let c = message.channel_id;
         let changed = [Key::Window(c), Key::History(c)].map(Invalidation::Key);
         self.coherence
-            .write_through("rewrite", call, &changed)
+            .write_through("rewrite", call, &changed, ticket)
             .await;
         self.audit.sample(c);
     }
 
     /// Write-through of a membership change.
-    pub async fn after_members_change(&self, channel: ChannelId) {
+    pub async fn after_members_change(&self, channel: ChannelId, ticket: Ticket) {
         let call = self.tiers.redis.drop_members(channel);
         let changed = [Invalidation::Key(Key::Members(channel))];
         self.coherence
-            .write_through("drop_members", call, &changed)
+            .write_through("drop_members", call, &changed, ticket)
             .await;
     }
 
     /// Write-through of a read marker; `member` as it is after the change.
-    pub async fn after_mark_read(&self, channel: ChannelId, member: &Member) {
+    pub async fn after_mark_read(&self, channel: ChannelId, member: &Member, ticket: Ticket) {
         let call = self.tiers.redis.mark_read(channel, member);
         let changed = [Invalidation::Key(Key::Members(channel))];
         self.coherence
-            .write_through("mark_read", call, &changed)
+            .write_through("mark_read", call, &changed, ticket)
             .await;
     }
 }

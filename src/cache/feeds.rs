@@ -35,7 +35,7 @@ use super::CacheMode;
 use super::{Lookup, Reach};
 use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest};
 use crate::domain::{Scope, UserId};
-use crate::postgres::{DbError, Delivery};
+use crate::postgres::{DbError, Delivery, Ticket};
 use crate::redis::FeedState;
 
 /// Extra bodies read past a page's limit, for deleted or expired events among them.
@@ -244,11 +244,17 @@ impl Feeds {
 
     /// Write-through of deliveries that committed: `event`'s body (a new event), then the
     /// recipients' cached feeds, L1 here, and the other instances.
-    pub async fn after_feed_delivery(&self, event: Option<&Event>, deliveries: &[Delivery]) {
+    pub async fn after_feed_delivery(
+        &self,
+        event: Option<&Event>,
+        deliveries: &[Delivery],
+        ticket: Ticket,
+    ) {
         if self.tiers.settings.mode == CacheMode::Off || (event.is_none() && deliveries.is_empty())
         {
             return;
         }
+        crate::crash::point(crate::crash::AFTER_COMMIT);
         let users: Vec<UserId> = deliveries.iter().map(|(u, _)| *u).collect();
         let versioned = if self.tiers.breaker.is_open() {
             None
@@ -263,7 +269,7 @@ impl Feeds {
             .into_iter()
             .map(|user| Invalidation::Key(Key::Feed(user)))
             .collect();
-        self.coherence.settle(reached, &changed).await;
+        self.coherence.settle(reached, &changed, ticket).await;
     }
 
     /// The fence bump of every recipient and the append onto cached feeds, after the new
@@ -331,20 +337,20 @@ impl Feeds {
     }
 
     /// Write-through of a user's unseen marker (the one now in force).
-    pub async fn after_feed_seen(&self, user: UserId, seen: EventId) {
+    pub async fn after_feed_seen(&self, user: UserId, seen: EventId, ticket: Ticket) {
         let call = self.tiers.redis.feed_seen(user, seen);
         let changed = [Invalidation::Key(Key::Feed(user))];
         self.coherence
-            .write_through("feed_seen", call, &changed)
+            .write_through("feed_seen", call, &changed, ticket)
             .await;
     }
 
     /// Write-through of a delete: the tombstone replaces the body everywhere.
-    pub async fn after_event_delete(&self, tombstone: &Event) {
+    pub async fn after_event_delete(&self, tombstone: &Event, ticket: Ticket) {
         let call = self.tiers.redis.put_body(tombstone);
         let changed = [Invalidation::Key(Key::Event(tombstone.id))];
         self.coherence
-            .write_through("put_body", call, &changed)
+            .write_through("put_body", call, &changed, ticket)
             .await;
     }
 }

@@ -64,6 +64,9 @@ counters! {
     notices_sent,
     /// Other instances' announcements heard (live or caught up).
     notices_received,
+    /// Writes whose instance died (or stalled) between commit and cache, replayed from
+    /// the cache outbox.
+    outbox_replayed,
     redis_errors,
     /// Attempts of the background repair that Redis did not let finish.
     repair_failures,

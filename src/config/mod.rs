@@ -261,6 +261,11 @@ pub struct Settings {
     /// On SIGTERM or SIGINT, how long in-flight requests may take before the process exits.
     #[arg(long, env = "HOTCHAN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_timeout_ms: u64,
+
+    /// For the crash-safety tests only: abort the process the first time a write reaches
+    /// this step (`after-commit`, `after-redis`; see `src/crash.rs`). Default: none.
+    #[arg(long, env = "HOTCHAN_CRASH_AT", hide = true, value_parser = clap::builder::PossibleValuesParser::new(crate::crash::POINTS))]
+    pub crash_at: Option<String>,
 }
 
 impl Settings {

@@ -1,9 +1,10 @@
 //! Channel and membership queries.
 
+use super::outbox::{outbox_cte, Ticket};
 use super::rows::{self, CHANNEL_COLUMNS, MEMBER_COLUMNS};
 use super::{Db, DbError};
 use crate::domain::{
-    Channel, ChannelId, ChannelName, ChannelType, Member, MemberSummary, Role, UserId,
+    Channel, ChannelId, ChannelName, ChannelType, Member, MemberSummary, Role, Scope, UserId,
 };
 
 /// What a membership lookup found.
@@ -19,7 +20,8 @@ pub enum MemberLookup {
 pub enum MemberRemoval {
     NoChannel,
     NotMember,
-    Removed,
+    /// Removed; the change's row in the cache outbox.
+    Removed(Ticket),
 }
 
 impl Db {
@@ -118,27 +120,33 @@ impl Db {
     }
 
     /// Adds a member, or changes the role of an existing one. Without a role, a new member
-    /// gets "member" and an existing one keeps its role. `None` when there is no channel.
+    /// gets "member" and an existing one keeps its role. `None` when there is no channel;
+    /// else the member, and the change's row in the cache outbox.
     pub async fn upsert_member(
         &self,
         channel: ChannelId,
         user: UserId,
         role: Option<&Role>,
-    ) -> Result<Option<Member>, DbError> {
+    ) -> Result<Option<(Member, Ticket)>, DbError> {
         let client = self.client().await?;
         let sql = format!(
-            "INSERT INTO channel_members AS cm (channel_id, user_id, role)
-             SELECT c.id, $2, COALESCE($3, 'member') FROM channels c WHERE c.id = $1
-             ON CONFLICT (channel_id, user_id)
-             DO UPDATE SET role = COALESCE($3, cm.role)
-             RETURNING {MEMBER_COLUMNS}"
+            "WITH cm AS (
+               INSERT INTO channel_members AS cm (channel_id, user_id, role)
+               SELECT c.id, $2, COALESCE($3, 'member') FROM channels c WHERE c.id = $1
+               ON CONFLICT (channel_id, user_id)
+               DO UPDATE SET role = COALESCE($3, cm.role)
+               RETURNING {MEMBER_COLUMNS}),
+             {}
+             SELECT cm.*, (SELECT id FROM outbox) FROM cm",
+            outbox_cte("cm", 4)
         );
         let stmt = client.prepare_cached(&sql).await?;
         let role = role.map(Role::as_str);
+        let scopes = self.outbox_scopes(&[Scope::Channel(channel)]);
         let row = client
-            .query_opt(&stmt, &[&channel.0, &user.0, &role])
+            .query_opt(&stmt, &[&channel.0, &user.0, &role, &scopes])
             .await?;
-        Ok(row.map(|r| rows::member(&r)))
+        Ok(row.map(|r| (rows::member(&r), Ticket(r.get(r.len() - 1)))))
     }
 
     pub async fn remove_member(
@@ -148,19 +156,25 @@ impl Db {
     ) -> Result<MemberRemoval, DbError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "WITH gone AS (
                    DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2
-                   RETURNING 1)
+                   RETURNING 1),
+                 {}
                  SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1),
-                        EXISTS (SELECT 1 FROM gone)",
-            )
+                        EXISTS (SELECT 1 FROM gone),
+                        (SELECT id FROM outbox)",
+                outbox_cte("gone", 3)
+            ))
             .await?;
-        let row = client.query_one(&stmt, &[&channel.0, &user.0]).await?;
+        let scopes = self.outbox_scopes(&[Scope::Channel(channel)]);
+        let row = client
+            .query_one(&stmt, &[&channel.0, &user.0, &scopes])
+            .await?;
         Ok(match (row.get(0), row.get(1)) {
             (false, _) => MemberRemoval::NoChannel,
             (true, false) => MemberRemoval::NotMember,
-            (true, true) => MemberRemoval::Removed,
+            (true, true) => MemberRemoval::Removed(Ticket(row.get(2))),
         })
     }
 }

@@ -54,6 +54,8 @@ pub struct Delivered {
     pub deliveries: Vec<Delivery>,
     /// Recipients still to go after this batch.
     pub remaining: usize,
+    /// The feeds this batch changed, in the cache outbox.
+    pub ticket: super::Ticket,
 }
 
 /// The unfinished fan-outs of events older than `below`, with their audiences.
@@ -204,6 +206,11 @@ impl Db {
         let to = (from + batch).min(audience.len());
         let users = &audience[from..to];
         let deliveries = deliver(&tx, &self.audiences, event, created_at, users).await?;
+        let feeds: Vec<crate::domain::Scope> = deliveries
+            .iter()
+            .map(|(u, _)| crate::domain::Scope::Feed(*u))
+            .collect();
+        let ticket = self.record_outbox(&tx, &feeds).await?;
         if to == audience.len() {
             tx.execute("DELETE FROM fanouts WHERE event_id = $1", &[&event])
                 .await?;
@@ -222,6 +229,7 @@ impl Db {
             event: EventId(event),
             deliveries,
             remaining: audience.len() - to,
+            ticket,
         }))
     }
 

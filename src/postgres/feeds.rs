@@ -11,9 +11,10 @@ use uuid::Uuid;
 
 use super::fanout::{self, INLINE_AUDIENCE};
 use super::feed_partitions::{is_missing_partition, Retention};
+use super::outbox::{outbox_cte, Ticket};
 use super::{Db, DbError};
 use crate::domain::feed::{Event, EventId, FeedCursor, FeedPage, FeedRequest, NewEvent};
-use crate::domain::{ChannelId, UserId};
+use crate::domain::{ChannelId, Scope, UserId};
 
 /// The advisory lock key of publishing (ASCII "hcpublsh").
 const PUBLISH_LOCK_KEY: i64 = 0x6863_7075_626c_7368;
@@ -64,11 +65,14 @@ pub struct Published {
     pub delivered: Vec<fanout::Delivery>,
     /// Whether the rest is left to the background fan-out.
     pub background: bool,
+    /// The feeds it changed, in the cache outbox.
+    pub ticket: Ticket,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventDeleteOutcome {
-    Deleted(Box<Event>),
+    /// The tombstone, and the body's row in the cache outbox.
+    Deleted(Box<Event>, Ticket),
     AlreadyDeleted,
     NotFound,
 }
@@ -175,12 +179,15 @@ impl Db {
         } else {
             fanout::deliver(&tx, &self.audiences, id, created_at, &audience).await?
         };
+        let feeds: Vec<Scope> = delivered.iter().map(|(u, _)| Scope::Feed(*u)).collect();
+        let ticket = self.record_outbox(&tx, &feeds).await?;
         tx.commit().await?;
         Ok(PublishOutcome::Created(Published {
             event,
             recipients,
             delivered,
             background,
+            ticket,
         }))
     }
 
@@ -207,14 +214,20 @@ impl Db {
     ) -> Result<EventDeleteOutcome, DbError> {
         let client = self.client().await?;
         let sql = format!(
-            "UPDATE events e SET deleted_at = now(), data = NULL
-             WHERE {LIVE} AND e.id = $2 AND e.deleted_at IS NULL
-             RETURNING {EVENT_COLUMNS}"
+            "WITH e AS (
+               UPDATE events e SET deleted_at = now(), data = NULL
+               WHERE {LIVE} AND e.id = $2 AND e.deleted_at IS NULL
+               RETURNING {EVENT_COLUMNS}),
+             {}
+             SELECT e.*, (SELECT id FROM outbox) FROM e",
+            outbox_cte("e", 3)
         );
         let stmt = client.prepare_cached(&sql).await?;
         let keep = retention.keep_secs();
-        if let Some(row) = client.query_opt(&stmt, &[&keep, &id.0]).await? {
-            return Ok(EventDeleteOutcome::Deleted(Box::new(event(&row))));
+        let scopes = self.outbox_scopes(&[Scope::Event(id)]);
+        if let Some(row) = client.query_opt(&stmt, &[&keep, &id.0, &scopes]).await? {
+            let ticket = Ticket(row.get(row.len() - 1));
+            return Ok(EventDeleteOutcome::Deleted(Box::new(event(&row)), ticket));
         }
         drop(client);
         Ok(match self.load_event(id, retention).await? {
@@ -294,19 +307,31 @@ impl Db {
         Ok(FeedPage::from_rows(events, request.limit as usize))
     }
 
-    /// Moves a user's unseen marker forward (never back); the marker in force.
-    pub async fn mark_feed_seen(&self, user: UserId, seen: EventId) -> Result<EventId, DbError> {
+    /// Moves a user's unseen marker forward (never back); the marker in force, and the
+    /// feed's row in the cache outbox.
+    pub async fn mark_feed_seen(
+        &self,
+        user: UserId,
+        seen: EventId,
+    ) -> Result<(EventId, Ticket), DbError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "INSERT INTO feed_seen AS s (user_id, last_seen_event_id) VALUES ($1, $2)
-                 ON CONFLICT (user_id) DO UPDATE
-                   SET last_seen_event_id = GREATEST(s.last_seen_event_id, EXCLUDED.last_seen_event_id)
-                 RETURNING last_seen_event_id",
-            )
+            .prepare_cached(&format!(
+                "WITH s AS (
+                   INSERT INTO feed_seen AS s (user_id, last_seen_event_id) VALUES ($1, $2)
+                   ON CONFLICT (user_id) DO UPDATE
+                     SET last_seen_event_id = GREATEST(s.last_seen_event_id, EXCLUDED.last_seen_event_id)
+                   RETURNING last_seen_event_id),
+                 {}
+                 SELECT last_seen_event_id, (SELECT id FROM outbox) FROM s",
+                outbox_cte("s", 3)
+            ))
             .await?;
-        let row = client.query_one(&stmt, &[&user.0, &seen.0]).await?;
-        Ok(EventId(row.get(0)))
+        let scopes = self.outbox_scopes(&[Scope::Feed(user)]);
+        let row = client
+            .query_one(&stmt, &[&user.0, &seen.0, &scopes])
+            .await?;
+        Ok((EventId(row.get(0)), Ticket(row.get(1))))
     }
 
     /// A user's unseen marker and the live, unexpired events of their feed above it.

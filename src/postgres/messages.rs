@@ -6,11 +6,13 @@
 //! message row, so two changes can never deadlock.
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
+use super::outbox::Ticket;
 use super::rows::{self, MESSAGE_COLUMNS};
 use super::{Db, DbError};
 use crate::domain::{
-    ChannelId, ClientMsgId, Content, Cursor, Message, MessageId, Page, PageRequest, UserId,
+    ChannelId, ClientMsgId, Content, Cursor, Message, MessageId, Page, PageRequest, Scope, UserId,
 };
 
 /// A post, validated.
@@ -24,7 +26,8 @@ pub struct NewMessage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostOutcome {
-    Created(Message),
+    /// The message, and its row in the cache outbox.
+    Created(Message, Ticket),
     /// The `client_msg_id` was used before in this channel: the original message.
     Duplicate(Message),
     NoChannel,
@@ -35,7 +38,7 @@ pub enum PostOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EditOutcome {
-    Edited(Message),
+    Edited(Message, Ticket),
     NotFound,
     /// Tombstones cannot be edited.
     Deleted,
@@ -43,7 +46,7 @@ pub enum EditOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteOutcome {
-    Deleted(Message),
+    Deleted(Message, Ticket),
     /// Deleting a tombstone changes nothing and takes no seq.
     AlreadyDeleted,
     NotFound,
@@ -117,21 +120,25 @@ impl Db {
              RETURNING {MESSAGE_COLUMNS}"
         );
         let stmt = tx.prepare_cached(&sql).await?;
-        let row = tx
-            .query_one(
-                &stmt,
-                &[
+        // The outbox row goes out with the insert, in one round trip (pipelined).
+        let content = new.content.as_str();
+        let scopes = [Scope::Channel(channel)];
+        let (row, ticket) = tokio::try_join!(
+            async {
+                let params: [&(dyn ToSql + Sync); 6] = [
                     &channel.0,
                     &new.sender.0,
-                    &new.content.as_str(),
+                    &content,
                     &reply_to,
                     &seq,
                     &client_msg_id,
-                ],
-            )
-            .await?;
+                ];
+                Ok::<_, DbError>(tx.query_one(&stmt, &params).await?)
+            },
+            self.record_outbox(&tx, &scopes),
+        )?;
         tx.commit().await?;
-        Ok(PostOutcome::Created(rows::message(&row)))
+        Ok(PostOutcome::Created(rows::message(&row), ticket))
     }
 
     pub async fn edit_message(
@@ -153,14 +160,21 @@ impl Db {
              RETURNING {MESSAGE_COLUMNS}"
         );
         let stmt = tx.prepare_cached(&sql).await?;
-        let Some(row) = tx
-            .query_opt(&stmt, &[&id.0, &content.as_str(), &seq, &channel.0])
-            .await?
-        else {
+        let content = content.as_str();
+        let scopes = [Scope::Channel(channel)];
+        let (row, ticket) = tokio::try_join!(
+            async {
+                let params: [&(dyn ToSql + Sync); 4] = [&id.0, &content, &seq, &channel.0];
+                Ok::<_, DbError>(tx.query_opt(&stmt, &params).await?)
+            },
+            self.record_outbox(&tx, &scopes),
+        )?;
+        let Some(row) = row else {
+            // Dropping the transaction rolls back the seq and the outbox row.
             return Ok(EditOutcome::Deleted);
         };
         tx.commit().await?;
-        Ok(EditOutcome::Edited(rows::message(&row)))
+        Ok(EditOutcome::Edited(rows::message(&row), ticket))
     }
 
     pub async fn delete_message(&self, id: MessageId) -> Result<DeleteOutcome, DbError> {
@@ -178,11 +192,19 @@ impl Db {
              RETURNING {MESSAGE_COLUMNS}"
         );
         let stmt = tx.prepare_cached(&sql).await?;
-        let Some(row) = tx.query_opt(&stmt, &[&id.0, &seq, &channel.0]).await? else {
+        let scopes = [Scope::Channel(channel)];
+        let (row, ticket) = tokio::try_join!(
+            async {
+                let params: [&(dyn ToSql + Sync); 3] = [&id.0, &seq, &channel.0];
+                Ok::<_, DbError>(tx.query_opt(&stmt, &params).await?)
+            },
+            self.record_outbox(&tx, &scopes),
+        )?;
+        let Some(row) = row else {
             return Ok(DeleteOutcome::AlreadyDeleted);
         };
         tx.commit().await?;
-        Ok(DeleteOutcome::Deleted(rows::message(&row)))
+        Ok(DeleteOutcome::Deleted(rows::message(&row), ticket))
     }
 
     /// One message, tombstones included.

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "notice_scope",
         include_str!("../../migrations/0007_notice_scope.sql"),
     ),
+    (
+        8,
+        "cache_outbox",
+        include_str!("../../migrations/0008_cache_outbox.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations (ASCII "hotchan1").

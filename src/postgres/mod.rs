@@ -11,6 +11,7 @@ pub mod history;
 mod messages;
 mod migrate;
 mod notices;
+mod outbox;
 pub mod partition;
 mod reads;
 mod rows;
@@ -34,6 +35,7 @@ pub use migrate::{drop_database, ensure_database, migrate, MIGRATIONS};
 pub use notices::{
     CacheNotice, Heard, NoticeListener, LISTENER_APPLICATION_NAME, NOTICE_BUFFER, NOTICE_CHANNEL,
 };
+pub use outbox::{OutboxRow, Ticket};
 pub use reads::{MarkReadOutcome, UnreadOutcome};
 pub use seeding::Seeder;
 pub use settings::PgSettings;
@@ -49,6 +51,9 @@ pub struct Db {
     tls: crate::tls::MakeRustlsConnect,
     /// Audiences of unfinished background fan-outs ([`fanout`]).
     audiences: std::sync::Arc<fanout::Audiences>,
+    /// Whether writes record what they change in the cache outbox ([`outbox`]); off when
+    /// no cache is in front of this store.
+    outbox: bool,
 }
 
 /// A snapshot of the pool, for `/metrics`.
@@ -111,9 +116,17 @@ impl Db {
             config: std::sync::Arc::new(config),
             tls,
             audiences: Default::default(),
+            outbox: true,
         };
         db.ping().await?;
         Ok(db)
+    }
+
+    /// This store with writes recording what they change in the cache outbox (`true`,
+    /// the default) or not (no cache in front of it).
+    pub fn with_outbox(mut self, on: bool) -> Db {
+        self.outbox = on;
+        self
     }
 
     /// One round trip to Postgres.

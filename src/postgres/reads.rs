@@ -1,13 +1,15 @@
 //! Read markers and unread counts.
 
+use super::outbox::{outbox_cte, Ticket};
 use super::rows::{self, MEMBER_COLUMNS};
 use super::{Db, DbError};
-use crate::domain::{ChannelId, Member, MessageId, UnreadChannel, UserId};
+use crate::domain::{ChannelId, Member, MessageId, Scope, UnreadChannel, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MarkReadOutcome {
-    /// The member after the call: its marker is the one in force (never lower than before).
-    Marked(Member),
+    /// The member after the call: its marker is the one in force (never lower than
+    /// before); and the change's row in the cache outbox.
+    Marked(Member, Ticket),
     NoChannel,
     NotMember,
     /// The message is not one of this channel (deleted ones count as the channel's).
@@ -52,20 +54,25 @@ impl Db {
                    SET last_read_message_id = GREATEST(COALESCE(cm.last_read_message_id, 0), $3)
                    FROM target
                    WHERE target.in_channel AND cm.channel_id = $1 AND cm.user_id = $2
-                   RETURNING {MEMBER_COLUMNS})
-                 SELECT has_channel, is_member, in_channel, cm.*
-                 FROM target LEFT JOIN moved cm ON TRUE"
+                   RETURNING {MEMBER_COLUMNS}),
+                 {}
+                 SELECT has_channel, is_member, in_channel, cm.*, (SELECT id FROM outbox)
+                 FROM target LEFT JOIN moved cm ON TRUE",
+            outbox_cte("moved", 4)
         );
         let stmt = client.prepare_cached(&sql).await?;
+        let scopes = self.outbox_scopes(&[Scope::Channel(channel)]);
         let row = client
-            .query_one(&stmt, &[&channel.0, &user.0, &message.0])
+            .query_one(&stmt, &[&channel.0, &user.0, &message.0, &scopes])
             .await?;
         let moved = row.get::<_, Option<uuid::Uuid>>(3).is_some();
         Ok(match (row.get(0), row.get(1), row.get(2), moved) {
             (false, _, _, _) => MarkReadOutcome::NoChannel,
             (true, false, _, _) => MarkReadOutcome::NotMember,
             (true, true, false, _) => MarkReadOutcome::NotInChannel,
-            (true, true, true, true) => MarkReadOutcome::Marked(rows::member_at(&row, 3)),
+            (true, true, true, true) => {
+                MarkReadOutcome::Marked(rows::member_at(&row, 3), Ticket(row.get(row.len() - 1)))
+            }
             // The member left between the checks and the update.
             (true, true, true, false) => MarkReadOutcome::NotMember,
         })

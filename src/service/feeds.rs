@@ -75,7 +75,11 @@ impl Feeds {
             PublishOutcome::Created(published) => {
                 self.cache
                     .feeds
-                    .after_feed_delivery(Some(&published.event), &published.delivered)
+                    .after_feed_delivery(
+                        Some(&published.event),
+                        &published.delivered,
+                        published.ticket,
+                    )
                     .await;
                 if published.background {
                     self.fanout_wake.notify_one();
@@ -113,8 +117,11 @@ impl Feeds {
         )
         .await?
         {
-            EventDeleteOutcome::Deleted(tombstone) => {
-                self.cache.feeds.after_event_delete(&tombstone).await;
+            EventDeleteOutcome::Deleted(tombstone, ticket) => {
+                self.cache
+                    .feeds
+                    .after_event_delete(&tombstone, ticket)
+                    .await;
                 Ok(())
             }
             EventDeleteOutcome::AlreadyDeleted => Ok(()),
@@ -157,13 +164,13 @@ impl Feeds {
     }
 
     pub async fn mark_feed_seen(&self, user: UserId, seen: EventId) -> Result<EventId, Error> {
-        let marker = pg(
+        let (marker, ticket) = pg(
             &self.metrics,
             "mark_feed_seen",
             self.db.mark_feed_seen(user, seen),
         )
         .await?;
-        self.cache.feeds.after_feed_seen(user, marker).await;
+        self.cache.feeds.after_feed_seen(user, marker, ticket).await;
         Ok(marker)
     }
 
@@ -217,7 +224,7 @@ pub async fn run_fanout(service: Arc<Service>) {
                         .feeds
                         .cache
                         .feeds
-                        .after_feed_delivery(None, &done.deliveries)
+                        .after_feed_delivery(None, &done.deliveries, done.ticket)
                         .await;
                 }));
                 if done.remaining == 0 {

@@ -137,14 +137,17 @@ impl Service {
         user: UserId,
         role: Option<Role>,
     ) -> Result<Member, Error> {
-        let member = pg(
+        let (member, ticket) = pg(
             &self.metrics,
             "upsert_member",
             self.db.upsert_member(channel, user, role.as_ref()),
         )
         .await?
         .ok_or(Error::NotFound("channel"))?;
-        self.cache.channels.after_members_change(channel).await;
+        self.cache
+            .channels
+            .after_members_change(channel, ticket)
+            .await;
         Ok(member)
     }
 
@@ -156,8 +159,11 @@ impl Service {
         )
         .await?
         {
-            MemberRemoval::Removed => {
-                self.cache.channels.after_members_change(channel).await;
+            MemberRemoval::Removed(ticket) => {
+                self.cache
+                    .channels
+                    .after_members_change(channel, ticket)
+                    .await;
                 Ok(())
             }
             MemberRemoval::NoChannel => Err(Error::NotFound("channel")),
@@ -177,8 +183,8 @@ impl Service {
         )
         .await?
         {
-            PostOutcome::Created(m) => {
-                self.cache.channels.after_post(&m).await;
+            PostOutcome::Created(m, ticket) => {
+                self.cache.channels.after_post(&m, ticket).await;
                 self.cache.channels.learn_message_channel(&m);
                 Ok((m, Posted::Created))
             }
@@ -201,8 +207,8 @@ impl Service {
         )
         .await?
         {
-            EditOutcome::Edited(m) => {
-                self.cache.channels.after_rewrite(&m).await;
+            EditOutcome::Edited(m, ticket) => {
+                self.cache.channels.after_rewrite(&m, ticket).await;
                 Ok(m)
             }
             EditOutcome::NotFound => Err(Error::NotFound("message")),
@@ -214,8 +220,8 @@ impl Service {
 
     pub async fn delete(&self, id: MessageId) -> Result<(), Error> {
         match pg(&self.metrics, "delete_message", self.db.delete_message(id)).await? {
-            DeleteOutcome::Deleted(m) => {
-                self.cache.channels.after_rewrite(&m).await;
+            DeleteOutcome::Deleted(m, ticket) => {
+                self.cache.channels.after_rewrite(&m, ticket).await;
                 Ok(())
             }
             DeleteOutcome::AlreadyDeleted => Ok(()),
@@ -236,8 +242,11 @@ impl Service {
         )
         .await?
         {
-            MarkReadOutcome::Marked(member) => {
-                self.cache.channels.after_mark_read(channel, &member).await;
+            MarkReadOutcome::Marked(member, ticket) => {
+                self.cache
+                    .channels
+                    .after_mark_read(channel, &member, ticket)
+                    .await;
                 Ok(member.last_read_message_id.unwrap_or(message))
             }
             MarkReadOutcome::NoChannel => Err(Error::NotFound("channel")),

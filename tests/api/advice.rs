@@ -13,7 +13,7 @@ use hotchan::domain::ChannelId;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::cli::hotchan;
+use crate::helpers::hotchan;
 use crate::helpers::{spawn_app, users};
 
 /// A Zipf(0.9) trace over `channels` channels: (channel, depth) per read, depth 50 for

@@ -4,17 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{pg_server, redis_url, TEST_DB_PREFIX};
-
-pub(crate) fn hotchan() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hotchan"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HOTCHAN_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
+use crate::helpers::{hotchan, pg_server, redis_url, wait_for_serving, TEST_DB_PREFIX};
 
 #[test]
 fn a_bad_setting_stops_startup_naming_it() {
@@ -183,23 +173,6 @@ fn migrate_converts_messages_into_partitions_once_and_refuses_a_bad_count() {
 }
 
 /// Reads JSON log lines until the "serving" line; returns the address it names.
-pub(crate) fn wait_for_serving(
-    lines: &mut impl Iterator<Item = std::io::Result<String>>,
-    log: &mut String,
-) -> String {
-    loop {
-        let line = lines
-            .next()
-            .expect("the server logs until it serves")
-            .unwrap();
-        log.push_str(&line);
-        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if entry["fields"]["message"] == "serving" {
-            break entry["fields"]["listen"].as_str().unwrap().to_owned();
-        }
-    }
-}
-
 /// A tiny HTTP GET without a client crate's blocking feature: status code only.
 mod http {
     use std::io::{Read, Write};

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::cli::{hotchan, wait_for_serving, DropDatabase};
+use crate::cli::DropDatabase;
 use crate::feeds::{bulk_members, ids};
+use crate::helpers::{hotchan, wait_for_serving, KillOnDrop};
 use crate::helpers::{pg_server, redis_url, spawn_app_with, TEST_DB_PREFIX};
 
 async fn wait_until<F, Fut>(what: &str, limit: Duration, mut done: F)
@@ -262,16 +263,6 @@ async fn expired_events_vanish_on_time_and_whole_partitions_are_dropped() {
         .unwrap()
         .get(0);
     assert!(ahead >= 3, "{ahead} partitions of events");
-}
-
-/// A server process that is killed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

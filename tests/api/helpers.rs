@@ -385,3 +385,43 @@ pub fn files_under(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> 
     out.sort();
     out
 }
+
+/// The `hotchan` binary, with no `HOTCHAN_` setting inherited from the test's environment.
+pub fn hotchan() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hotchan"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HOTCHAN_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Reads a `hotchan serve` JSON log (`HOTCHAN_LOG_FORMAT=json`) until it serves; the
+/// address it listens on.
+pub fn wait_for_serving(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    log: &mut String,
+) -> String {
+    loop {
+        let line = lines
+            .next()
+            .expect("the server logs until it serves")
+            .unwrap();
+        log.push_str(&line);
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if entry["fields"]["message"] == "serving" {
+            break entry["fields"]["listen"].as_str().unwrap().to_owned();
+        }
+    }
+}
+
+/// A server process that is killed when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -8,6 +8,7 @@ mod helpers;
 mod support;
 
 mod audit;
+mod crash;
 mod faults;
 mod feed_outages;
 mod feeds;

@@ -79,6 +79,16 @@ impl Invalidation {
         }
     }
 
+    /// What a scope covers in L1.
+    pub fn covering(scope: Scope) -> Invalidation {
+        match scope {
+            Scope::Everything => Invalidation::Everything,
+            Scope::Channel(c) => Invalidation::Channel(c),
+            Scope::Feed(u) => Invalidation::Key(Key::Feed(u)),
+            Scope::Event(e) => Invalidation::Key(Key::Event(e)),
+        }
+    }
+
     /// `inv <instance> w|m|c <channel>` or `inv <instance> *`.
     pub fn encode(&self, instance: &str) -> String {
         match self {

@@ -8,6 +8,9 @@
 //! - [`notices`]: the second path, through Postgres, for writes that could not reach
 //!   Redis: the announcement in the write's wake, and the `LISTEN`ing connection that
 //!   hears other instances' announcements and catches up after a disconnection.
+//! - [`outbox`]: the third, for writes whose instance died between commit and cache:
+//!   each write's row in the cache outbox, deleted once its cache step is done and
+//!   replayed by any instance when it is not.
 //!
 //! [`Coherence`] holds both, and the write-through step every write ends with.
 //!
@@ -16,17 +19,21 @@
 
 pub mod invalidation;
 pub mod notices;
+pub mod outbox;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use invalidation::{Invalidation, Invalidations};
 use notices::Notices;
+use outbox::Outbox;
 
 use super::l1::{Entry, Key};
 use super::tiers::Tiers;
 use super::CacheMode;
+use crate::crash;
 use crate::domain::{ChannelId, Scope};
+use crate::postgres::Ticket;
 use crate::redis::RedisError;
 
 /// What an L1 entry becomes after a write this instance made (`None`: drop it).
@@ -38,6 +45,7 @@ pub struct Coherence {
     tiers: Arc<Tiers>,
     pub invalidations: Invalidations,
     pub notices: Notices,
+    pub outbox: Outbox,
 }
 
 impl Coherence {
@@ -47,20 +55,22 @@ impl Coherence {
         Coherence {
             invalidations: Invalidations::new(tiers.clone(), instance.clone()),
             notices: Notices::new(tiers.clone(), instance),
+            outbox: Outbox::default(),
             tiers,
         }
     }
 
     /// A write-through: the write's Redis `call` (not while the breaker is open), then
-    /// [`Coherence::settle`] with what it `changed`. `None` when the cache is off or the
-    /// call did not reach Redis.
+    /// [`Coherence::settle`] with what it `changed`, and the write's `ticket` in the cache
+    /// outbox handed back. `None` when the cache is off or the call did not reach Redis.
     pub async fn write_through<T>(
         &self,
         operation: &'static str,
         call: impl Future<Output = Result<T, RedisError>>,
         changed: &[Invalidation],
+        ticket: Ticket,
     ) -> Option<T> {
-        self.write_through_updating(operation, call, changed, None)
+        self.write_through_updating(operation, call, changed, None, ticket)
             .await
     }
 
@@ -75,14 +85,17 @@ impl Coherence {
         call: impl Future<Output = Result<T, RedisError>>,
         changed: &[Invalidation],
         update: Option<(Key, &Successor<'_>)>,
+        ticket: Ticket,
     ) -> Option<T> {
         if self.tiers.settings.mode == CacheMode::Off {
             return None;
         }
+        crash::point(crash::AFTER_COMMIT);
         let answer = match self.tiers.breaker.is_open() {
             true => None,
             false => self.tiers.redis_call(operation, call).await,
         };
+        crash::point(crash::AFTER_REDIS);
         let reached = answer.is_some();
         for &what in changed {
             match (update, what) {
@@ -92,31 +105,37 @@ impl Coherence {
                 _ => self.invalidations.apply(what),
             }
         }
-        self.announce(reached, changed).await;
+        self.announce(reached, changed, ticket).await;
         answer
     }
 
     /// The step every write-through ends with, once its Redis step did (`reached`) or did
     /// not reach Redis: drops what it `changed` from L1 here, tells the other instances,
     /// and when either Redis step failed, marks those scopes dirty and announces them
-    /// through Postgres ([`notices`]).
-    pub async fn settle(&self, reached: bool, changed: &[Invalidation]) {
+    /// through Postgres ([`notices`]). Then the write's `ticket` goes back to the outbox.
+    pub async fn settle(&self, reached: bool, changed: &[Invalidation], ticket: Ticket) {
+        crash::point(crash::AFTER_REDIS);
         for &what in changed {
             self.invalidations.apply(what);
         }
-        self.announce(reached, changed).await;
+        self.announce(reached, changed, ticket).await;
     }
 
     /// Tells the other instances what a write `changed`, and when its Redis step failed,
-    /// marks those scopes dirty and announces them through Postgres.
-    async fn announce(&self, reached: bool, changed: &[Invalidation]) {
+    /// marks those scopes dirty and announces them through Postgres. The write's row in
+    /// the outbox goes once the others were told one way or the other; when neither way
+    /// worked it stays, for any instance to replay.
+    async fn announce(&self, reached: bool, changed: &[Invalidation], ticket: Ticket) {
         if reached && self.invalidations.publish_all(changed).await {
+            self.outbox.finish(ticket);
             return;
         }
         let mut scopes: Vec<Scope> = changed.iter().map(Invalidation::scope).collect();
         scopes.sort();
         scopes.dedup();
-        self.notices.missed_redis(&scopes).await;
+        if self.notices.missed_redis(&scopes).await {
+            self.outbox.finish(ticket);
+        }
     }
 
     /// Drops a channel (or, with `None`, everything) from Redis, from L1 here and on every
@@ -126,12 +145,14 @@ impl Coherence {
         match channel {
             Some(c) => {
                 let call = redis.drop_channel(c);
-                self.write_through("drop_channel", call, &[Invalidation::Channel(c)])
+                let changed = [Invalidation::Channel(c)];
+                self.write_through("drop_channel", call, &changed, Ticket::default())
                     .await;
             }
             None => {
                 let call = redis.delete_prefix();
-                self.write_through("delete_prefix", call, &[Invalidation::Everything])
+                let changed = [Invalidation::Everything];
+                self.write_through("delete_prefix", call, &changed, Ticket::default())
                     .await;
             }
         }

@@ -25,7 +25,6 @@ use tracing::{info, warn};
 use super::invalidation::{Invalidation, Invalidations};
 use super::Coherence;
 use crate::cache::health::MAX_DIRTY_CHANNELS;
-use crate::cache::l1::Key;
 use crate::cache::stats::bump;
 use crate::cache::tiers::Tiers;
 use crate::domain::Scope;
@@ -78,8 +77,8 @@ impl Notices {
     /// After a write that Redis missed: marks what it changed dirty here (reads of it
     /// skip the tiers until the repair task dropped it from Redis), then tells the other
     /// instances through Postgres, so they do the same. Past [`MAX_DIRTY_CHANNELS`]
-    /// scopes, everything.
-    pub(in crate::cache) async fn missed_redis(&self, scopes: &[Scope]) {
+    /// scopes, everything. Returns whether the announcement was recorded.
+    pub(in crate::cache) async fn missed_redis(&self, scopes: &[Scope]) -> bool {
         let everything = [Scope::Everything];
         let scopes = if scopes.len() > MAX_DIRTY_CHANNELS {
             &everything[..]
@@ -97,20 +96,27 @@ impl Notices {
             })
             .collect();
         let started = Instant::now();
-        match self.tiers.db.announce(&notices).await {
-            Ok(()) => bump(&self.tiers.stats.notices_sent),
-            Err(error) => warn!(
+        let announced = self.tiers.db.announce(&notices).await;
+        self.tiers
+            .observer
+            .postgres_call("announce", started.elapsed());
+        match announced {
+            Ok(()) => {
+                bump(&self.tiers.stats.notices_sent);
+                true
+            }
+            Err(error) => {
+                warn!(
                 %error,
                 cause = error_source(&error),
                 scopes = scopes.len(),
                 first = scopes.first().map(Scope::encode),
                 "could not announce a write that Redis missed: other instances may serve \
                  the old entry until this one reaches Redis"
-            ),
+                );
+                false
+            }
         }
-        self.tiers
-            .observer
-            .postgres_call("announce", started.elapsed());
     }
 
     /// Applies a notice of another instance: the scope skips the tiers here (dirty) until
@@ -122,12 +128,7 @@ impl Notices {
         }
         bump(&self.tiers.stats.notices_received);
         self.tiers.dirty.mark(notice.scope);
-        invalidations.apply(match notice.scope {
-            Scope::Everything => Invalidation::Everything,
-            Scope::Channel(c) => Invalidation::Channel(c),
-            Scope::Feed(u) => Invalidation::Key(Key::Feed(u)),
-            Scope::Event(e) => Invalidation::Key(Key::Event(e)),
-        });
+        invalidations.apply(Invalidation::covering(notice.scope));
     }
 
     /// Hears every notice recorded since `since`, each channel once.
