@@ -109,7 +109,10 @@ mod tests {
         );
         let redis = plan(CacheMode::Redis, false);
         assert!(redis.contains(&Task::Fills) && redis.contains(&Task::RedisRepair));
-        assert!(redis.contains(&Task::Outbox), "writes cut short are replayed");
+        assert!(
+            redis.contains(&Task::Outbox),
+            "writes cut short are replayed"
+        );
         assert!(
             !redis.contains(&Task::InvalidationListener),
             "nothing in L1 to invalidate"

@@ -132,9 +132,16 @@ impl Redis {
                     "Redis takes TCP connections but the TLS handshake failed (check --redis-url and --redis-ca-file / HOTCHAN_REDIS_CA_FILE): {reason}"
                 )));
             }
+            // Credentials Redis refused never start working by themselves.
+            if reason.contains("WRONGPASS") || reason.contains("NOAUTH") {
+                return Err(RedisConfigError(format!(
+                    "Redis refused the user name or password of --redis-url: {reason}"
+                )));
+            }
             tracing::warn!(error = %reason, "Redis does not answer yet: serving from Postgres until it does");
             return Ok(());
         }
+        self.check_permissions().await?;
         if self.settings.wait_replicas.is_none() {
             let wanted = self.replicas_to_wait_for().await;
             self.wait_replicas

@@ -15,6 +15,7 @@ mod connection;
 mod feeds;
 mod history;
 mod keyspace;
+mod permissions;
 mod pubsub;
 
 use std::time::Duration;

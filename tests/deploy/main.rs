@@ -10,6 +10,7 @@ mod helpers;
 #[allow(dead_code)]
 mod support;
 
+mod acl;
 mod cluster;
 mod sentinel;
 mod servers;
