@@ -124,6 +124,11 @@ impl Application {
             metrics,
             token: settings.token.clone(),
             max_content_bytes: settings.max_content_bytes as usize,
+            admission: api::AdmissionSettings {
+                max_in_flight: settings.max_in_flight as usize,
+                max_queued: settings.max_queued as usize,
+                wait: std::time::Duration::from_millis(settings.admission_wait_ms),
+            },
         };
         let router = api::router(state, settings.max_body_bytes as usize);
         let listener = bind(&settings.listen).await?;

@@ -11,6 +11,7 @@ use crate::service;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
+    code: ErrorCode,
     message: String,
 }
 
@@ -23,7 +24,7 @@ pub struct ErrorBody<'a> {
 }
 
 /// The contract's error codes.
-#[derive(Clone, Copy, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -33,6 +34,8 @@ pub enum ErrorCode {
     Conflict,
     PayloadTooLarge,
     Unavailable,
+    /// 503 with `Retry-After`: more work than the instance can start in time.
+    Overloaded,
     Internal,
 }
 
@@ -54,6 +57,16 @@ impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
+            code: code(status),
+            message: message.into(),
+        }
+    }
+
+    /// 503 `overloaded`, with `Retry-After` (API.md promise 9).
+    pub fn overloaded(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: ErrorCode::Overloaded,
             message: message.into(),
         }
     }
@@ -80,11 +93,16 @@ impl From<InvalidInput> for ApiError {
 impl From<service::Error> for ApiError {
     fn from(e: service::Error) -> Self {
         use service::Error as E;
+        if let E::Overloaded(cause) = &e {
+            tracing::debug!(cause = %cause, "answering 503 overloaded");
+            return ApiError::overloaded(e.to_string());
+        }
         let status = match &e {
             E::Invalid(_) => StatusCode::BAD_REQUEST,
             E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::Conflict(_) => StatusCode::CONFLICT,
+            E::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Unavailable(cause) => {
                 tracing::warn!(error = %e, cause = %cause, "answering 503");
                 StatusCode::SERVICE_UNAVAILABLE
@@ -101,15 +119,19 @@ impl From<service::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&ErrorBody {
-            error: code(self.status),
+            error: self.code,
             message: &self.message,
         })
         .expect("an error body always serializes");
         let mut response = (self.status, body).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.code == ErrorCode::Overloaded {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

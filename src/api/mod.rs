@@ -3,6 +3,7 @@
 //! the result (or the error, through [`ApiError`]) into a response.
 
 mod admin;
+mod admission;
 #[cfg(test)]
 mod body_shapes;
 mod channels;
@@ -27,6 +28,7 @@ use crate::postgres::Db;
 use crate::redis::Redis;
 use crate::service::Service;
 
+pub use admission::{AdmissionSettings, AdmissionState};
 pub use error::ApiError;
 pub use extract::encode_json;
 
@@ -40,6 +42,8 @@ struct Shared {
     document: openapi::Document,
     /// Each route's request metrics, resolved once.
     requests: RouteTable,
+    /// Admission control of `/v1` requests.
+    admission: admission::Admission,
 }
 
 impl std::ops::Deref for AppState {
@@ -58,6 +62,7 @@ pub struct Parts {
     pub token: Option<Secret>,
     /// Largest message content in bytes.
     pub max_content_bytes: usize,
+    pub admission: AdmissionSettings,
 }
 
 /// The routes under `/v1` (behind the token, when one is set).
@@ -101,6 +106,7 @@ pub fn router(parts: Parts, max_body_bytes: usize) -> Router {
     let state = AppState(Arc::new(Shared {
         document: openapi::Document::new(&document),
         requests,
+        admission: admission::Admission::new(parts.admission),
         parts,
     }));
     let (v1, _) = v1_routes().split_for_parts();
@@ -109,6 +115,8 @@ pub fn router(parts: Parts, max_body_bytes: usize) -> Router {
         Some(_) => v1.route_layer(from_fn_with_state(state.clone(), extract::require_token)),
         None => v1,
     };
+    // Outermost on /v1 (the last layer added): a refused request costs no token check.
+    let v1 = v1.route_layer(from_fn_with_state(state.clone(), admission::admit));
     let (open, _) = ops::open_routes().split_for_parts();
     Router::new()
         .merge(v1)

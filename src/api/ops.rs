@@ -111,13 +111,34 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let fanouts = fanouts_pending(&state).await;
-    let text = state.metrics.render(
+    let mut text = state.metrics.render(
         state.db.pool_state(),
         &state.service.cache().snapshot(),
         &state.service.bounds(),
         fanouts,
     );
+    text.push_str(&admission_text(&state));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// Admission control in the Prometheus text format.
+fn admission_text(state: &AppState) -> String {
+    let a = state.0.admission.state();
+    let (reads, share) = state.db.reads_in_flight(state.db.pool_state().max_size);
+    format!(
+        "# HELP hotchan_admission_in_flight /v1 requests running now (at most --max-in-flight).\n\
+         # TYPE hotchan_admission_in_flight gauge\nhotchan_admission_in_flight {}\n\
+         # HELP hotchan_admission_queued /v1 requests waiting for a slot (at most --max-queued).\n\
+         # TYPE hotchan_admission_queued gauge\nhotchan_admission_queued {}\n\
+         # HELP hotchan_requests_refused_total Requests refused as overloaded (503): the queue was full, or the wait ran out.\n\
+         # TYPE hotchan_requests_refused_total counter\n\
+         hotchan_requests_refused_total{{reason=\"queue_full\"}} {}\n\
+         hotchan_requests_refused_total{{reason=\"wait\"}} {}\n\
+         # HELP hotchan_postgres_reads_in_flight Postgres reads holding a pooled connection, and their share of the pool.\n\
+         # TYPE hotchan_postgres_reads_in_flight gauge\n\
+         hotchan_postgres_reads_in_flight {reads}\nhotchan_postgres_read_share {share}\n",
+        a.in_flight, a.queued, a.refused_full, a.refused_late
+    )
 }
 
 /// Unfinished background fan-outs and their recipients to go, if Postgres answers within
@@ -191,6 +212,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
             "received": stats.notices_received,
         },
         "outbox_replayed": stats.outbox_replayed,
+        "admission": state.0.admission.state(),
     }))
 }
 

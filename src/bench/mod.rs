@@ -8,6 +8,7 @@ mod dataset;
 mod driver;
 mod feeds;
 pub mod hitrate;
+mod overload;
 mod report;
 mod rng;
 mod scale;
@@ -119,6 +120,11 @@ pub struct BenchSettings {
     /// against a hot channel page. Writes `feeds.md`.
     #[arg(long)]
     pub feeds: bool,
+    /// The overload profile instead (`overload.rs`): goodput and latency of latest pages
+    /// at 1× to 60× the saturating concurrency, admission control on and off. Writes
+    /// `overload.md` and `overload.svg`.
+    #[arg(long)]
+    pub overload: bool,
 }
 
 pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
@@ -161,6 +167,9 @@ pub async fn run(mut b: BenchSettings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&b.out_dir)
         .with_context(|| format!("--out-dir {}", b.out_dir.display()))?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    if b.overload {
+        return overload::run(&b, &data, &run_id).await;
+    }
 
     let mut report = String::new();
     let _ = writeln!(

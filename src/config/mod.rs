@@ -26,7 +26,9 @@ pub struct DatabaseSettings {
     #[arg(long, env = "HOTCHAN_PG_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pg_pool_size: u32,
 
-    /// How long a request waits for a free pool connection before it answers 503.
+    /// How long a request waits for a free pool connection before it answers 503. A read
+    /// waits as long for the reads' share of the pool (all but a quarter, at least one,
+    /// kept for writes), and is then refused as overloaded.
     #[arg(long, env = "HOTCHAN_PG_POOL_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub pg_pool_wait_ms: u64,
 
@@ -261,6 +263,21 @@ pub struct Settings {
     /// On SIGTERM or SIGINT, how long in-flight requests may take before the process exits.
     #[arg(long, env = "HOTCHAN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_timeout_ms: u64,
+
+    /// Admission control: requests under `/v1` that may run at once. More wait in a queue
+    /// (`--max-queued`, `--admission-wait-ms`) or get 503 overloaded with `Retry-After`.
+    #[arg(long, env = "HOTCHAN_MAX_IN_FLIGHT", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: u32,
+
+    /// Admission control: requests that may wait for a slot; past it a request is refused
+    /// at once (503 overloaded).
+    #[arg(long, env = "HOTCHAN_MAX_QUEUED", default_value_t = 512, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_queued: u32,
+
+    /// Admission control: how long a queued request waits for a slot before it is
+    /// refused (503 overloaded).
+    #[arg(long, env = "HOTCHAN_ADMISSION_WAIT_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub admission_wait_ms: u64,
 
     /// For the crash-safety tests only: abort the process the first time a write reaches
     /// this step (`after-commit`, `after-redis`; see `src/crash.rs`). Default: none.

@@ -18,6 +18,10 @@ pub enum DbError {
     /// The schema cannot be set up as the settings ask.
     #[error("the schema cannot be set up: {0}")]
     Schema(String),
+    /// Reads already hold their whole share of the pool, and none was freed within this
+    /// wait: the instance is overloaded (the connections left are kept for writes).
+    #[error("every Postgres connection reads may use is busy (waited {0:?})")]
+    Busy(std::time::Duration),
 }
 
 impl From<PoolError> for DbError {
@@ -31,7 +35,7 @@ impl DbError {
     /// and may be retried. Other errors are bugs or broken data and answer 500.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            DbError::Pool(_) => true,
+            DbError::Pool(_) | DbError::Busy(_) => true,
             DbError::Schema(_) | DbError::Tls(_) => false,
             DbError::Query(e) if e.is_closed() => true,
             DbError::Query(e) => match e.code() {

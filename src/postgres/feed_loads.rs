@@ -17,7 +17,7 @@ impl Db {
         hot: usize,
         retention: Retention,
     ) -> Result<(FeedWindow, Vec<Event>), DbError> {
-        let mut client = self.client().await?;
+        let mut client = self.read_client().await?;
         let tx = snapshot(&mut client).await?;
         let keep = retention.keep_secs();
         let stmt = tx
@@ -65,7 +65,7 @@ impl Db {
         ids: &[EventId],
         retention: Retention,
     ) -> Result<Vec<Event>, DbError> {
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE {LIVE} AND e.id = ANY($2)");
         let stmt = client.prepare_cached(&sql).await?;
         let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
@@ -81,7 +81,7 @@ impl Db {
         below: &[(UserId, EventId)],
         retention: Retention,
     ) -> Result<Vec<i64>, DbError> {
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT COALESCE((SELECT max(f.event_id) FROM feed_items f

@@ -22,7 +22,7 @@ impl Db {
         channel: ChannelId,
         anchor: Anchor,
     ) -> Result<Option<Run>, DbError> {
-        let mut client = self.client().await?;
+        let mut client = self.read_client().await?;
         let tx = super::snapshot(&mut client).await?;
         // The newest live message: ids of one channel commit in order, so every later post
         // lands above it, and a run never reaches past it.

@@ -54,6 +54,36 @@ pub struct Db {
     /// Whether writes record what they change in the cache outbox ([`outbox`]); off when
     /// no cache is in front of this store.
     outbox: bool,
+    /// Reads (misses, fills, deep history, counts) hold one of these while they hold a
+    /// pooled connection: fewer than the pool has, so writes always find one.
+    reads: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How long a read waits for one before it is refused as overloaded.
+    read_wait: Duration,
+}
+
+/// A pooled connection for a read, and the read's share of the pool.
+pub(crate) struct ReadClient {
+    client: deadpool_postgres::Object,
+    _share: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for ReadClient {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for ReadClient {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
+}
+
+/// The connections of a pool of `size` that reads may hold at once: all but a quarter
+/// (at least one) kept for writes.
+pub fn read_share(size: usize) -> usize {
+    size.saturating_sub(size.div_ceil(4)).max(1)
 }
 
 /// A snapshot of the pool, for `/metrics`.
@@ -117,9 +147,19 @@ impl Db {
             tls,
             audiences: Default::default(),
             outbox: true,
+            reads: std::sync::Arc::new(tokio::sync::Semaphore::new(read_share(
+                settings.pool_size as usize,
+            ))),
+            read_wait: settings.pool_wait,
         };
         db.ping().await?;
         Ok(db)
+    }
+
+    /// Reads that hold a pooled connection now, and the most that may.
+    pub fn reads_in_flight(&self, pool_size: usize) -> (usize, usize) {
+        let share = read_share(pool_size);
+        (share - self.reads.available_permits().min(share), share)
     }
 
     /// This store with writes recording what they change in the cache outbox (`true`,
@@ -168,6 +208,18 @@ impl Db {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// A pooled connection for a read, within the reads' share of the pool.
+    async fn read_client(&self) -> Result<ReadClient, DbError> {
+        let share = tokio::time::timeout(self.read_wait, self.reads.clone().acquire_owned())
+            .await
+            .map_err(|_| DbError::Busy(self.read_wait))?
+            .expect("the read semaphore is never closed");
+        Ok(ReadClient {
+            client: self.client().await?,
+            _share: share,
+        })
     }
 }
 

@@ -22,7 +22,7 @@ impl Db {
         request: &SyncRequest,
         limits: SyncLimits,
     ) -> Result<SyncResult, DbError> {
-        let mut client = self.client().await?;
+        let mut client = self.read_client().await?;
         let tx = super::snapshot(&mut client).await?;
         let ids: Vec<uuid::Uuid> = request.channels.keys().map(|c| c.0).collect();
         let stmt = tx

@@ -17,6 +17,9 @@ pub enum Error {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The instance has more work than it can start in time (503 overloaded).
+    #[error("overloaded: {0}")]
+    Overloaded(#[source] DbError),
     /// Postgres is unreachable or too slow (503); the cause stays in `source()`.
     #[error("the database is unavailable")]
     Unavailable(#[source] DbError),
@@ -27,7 +30,9 @@ pub enum Error {
 
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
-        if e.is_unavailable() {
+        if matches!(e, DbError::Busy(_)) {
+            Error::Overloaded(e)
+        } else if e.is_unavailable() {
             Error::Unavailable(e)
         } else {
             Error::Internal(e)

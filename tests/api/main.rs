@@ -16,6 +16,7 @@ mod layers;
 mod messages;
 mod openapi;
 mod ops;
+mod overload;
 mod paging;
 mod partition;
 mod reads;
