@@ -6,8 +6,11 @@
 -- (or stalled) between commit and cache, and any instance replays it: drops those scopes
 -- from Redis, fencing in-flight fills, and tells every instance to drop them from L1.
 -- A restarted instance treats every row as cut short. Rows live for milliseconds, so the
--- table stays small; vacuum it eagerly, as a queue.
-CREATE TABLE cache_outbox (
+-- table stays small; vacuum it eagerly, as a queue. UNLOGGED: its rows and their deletes
+-- write no WAL (measured: a logged outbox cost posts about 14%); the price is that a crash
+-- of Postgres itself empties it, so a write whose instance died at the same moment as
+-- Postgres is not replayed, and a standby promoted in a failover starts with it empty.
+CREATE UNLOGGED TABLE cache_outbox (
   id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   at TIMESTAMPTZ NOT NULL DEFAULT now(),
   scopes TEXT[] NOT NULL
