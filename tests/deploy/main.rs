@@ -13,5 +13,6 @@ mod support;
 mod acl;
 mod cluster;
 mod sentinel;
+mod sentinel_tls;
 mod servers;
 mod tls;
