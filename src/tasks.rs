@@ -77,9 +77,7 @@ pub fn start(parts: &Parts) -> Vec<JoinHandle<()>> {
     plan(cache.mode(), cache.l1().is_enabled())
         .into_iter()
         .map(|task| match task {
-            Task::RedisRepair => {
-                tokio::spawn(cache::invalidation::maintain(cache.coherence().clone()))
-            }
+            Task::RedisRepair => tokio::spawn(cache::repair::maintain(cache.coherence().clone())),
             Task::Fills => tokio::spawn(cache::fills::work(cache.clone())),
             Task::NoticeListener => tokio::spawn(cache::notices::listen(cache.coherence().clone())),
             Task::Outbox => tokio::spawn(cache::outbox::work(cache.coherence().clone())),

@@ -51,7 +51,7 @@ pub mod stats;
 pub mod tiers;
 
 pub use channels::Channels;
-pub use coherence::{invalidation, notices, outbox, Coherence};
+pub use coherence::{invalidation, notices, outbox, repair, Coherence};
 pub use feeds::Feeds;
 pub use observer::Observer;
 pub use settings::{CacheMode, CacheSettings};

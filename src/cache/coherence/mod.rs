@@ -8,6 +8,7 @@
 //! - [`notices`]: the second path, through Postgres, for writes that could not reach
 //!   Redis: the announcement in the write's wake, and the `LISTEN`ing connection that
 //!   hears other instances' announcements and catches up after a disconnection.
+//! - [`repair`]: the task that drops what Redis missed once it answers again.
 //! - [`outbox`]: the third, for writes whose instance died between commit and cache:
 //!   each write's row in the cache outbox, deleted once its cache step is done and
 //!   replayed by any instance when it is not.
@@ -20,6 +21,7 @@
 pub mod invalidation;
 pub mod notices;
 pub mod outbox;
+pub mod repair;
 
 use std::future::Future;
 use std::sync::Arc;
