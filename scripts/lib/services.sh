@@ -297,8 +297,17 @@ start_redis_cluster() {
 }
 
 stop_redis_cluster() {
-  local pid
-  for pid in "$1"/redis-*.pid; do
-    [[ -f $pid ]] && kill "$(cat "$pid")" 2>/dev/null || true
+  local file pids=() pid i
+  for file in "$1"/redis-*.pid; do
+    [[ -f $file ]] && pids+=("$(cat "$file")")
+  done
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Wait (up to 5 s) until they are gone: a node that is still exiting writes into DIR,
+  # and removing DIR under it fails.
+  for ((i = 0; i < 50; i++)); do
+    for pid in "${pids[@]}"; do
+      kill -0 "$pid" 2>/dev/null && { sleep 0.1; continue 2; }
+    done
+    return 0
   done
 }
