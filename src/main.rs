@@ -68,7 +68,10 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(db.log_format);
             postgres::ensure_database(&db.pg()).await?;
             postgres::migrate(&db.pg()).await?;
-            let pool = postgres::Db::connect(&db.pg()).await?;
+            // Demo data goes into a database with no channel yet: nothing of it can be
+            // cached, so its writes record no outbox rows (else the first `serve` would
+            // replay them as writes cut short).
+            let pool = postgres::Db::connect(&db.pg()).await?.with_outbox(false);
             demo::seed(&pool).await?;
             Ok(())
         }
