@@ -1,8 +1,9 @@
 //! Admission control (API.md promise 9): overload turns into fast 503s, not into timeouts
 //! of healthy dependencies.
 //!
-//! A bounded queue with a deadline, in front of every `/v1` request (health, readiness and
-//! metrics stay open). At most `--max-in-flight` requests run at once; up to
+//! A bounded queue with a deadline, in front of every `/v1` request, checked in the one
+//! middleware every request passes ([`super::extract::finish`]); health, readiness and
+//! metrics stay open. At most `--max-in-flight` requests run at once; up to
 //! `--max-queued` more wait for a slot, each for at most `--admission-wait-ms`. A request
 //! that finds the queue full, or whose wait runs out, gets 503 with `Retry-After: 1` and
 //! `{"error": "overloaded", …}`. So what is admitted keeps a bounded latency (its wait plus
@@ -17,12 +18,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use super::{ApiError, AppState};
+use super::ApiError;
 
 /// The settings of admission control.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +74,24 @@ impl Admission {
         }
     }
 
+    /// For a request that is `guarded` (a `/v1` route): its slot (held while it runs), or
+    /// the 503 `overloaded` answer. Other requests pass with no slot.
+    pub async fn admit(
+        &self,
+        guarded: bool,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Response> {
+        if !guarded {
+            return Ok(None);
+        }
+        match self.enter().await {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(ApiError::overloaded(
+                "this instance is at its limit of concurrent requests; retry after the Retry-After delay",
+            )
+            .into_response()),
+        }
+    }
+
     /// A slot now, or after a wait in the queue; `None` when the request must be refused.
     async fn enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
@@ -101,17 +118,5 @@ impl Admission {
                 None
             }
         }
-    }
-}
-
-/// The middleware: runs the request in a slot, or answers 503 overloaded.
-pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let admission = &state.0.admission;
-    match admission.enter().await {
-        Some(_slot) => next.run(request).await,
-        None => ApiError::overloaded(
-            "this instance is at its limit of concurrent requests; retry after the Retry-After delay",
-        )
-        .into_response(),
     }
 }

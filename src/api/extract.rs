@@ -169,16 +169,23 @@ pub fn token_allows(state: &AppState, presented: &str) -> bool {
     }
 }
 
-/// The one middleware every request passes: gives errors the framework made itself the
-/// contract's body ([`super::error::json_error_bodies`]), then counts the request and
-/// records its latency under its route template. One layer, not two: each layer of
-/// axum's costs a boxed future and a clone of the service behind it on every request.
+/// The one middleware every request passes: admits `/v1` requests
+/// ([`super::admission`]), gives errors the framework made itself the contract's body
+/// ([`super::error::json_error_bodies`]), then counts the request and records its latency
+/// under its route template. One layer, not three: each layer of axum's costs a boxed
+/// future and a clone of the service behind it on every request.
 pub async fn finish(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     // Cheap clones: the matched path is shared, a standard method is a plain value.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
-    let response = super::error::json_error_bodies(next.run(request).await).await;
+    let guarded = route
+        .as_ref()
+        .is_some_and(|r| r.as_str().starts_with("/v1/"));
+    let response = match state.0.admission.admit(guarded).await {
+        Ok(_slot) => super::error::json_error_bodies(next.run(request).await).await,
+        Err(refused) => refused,
+    };
     state.0.requests.record(
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         method.as_str(),

@@ -42,7 +42,8 @@ struct Shared {
     document: openapi::Document,
     /// Each route's request metrics, resolved once.
     requests: RouteTable,
-    /// Admission control of `/v1` requests.
+    /// Admission control of `/v1` requests (in [`extract::finish`], before the token
+    /// check: a refused request costs none).
     admission: admission::Admission,
 }
 
@@ -115,8 +116,6 @@ pub fn router(parts: Parts, max_body_bytes: usize) -> Router {
         Some(_) => v1.route_layer(from_fn_with_state(state.clone(), extract::require_token)),
         None => v1,
     };
-    // Outermost on /v1 (the last layer added): a refused request costs no token check.
-    let v1 = v1.route_layer(from_fn_with_state(state.clone(), admission::admit));
     let (open, _) = ops::open_routes().split_for_parts();
     Router::new()
         .merge(v1)

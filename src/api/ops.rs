@@ -124,7 +124,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// Admission control in the Prometheus text format.
 fn admission_text(state: &AppState) -> String {
     let a = state.0.admission.state();
-    let (reads, share) = state.db.reads_in_flight(state.db.pool_state().max_size);
+    let (reads, share) = state.db.reads_in_flight();
     format!(
         "# HELP hotchan_admission_in_flight /v1 requests running now (at most --max-in-flight).\n\
          # TYPE hotchan_admission_in_flight gauge\nhotchan_admission_in_flight {}\n\

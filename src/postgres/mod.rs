@@ -57,6 +57,8 @@ pub struct Db {
     /// Reads (misses, fills, deep history, counts) hold one of these while they hold a
     /// pooled connection: fewer than the pool has, so writes always find one.
     reads: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How many: [`read_share`] of the pool.
+    read_share: usize,
     /// How long a read waits for one before it is refused as overloaded.
     read_wait: Duration,
 }
@@ -82,7 +84,7 @@ impl std::ops::DerefMut for ReadClient {
 
 /// The connections of a pool of `size` that reads may hold at once: all but a quarter
 /// (at least one) kept for writes.
-pub fn read_share(size: usize) -> usize {
+fn read_share(size: usize) -> usize {
     size.saturating_sub(size.div_ceil(4)).max(1)
 }
 
@@ -150,6 +152,7 @@ impl Db {
             reads: std::sync::Arc::new(tokio::sync::Semaphore::new(read_share(
                 settings.pool_size as usize,
             ))),
+            read_share: read_share(settings.pool_size as usize),
             read_wait: settings.pool_wait,
         };
         db.ping().await?;
@@ -157,9 +160,9 @@ impl Db {
     }
 
     /// Reads that hold a pooled connection now, and the most that may.
-    pub fn reads_in_flight(&self, pool_size: usize) -> (usize, usize) {
-        let share = read_share(pool_size);
-        (share - self.reads.available_permits().min(share), share)
+    pub fn reads_in_flight(&self) -> (usize, usize) {
+        let share = self.read_share;
+        (share - self.reads.available_permits(), share)
     }
 
     /// This store with writes recording what they change in the cache outbox (`true`,
