@@ -103,6 +103,10 @@ impl Metrics {
                 "hotchan_postgres_pool_waiting",
                 "Requests waiting for a Postgres pool connection"
             );
+            describe_gauge!(
+                "hotchan_redis_node_breaker_open",
+                "1 while the breaker of this Redis node (each primary of a cluster) is open"
+            );
         });
         metrics
     }
@@ -219,6 +223,10 @@ impl Metrics {
             }
             gauge!("hotchan_l1_bypassed").set(f64::from(u8::from(cache.l1_bypassed)));
             gauge!("hotchan_redis_breaker_open").set(f64::from(u8::from(cache.breaker_open)));
+            for n in &cache.nodes {
+                gauge!("hotchan_redis_node_breaker_open", "node" => n.node.to_string())
+                    .set(f64::from(u8::from(n.open)));
+            }
             gauge!("hotchan_dirty_channels").set(cache.dirty as f64);
             gauge!("hotchan_postgres_pool_connections", "state" => "max").set(pool.max_size as f64);
             gauge!("hotchan_postgres_pool_connections", "state" => "open").set(pool.size as f64);

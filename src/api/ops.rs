@@ -90,7 +90,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     // replica that refuses writes): the breaker's reason counts too.
     let redis_error = match ping {
         Err(e) => Some(e.to_string()),
-        Ok(()) => state.service.cache().breaker().open_reason(),
+        Ok(()) => state.service.cache().breakers().open_reason(),
     };
     let status = if postgres_error.is_none() {
         StatusCode::OK
@@ -178,6 +178,11 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
         },
         "redis": {
             "breaker": if now.breaker_open { "open" } else { "closed" },
+            "nodes": now.nodes.iter().map(|n| serde_json::json!({
+                "node": &*n.node,
+                "breaker": if n.open { "open" } else { "closed" },
+                "reason": n.reason,
+            })).collect::<Vec<_>>(),
             "dirty_channels": now.dirty,
             "hot_channels": hot_channels,
             "hits": stats.l2_hits,

@@ -79,7 +79,7 @@ async fn series(
             let (open, service) = (open.clone(), service.clone());
             tokio::spawn(async move {
                 loop {
-                    if service.cache().breaker().is_open() {
+                    if service.cache().breakers().any_open() {
                         open.fetch_add(1, Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;

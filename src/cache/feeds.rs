@@ -190,9 +190,10 @@ impl Feeds {
             .map(|&(_, id)| self.tiers.l1.ticket(Key::Event(id)))
             .collect();
         let wanted: Vec<EventId> = missing.iter().map(|&(_, id)| id).collect();
+        let scopes: Vec<Scope> = wanted.iter().map(|&id| Scope::Event(id)).collect();
         let Some(found) = self
             .tiers
-            .redis_call("bodies", self.tiers.redis.bodies(&wanted))
+            .redis_call_many(&scopes, "bodies", self.tiers.redis.bodies(&wanted))
             .await
         else {
             return Ok(None);
@@ -213,7 +214,13 @@ impl Feeds {
             loaded = self.tiers.pg_call("load_events", load).await?;
             for event in &loaded {
                 let put = self.tiers.redis.put_body_if_absent(event);
-                if self.tiers.redis_call("put_body", put).await.is_none() {
+                let scope = Scope::Event(event.id);
+                if self
+                    .tiers
+                    .redis_call(scope, "put_body", put)
+                    .await
+                    .is_none()
+                {
                     return Ok(None);
                 }
             }
@@ -256,11 +263,7 @@ impl Feeds {
         }
         crate::crash::point(crate::crash::AFTER_COMMIT);
         let users: Vec<UserId> = deliveries.iter().map(|(u, _)| *u).collect();
-        let versioned = if self.tiers.breaker.is_open() {
-            None
-        } else {
-            self.deliver_onto_cached(event, deliveries, &users).await
-        };
+        let versioned = self.deliver_onto_cached(event, deliveries, &users).await;
         let reached = versioned.is_some();
         // Without a version a user has no feed in Redis or in any L1; when Redis failed,
         // every recipient counts.
@@ -281,11 +284,12 @@ impl Feeds {
         deliveries: &[Delivery],
         users: &[UserId],
     ) -> Option<Vec<UserId>> {
+        let feeds: Vec<Scope> = users.iter().map(|&u| Scope::Feed(u)).collect();
         let states = if users.is_empty() {
             Vec::new()
         } else {
             self.tiers
-                .redis_call("feed_tops", self.tiers.redis.feed_tops(users))
+                .redis_call_many(&feeds, "feed_tops", self.tiers.redis.feed_tops(users))
                 .await?
         };
         let versioned: Vec<UserId> = users
@@ -305,7 +309,9 @@ impl Feeds {
         }
         if let Some(event) = event {
             let put = self.tiers.redis.put_body(event);
-            self.tiers.redis_call("put_body", put).await?;
+            self.tiers
+                .redis_call(Scope::Event(event.id), "put_body", put)
+                .await?;
         }
         let below: Vec<(UserId, EventId)> = cached
             .iter()
@@ -330,9 +336,11 @@ impl Feeds {
             .iter()
             .zip(prevs)
             .map(|((user, ids), prev)| self.tiers.redis.feed_deliver(*user, prev, ids, hot));
-        // One call as the breaker sees it: its failure counts like any other's.
+        // One call as the breakers see it (it spans the recipients' nodes).
         let all = futures::future::try_join_all(appends);
-        self.tiers.redis_call("feed_deliver", all).await?;
+        self.tiers
+            .redis_call_many(&feeds, "feed_deliver", all)
+            .await?;
         Some(versioned)
     }
 

@@ -1,12 +1,13 @@
-//! Redis health as the cache sees it: the breaker, and what was written while Redis could
-//! not be told (channels, feeds and event bodies: [`Scope`]s).
+//! Redis health as the cache sees it: a breaker per Redis node, and what was written
+//! while Redis could not be told (channels, feeds and event bodies: [`Scope`]s).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::domain::Scope;
+use crate::redis::NodeName;
 
 /// Most scopes (channels, feeds, event bodies) remembered one by one; past this,
 /// everything cached is dropped instead.
@@ -67,10 +68,11 @@ impl Breaker {
         failures >= self.threshold && !self.open.swap(true, Ordering::AcqRel)
     }
 
-    pub fn close(&self) {
+    /// Closes it; true when it was open.
+    pub fn close(&self) -> bool {
         self.failures.store(0, Ordering::Release);
-        self.open.store(false, Ordering::Release);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.open.swap(false, Ordering::AcqRel)
     }
 
     /// While the breaker is open: what the last failed call said.
@@ -84,6 +86,125 @@ impl Breaker {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         Some(reason.unwrap_or_else(|| "Redis calls failed".to_owned()))
+    }
+}
+
+/// A breaker per Redis node (the server, or each primary of a cluster), made as nodes
+/// appear: one dead primary sends only its own slots' scopes to Postgres. While every
+/// breaker is closed, asking whether a scope's node is open reads one counter.
+pub struct Breakers {
+    threshold: u32,
+    nodes: RwLock<BTreeMap<NodeName, Arc<Breaker>>>,
+    /// How many breakers are open.
+    open: AtomicUsize,
+}
+
+/// One node's breaker as `/v1/admin/cache` and `/metrics` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    pub node: NodeName,
+    pub open: bool,
+    /// While open: what the last failed call said.
+    pub reason: Option<String>,
+}
+
+impl Breakers {
+    pub fn new(threshold: u32) -> Breakers {
+        Breakers {
+            threshold,
+            nodes: RwLock::new(BTreeMap::new()),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    fn get(&self, node: &NodeName) -> Arc<Breaker> {
+        if let Some(b) = self
+            .nodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+        {
+            return b.clone();
+        }
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .entry(node.clone())
+            .or_insert_with(|| Arc::new(Breaker::new(self.threshold)))
+            .clone()
+    }
+
+    /// Whether any node's breaker is open (one atomic load).
+    pub fn any_open(&self) -> bool {
+        self.open.load(Ordering::Acquire) > 0
+    }
+
+    pub fn is_open(&self, node: &NodeName) -> bool {
+        self.any_open() && self.get(node).is_open()
+    }
+
+    pub fn record_success(&self, node: &NodeName) {
+        self.get(node).record_success();
+    }
+
+    /// True when this failure opened `node`'s breaker.
+    pub fn record_failure(
+        &self,
+        node: &NodeName,
+        timed_out: bool,
+        error: &dyn std::fmt::Display,
+    ) -> bool {
+        let opened = self.get(node).record_failure(timed_out, error);
+        if opened {
+            self.open.fetch_add(1, Ordering::AcqRel);
+        }
+        opened
+    }
+
+    /// Closes `node`'s breaker; true when it was open.
+    pub fn close(&self, node: &NodeName) -> bool {
+        let closed = self.get(node).close();
+        if closed {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+        }
+        closed
+    }
+
+    /// The nodes whose breaker is open.
+    pub fn open_nodes(&self) -> Vec<NodeName> {
+        if !self.any_open() {
+            return Vec::new();
+        }
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .iter()
+            .filter(|(_, b)| b.is_open())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Each of `nodes` (and any other node a call met), in name order.
+    pub fn health(&self, nodes: &[NodeName]) -> Vec<NodeHealth> {
+        for node in nodes {
+            self.get(node);
+        }
+        let all = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .map(|(node, b)| NodeHealth {
+                node: node.clone(),
+                open: b.is_open(),
+                reason: b.open_reason(),
+            })
+            .collect()
+    }
+
+    /// While any breaker is open: what each open one's last failed call said.
+    pub fn open_reason(&self) -> Option<String> {
+        if !self.any_open() {
+            return None;
+        }
+        let all = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        let reasons: Vec<String> = all.values().filter_map(|b| b.open_reason()).collect();
+        Some(reasons.join("; "))
     }
 }
 
@@ -219,8 +340,32 @@ mod tests {
         assert!(!b.record_failure(false, &"refused"), "already open");
         b.record_success();
         assert!(b.is_open(), "only close() closes it");
-        b.close();
+        assert!(b.close());
         assert!(!b.is_open());
+        assert!(!b.close(), "already closed");
+    }
+
+    #[test]
+    fn one_node_open_leaves_the_others_closed() {
+        let breakers = Breakers::new(2);
+        let (dead, alive): (NodeName, NodeName) =
+            ("127.0.0.1:7001".into(), "127.0.0.1:7002".into());
+        breakers.record_success(&alive);
+        assert!(!breakers.any_open());
+        assert!(!breakers.record_failure(&dead, false, &"refused"));
+        assert!(breakers.record_failure(&dead, false, &"connection refused"));
+        assert!(breakers.any_open());
+        assert!(breakers.is_open(&dead));
+        assert!(!breakers.is_open(&alive));
+        assert_eq!(breakers.open_nodes(), vec![dead.clone()]);
+        let health = breakers.health(std::slice::from_ref(&alive));
+        assert_eq!(health.len(), 2);
+        assert_eq!(health[0].reason.as_deref(), Some("connection refused"));
+        assert!(!health[1].open);
+        assert!(breakers.close(&dead));
+        assert!(!breakers.any_open());
+        assert!(!breakers.close(&dead), "closing twice counts once");
+        assert!(!breakers.any_open());
     }
 
     #[test]

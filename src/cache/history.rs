@@ -76,7 +76,10 @@ async fn read_run(
         return Ok(tiers.skip_redis(fill));
     }
     let read = tiers.redis.read_history(channel, request.cursor);
-    let Some(Some(found)) = tiers.redis_call("read_history", read).await else {
+    let Some(Some(found)) = tiers
+        .redis_call(Scope::Channel(channel), "read_history", read)
+        .await
+    else {
         return Ok(Loaded::Unavailable);
     };
     match found.run {

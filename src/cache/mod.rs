@@ -65,7 +65,7 @@ use futures::future::BoxFuture;
 use crate::domain::ChannelId;
 use crate::postgres::Db;
 use crate::redis::Redis;
-use health::{Breaker, Dirty};
+use health::{Breakers, Dirty};
 use l1::L1;
 use paths::{Path, PathLatency};
 use stats::{bump, CacheStats};
@@ -253,8 +253,9 @@ impl HotCache {
             l1_bypassed: tiers.l1.is_bypassed(),
             l1: tiers.l1.usage().into(),
             history: tiers.l1.history_usage().into(),
-            breaker_open: tiers.breaker.is_open(),
-            breaker_reason: tiers.breaker.open_reason(),
+            breaker_open: tiers.breakers.any_open(),
+            breaker_reason: tiers.breakers.open_reason(),
+            nodes: tiers.breakers.health(&tiers.redis.node_names()),
             dirty: tiers.dirty.len(),
             fills_pending: tiers.fills.pending(),
             bounds: self.bounds(),
@@ -266,8 +267,8 @@ impl HotCache {
     pub fn l1(&self) -> &L1 {
         &self.tiers.l1
     }
-    pub fn breaker(&self) -> &Breaker {
-        &self.tiers.breaker
+    pub fn breakers(&self) -> &Breakers {
+        &self.tiers.breakers
     }
     pub fn dirty(&self) -> &Dirty {
         &self.tiers.dirty

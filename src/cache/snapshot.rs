@@ -3,6 +3,7 @@
 //! of reaching into the engine's fields.
 
 use super::audit::AuditReport;
+use super::health::NodeHealth;
 use super::stats::StatsSnapshot;
 use super::{Bound, CacheMode};
 
@@ -37,9 +38,12 @@ pub struct Snapshot {
     pub l1: Usage,
     /// Deep history, in its own budget.
     pub history: Usage,
+    /// Whether any Redis node's breaker is open.
     pub breaker_open: bool,
-    /// While the breaker is open: what the last failed call said.
+    /// While a breaker is open: what each open one's last failed call said.
     pub breaker_reason: Option<String>,
+    /// Each Redis node's breaker (one entry off a cluster).
+    pub nodes: Vec<NodeHealth>,
     /// Scopes (channels, feeds, event bodies) written while Redis could not be told.
     pub dirty: usize,
     /// Background fills waiting or running.

@@ -23,7 +23,7 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::fills::{FillKey, Fills, Queued};
-use super::health::{Breaker, Dirty};
+use super::health::{Breakers, Dirty};
 use super::l1::{Entry, Key, Loaded, Source as Origin, L1};
 use super::paths::{Path, PathLatency};
 use super::presence::Presence;
@@ -31,7 +31,7 @@ use super::stats::{bump, CacheStats};
 use super::{CacheMode, CacheSettings, Hooks, Lookup, Observer, Reach};
 use crate::domain::Scope;
 use crate::postgres::{Db, DbError};
-use crate::redis::{Redis, RedisError};
+use crate::redis::{NodeName, Redis, RedisError};
 
 pub use super::source::{RedisRead, Source};
 
@@ -47,7 +47,7 @@ pub struct Tiers {
     pub(super) db: Db,
     pub(super) redis: Redis,
     pub(super) l1: L1,
-    pub(super) breaker: Breaker,
+    pub(super) breakers: Breakers,
     pub(super) dirty: Dirty,
     pub(super) presence: Presence,
     pub(super) fills: Fills,
@@ -71,7 +71,7 @@ impl Tiers {
         };
         Tiers {
             l1: L1::new(l1_bytes, history_bytes, settings.l1_ttl),
-            breaker: Breaker::new(settings.breaker_failures),
+            breakers: Breakers::new(settings.breaker_failures),
             dirty: Dirty::default(),
             presence: Presence::default(),
             fills: Fills::new(settings.fill_after_misses),
@@ -85,12 +85,20 @@ impl Tiers {
         }
     }
 
-    /// Whether the tiers may answer for `scope`: the cache is on, the breaker closed, and
-    /// no write to it missed Redis.
+    /// Whether the tiers may answer for `scope`: the cache is on, the breaker of its
+    /// Redis node closed, and no write to it missed Redis.
     pub(super) fn usable(&self, scope: Scope) -> bool {
-        self.settings.mode != CacheMode::Off
-            && !self.breaker.is_open()
-            && !self.dirty.contains(scope)
+        self.settings.mode != CacheMode::Off && !self.broken(scope) && !self.dirty.contains(scope)
+    }
+
+    /// Whether the breaker of `scope`'s Redis node is open (`Scope::Everything` on a
+    /// cluster: of any node). One atomic load while every breaker is closed.
+    pub(super) fn broken(&self, scope: Scope) -> bool {
+        self.breakers.any_open()
+            && match self.redis.node_of(scope) {
+                Some(node) => self.breakers.is_open(&node),
+                None => true,
+            }
     }
 
     /// Runs a Postgres call of a fill and records its latency.
@@ -106,27 +114,58 @@ impl Tiers {
         result
     }
 
-    /// Runs a Redis call, keeping the breaker's count and its latency; `None` when it failed.
+    /// Runs a Redis call for `scope`, keeping its node's breaker count and the call's
+    /// latency; `None` when it failed, or without calling while that breaker is open.
     pub(super) async fn redis_call<T>(
         &self,
+        scope: Scope,
         operation: &'static str,
         call: impl Future<Output = Result<T, RedisError>>,
     ) -> Option<T> {
+        self.redis_call_many(&[scope], operation, call).await
+    }
+
+    /// [`Tiers::redis_call`] for a call that spans `scopes` (bodies, a delivery to many
+    /// feeds): not made while any of their nodes' breakers is open. It counts against
+    /// their node when they share one; a call across nodes cannot tell which failed,
+    /// so it counts against none (each node's own calls open its breaker).
+    pub(super) async fn redis_call_many<T>(
+        &self,
+        scopes: &[Scope],
+        operation: &'static str,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Option<T> {
+        let mut nodes: Vec<NodeName> = scopes
+            .iter()
+            .filter_map(|&scope| self.redis.node_of(scope))
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        if self.breakers.any_open() && nodes.iter().any(|n| self.breakers.is_open(n)) {
+            return None;
+        }
+        let node = match nodes.as_slice() {
+            [node] => Some(node),
+            _ => None,
+        };
         let started = Instant::now();
         let result = call.await;
         self.observer.redis_call(operation, started.elapsed());
         match result {
             Ok(value) => {
-                self.breaker.record_success();
+                if let Some(node) = node {
+                    self.breakers.record_success(node);
+                }
                 Some(value)
             }
             Err(error) => {
                 bump(&self.stats.redis_errors);
                 let timed_out = matches!(error, RedisError::Timeout);
-                if self.breaker.record_failure(timed_out, &error) {
-                    warn!(%error, "Redis breaker opened: reads and writes go to Postgres only");
-                } else {
-                    debug!(%error, "a Redis call failed");
+                match node {
+                    Some(node) if self.breakers.record_failure(node, timed_out, &error) => {
+                        warn!(%error, %node, "Redis breaker opened: reads and writes of this node's channels go to Postgres only");
+                    }
+                    _ => debug!(%error, "a Redis call failed"),
                 }
                 None
             }
@@ -215,7 +254,10 @@ impl Tiers {
         }
         let [read, _, _] = source.operations();
         Ok(
-            match self.redis_call(read, source.read(&self.redis)).await {
+            match self
+                .redis_call(source.scope(), read, source.read(&self.redis))
+                .await
+            {
                 None => Loaded::Unavailable,
                 Some(RedisRead::Hit(entry)) => {
                     bump(&self.stats.l2_hits);
@@ -285,7 +327,7 @@ impl Tiers {
             hook.await;
         }
         let call = source.install(&self.redis, version, &row, &self.settings);
-        let installed = self.redis_call(install, call).await;
+        let installed = self.redis_call(source.scope(), install, call).await;
         if installed == Some(true) && source.marks_presence() {
             self.presence.seen(source.fill_key());
         }
@@ -304,7 +346,10 @@ impl Tiers {
     /// Redis holds the key (now marked) or failed, else the version a fill must present.
     pub(super) async fn probe<S: Source>(&self, source: &S) -> Option<String> {
         let [read, _, _] = source.operations();
-        match self.redis_call(read, source.read(&self.redis)).await? {
+        match self
+            .redis_call(source.scope(), read, source.read(&self.redis))
+            .await?
+        {
             RedisRead::Hit(_) => {
                 self.presence.seen(source.fill_key());
                 None
@@ -339,7 +384,7 @@ impl Tiers {
     pub(super) async fn inspect<S: Source>(&self, source: &S) -> Option<Inspection<S>> {
         let postgres = source.load(&self.db, &self.settings).await.ok()??;
         let l1 = self.l1.peek(source.key()).and_then(S::value);
-        let redis = match self.breaker.is_open() {
+        let redis = match self.broken(source.scope()) {
             true => None,
             false => match source.read(&self.redis).await.ok()? {
                 RedisRead::Hit(entry) => S::value(entry),

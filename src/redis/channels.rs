@@ -133,9 +133,10 @@ impl Redis {
     async fn current_version(&self, key: &str) -> Result<String, RedisError> {
         let fresh = fresh_version();
         let ttl = self.settings.ttl.as_millis() as i64;
+        let node = self.nodes.for_key(key.as_bytes());
         // SET NX then GET: a missing version becomes a fresh random one.
         let _: Value = self
-            .bounded(self.client.set(
+            .bounded(node.client().set(
                 key,
                 fresh,
                 Some(fred::types::Expiration::PX(ttl)),
@@ -143,7 +144,7 @@ impl Redis {
                 false,
             ))
             .await?;
-        let v: Option<String> = self.bounded(self.client.get(key)).await?;
+        let v: Option<String> = self.bounded(node.client().get(key)).await?;
         v.ok_or(RedisError::Protocol)
     }
 

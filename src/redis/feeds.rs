@@ -5,9 +5,9 @@
 use fred::prelude::KeysInterface;
 use fred::types::{Expiration, SetOptions, Value};
 
-use super::{codec, fresh_version, version_of, Redis, RedisError};
+use super::{codec, fresh_version, hash_tag, version_of, Redis, RedisError};
 use crate::domain::feed::{Event, EventId, FeedWindow};
-use crate::domain::UserId;
+use crate::domain::{Scope, UserId};
 
 /// Written into a feed's meta hash; a reader with another value treats it as a miss.
 const FEED_FORMAT: &str = "1";
@@ -44,20 +44,23 @@ fn int(value: &Value) -> Option<i64> {
 impl Redis {
     fn feed_keys(&self, user: UserId) -> Vec<String> {
         let p = &self.settings.prefix;
+        let tag = hash_tag(Scope::Feed(user)).unwrap_or_default();
         vec![
-            format!("{p}:{{u:{user}}}:feed"),
-            format!("{p}:{{u:{user}}}:fmeta"),
-            format!("{p}:{{u:{user}}}:fver"),
+            format!("{p}:{{{tag}}}:feed"),
+            format!("{p}:{{{tag}}}:fmeta"),
+            format!("{p}:{{{tag}}}:fver"),
         ]
     }
 
     /// The fence version's key alone (`feed_keys(user)[2]`), for the writers' `MGET`.
     fn version_key(&self, user: UserId) -> String {
-        format!("{}:{{u:{user}}}:fver", self.settings.prefix)
+        let tag = hash_tag(Scope::Feed(user)).unwrap_or_default();
+        format!("{}:{{{tag}}}:fver", self.settings.prefix)
     }
 
     fn body_key(&self, id: EventId) -> String {
-        format!("{}:{{e:{}}}", self.settings.prefix, id.0)
+        let tag = hash_tag(Scope::Event(id)).unwrap_or_default();
+        format!("{}:{{{tag}}}", self.settings.prefix)
     }
 
     pub async fn read_feed(&self, user: UserId) -> Result<FeedRead, RedisError> {
@@ -211,8 +214,8 @@ impl Redis {
         let ttl = self.settings.ttl.as_millis() as i64;
         let bytes = codec::encode_event(event);
         let key = self.body_key(event.id);
-        let slot = fred::util::redis_keyslot(key.as_bytes());
-        let client = self.client.next_connected();
+        let node = self.nodes.for_key(key.as_bytes());
+        let client = node.client();
         let link = self.link_epoch();
         let _: Value = self
             .bounded(client.set(
@@ -223,7 +226,7 @@ impl Redis {
                 false,
             ))
             .await?;
-        self.replicated(client, slot, link).await
+        self.replicated(&node, client, link).await
     }
 
     /// The bodies of these events, `None` where Redis has none (or one this build cannot

@@ -1,71 +1,92 @@
 //! Operations over many keys, which a cluster spreads over slots and primaries: `MGET`
 //! grouped by slot, `SCAN` of every primary, `DEL` slot by slot.
 
-use fred::prelude::{ClientLike, KeysInterface};
-use fred::types::Value;
-use futures::TryStreamExt;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::{Redis, RedisError};
+use fred::prelude::KeysInterface;
+use fred::types::Value;
+use futures::{StreamExt, TryStreamExt};
+
+use super::nodes::Node;
+use super::{NodeName, Redis, RedisError};
 
 impl Redis {
     /// `MGET` of keys that may sit in different slots. On a cluster the keys are grouped
-    /// by slot and the groups go out in one pipeline (one `MGET` per slot, each routed
-    /// to its primary); the values come back in the order of `keys`.
+    /// by slot, and each node gets one pipeline of its slots' `MGET`s, all at once; the
+    /// values come back in the order of `keys`.
     pub(super) async fn mget(&self, keys: Vec<String>) -> Result<Vec<Value>, RedisError> {
-        let client = self.client.next();
-        if !client.is_clustered() {
-            return self.bounded(client.mget(keys)).await;
+        if !self.nodes.is_cluster() {
+            let node = self.nodes.any(None);
+            return self.bounded(node.client().mget(keys)).await;
         }
-        let groups = by_slot(keys.iter().map(String::as_str));
-        if groups.len() == 1 {
-            return self.bounded(client.mget(keys)).await;
+        let mut by_node = BTreeMap::<NodeName, (Arc<Node>, Vec<Vec<usize>>)>::new();
+        for (slot, positions) in by_slot(keys.iter().map(String::as_str)) {
+            let node = self.nodes.for_slot(slot);
+            by_node
+                .entry(node.name.clone())
+                .or_insert_with(|| (node, Vec::new()))
+                .1
+                .push(positions);
         }
-        let pipeline = client.pipeline();
-        for positions in groups.values() {
-            let group: Vec<&str> = positions.iter().map(|&i| keys[i].as_str()).collect();
-            let () = pipeline.mget(group).await?;
-        }
-        let answers: Vec<Value> = self.bounded(pipeline.all()).await?;
+        let keys = &keys;
+        let calls = by_node.into_values().map(|(node, groups)| async move {
+            let pipeline = node.client().pipeline();
+            for positions in &groups {
+                let group: Vec<&str> = positions.iter().map(|&i| keys[i].as_str()).collect();
+                let () = pipeline.mget(group).await?;
+            }
+            let answers: Vec<Value> = self.bounded(pipeline.all()).await?;
+            Ok::<_, RedisError>(groups.into_iter().zip(answers).collect::<Vec<_>>())
+        });
         let mut values = vec![Value::Null; keys.len()];
-        for (positions, answer) in groups.values().zip(answers) {
-            for (&i, value) in positions.iter().zip(answer.into_array()) {
+        for (positions, answer) in futures::future::try_join_all(calls)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            for (i, value) in positions.into_iter().zip(answer.into_array()) {
                 values[i] = value;
             }
         }
         Ok(values)
     }
 
-    /// Every key under `pattern`: on a cluster, from every primary.
+    /// Every key under `pattern`, from every node; an error at once for a node that is
+    /// not connected.
     fn scan(
         &self,
         pattern: String,
         page: u32,
-    ) -> futures::stream::BoxStream<'_, Result<fred::types::Key, fred::error::Error>> {
-        let client = self.client.next_connected();
-        if client.is_clustered() {
-            Box::pin(client.scan_cluster_buffered(pattern, Some(page), None))
-        } else {
-            Box::pin(client.scan_buffered(pattern, Some(page), None))
-        }
+    ) -> futures::stream::BoxStream<'static, Result<fred::types::Key, fred::error::Error>> {
+        let scans = self.nodes.all().into_iter().map(move |node| {
+            if !node.is_connected() {
+                // Fail at once rather than wait for a node that is down.
+                let kind = fred::error::ErrorKind::IO;
+                let error =
+                    fred::error::Error::new(kind, format!("{} is not connected", node.name));
+                return futures::stream::once(async move { Err(error) }).boxed();
+            }
+            node.client()
+                .scan_buffered(pattern.clone(), Some(page), None)
+                .boxed()
+        });
+        Box::pin(futures::stream::iter(scans).flatten())
     }
 
-    /// Deletes these keys, one `DEL` per slot (a cluster refuses a `DEL` across slots).
+    /// Deletes these keys, one `DEL` per slot (a cluster refuses a `DEL` across slots),
+    /// each at its slot's node.
     pub(super) async fn delete(&self, keys: Vec<fred::types::Key>) -> Result<u64, RedisError> {
-        let client = self.client.next_connected();
-        if !client.is_clustered() {
-            let link = self.link_epoch();
-            let deleted = client.del::<u64, _>(keys).await?;
-            self.replicated(client, 0, link).await?;
-            return Ok(deleted);
-        }
         let groups = by_slot(keys.iter().map(|k| k.as_bytes()));
         let link = self.link_epoch();
-        let deletes = groups.into_iter().map(|(slot, positions)| {
+        let deletes = groups.into_values().map(|positions| {
             let group: Vec<fred::types::Key> =
                 positions.into_iter().map(|i| keys[i].clone()).collect();
+            let node = self.nodes.for_key(group[0].as_bytes());
             async move {
-                let deleted = client.del::<u64, _>(group).await?;
-                self.replicated(client, slot, link).await?;
+                let client = node.client();
+                let deleted = self.bounded(client.del::<u64, _>(group)).await?;
+                self.replicated(&node, client, link).await?;
                 Ok::<_, RedisError>(deleted)
             }
         });

@@ -15,6 +15,7 @@ mod connection;
 mod feeds;
 mod history;
 mod keyspace;
+mod nodes;
 mod permissions;
 mod pubsub;
 
@@ -24,7 +25,7 @@ use fred::prelude::PubsubInterface;
 use fred::types::scripts::Script;
 use fred::types::Value;
 
-use crate::domain::ChannelId;
+use crate::domain::{ChannelId, Scope};
 
 pub use pubsub::{Subscription, SubscriptionEvent, EVENT_BUFFER};
 
@@ -158,17 +159,27 @@ pub struct ChannelKeys {
 /// A Redis connection that reconnects by itself, with the hot-channel scripts.
 #[derive(Clone)]
 pub struct Redis {
-    /// Connections used in turn (`--redis-connections`).
-    client: fred::clients::Pool,
+    /// One pool per server: on a cluster, one per primary, chosen by slot ([`nodes`]).
+    nodes: std::sync::Arc<nodes::Nodes>,
     settings: std::sync::Arc<RedisSettings>,
     scripts: std::sync::Arc<Scripts>,
-    /// What the last failed connection attempt met (kept by fred's error events).
-    link_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    /// Reconnections fred reported (each connection's, summed).
-    reconnects: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    links: std::sync::Arc<Links>,
     /// Replicas a write must reach ([`Redis::replicated`]); settled at startup.
     wait_replicas: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
+
+/// What fred's connection events said, for every pool.
+#[derive(Default)]
+struct Links {
+    /// What the last failed connection attempt met, by node.
+    errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Reconnections fred reported (every connection's, summed).
+    reconnects: std::sync::atomic::AtomicU64,
+}
+
+/// How a Redis server is named (`host:port`) in the breaker per node, `/v1/admin/cache`
+/// and `/metrics`.
+pub type NodeName = std::sync::Arc<str>;
 
 impl Redis {
     pub fn prefix(&self) -> &str {
@@ -180,8 +191,28 @@ impl Redis {
         format!("{}:invalidate", self.settings.prefix)
     }
 
+    /// The node that holds `scope`'s keys (they share one hash tag, so one slot); on
+    /// one server, that server. `Scope::Everything` spans every node: `None` on a cluster.
+    pub fn node_of(&self, scope: Scope) -> Option<NodeName> {
+        if !self.nodes.is_cluster() {
+            return Some(self.nodes.any(None).name.clone());
+        }
+        let tag = hash_tag(scope)?;
+        Some(self.nodes.for_key(tag.as_bytes()).name.clone())
+    }
+
+    /// Every node: the server, or each primary of a cluster.
+    pub fn node_names(&self) -> Vec<NodeName> {
+        self.nodes
+            .all()
+            .into_iter()
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     pub fn keys(&self, channel: ChannelId) -> ChannelKeys {
         let p = &self.settings.prefix;
+        let channel = hash_tag(Scope::Channel(channel)).unwrap_or_default();
         ChannelKeys {
             msgs: format!("{p}:{{{channel}}}:msgs"),
             meta: format!("{p}:{{{channel}}}:meta"),
@@ -193,14 +224,19 @@ impl Redis {
         }
     }
 
+    /// The call within the timeout; a failure on a cluster asks for the slot map soon.
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, fred::error::Error>>,
     ) -> Result<T, RedisError> {
-        match tokio::time::timeout(self.settings.timeout, call).await {
-            Ok(result) => Ok(result?),
+        let result = match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(result) => result.map_err(RedisError::from),
             Err(_) => Err(RedisError::Timeout),
+        };
+        if result.is_err() {
+            self.nodes.call_failed();
         }
+        result
     }
 
     async fn eval(
@@ -209,7 +245,8 @@ impl Redis {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, RedisError> {
-        self.bounded(script.evalsha_with_reload(self.client.next_connected(), keys, args))
+        let node = self.nodes.for_key(keys[0].as_bytes());
+        self.bounded(script.evalsha_with_reload(node.client(), keys, args))
             .await
     }
 
@@ -221,13 +258,13 @@ impl Redis {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, RedisError> {
-        let client = self.client.next_connected();
-        let slot = fred::util::redis_keyslot(keys[0].as_bytes());
+        let node = self.nodes.for_key(keys[0].as_bytes());
+        let client = node.client();
         let link = self.link_epoch();
         let answer = self
             .bounded(script.evalsha_with_reload(client, keys, args))
             .await?;
-        self.replicated(client, slot, link).await?;
+        self.replicated(&node, client, link).await?;
         Ok(answer)
     }
 
@@ -235,24 +272,35 @@ impl Redis {
         Value::from(self.settings.ttl.as_millis() as i64)
     }
 
-    /// Loads every script (also done lazily on `NOSCRIPT`).
+    /// Loads every script on every node (also done lazily on `NOSCRIPT`).
     pub async fn load_scripts(&self) -> Result<(), RedisError> {
-        for script in self.scripts.all() {
-            self.bounded(script.load(self.client.next_connected()))
-                .await?;
+        for node in self.nodes.all() {
+            for script in self.scripts.all() {
+                self.bounded(script.load(node.client())).await?;
+            }
         }
         Ok(())
     }
 
+    /// `PUBLISH` through a node that is connected (on a cluster it reaches every node).
     pub async fn publish(&self, channel: &str, message: String) -> Result<(), RedisError> {
-        self.bounded(
-            self.client
-                .next_connected()
-                .publish::<i64, _, _>(channel, message),
-        )
-        .await
-        .map(drop)
+        let node = self.nodes.any(None);
+        self.bounded(node.client().publish::<i64, _, _>(channel, message))
+            .await
+            .map(drop)
     }
+}
+
+/// What goes between the braces of `scope`'s keys (`{…}`), so all of them share one
+/// cluster slot: a channel's id, `u:<user>` for a feed, `e:<event>` for a body. `None` for
+/// `Scope::Everything`, which has no keys of its own.
+fn hash_tag(scope: Scope) -> Option<String> {
+    Some(match scope {
+        Scope::Everything => return None,
+        Scope::Channel(c) => c.to_string(),
+        Scope::Feed(u) => format!("u:{u}"),
+        Scope::Event(e) => format!("e:{}", e.0),
+    })
 }
 
 /// A random version in [0, 2^62): `INCR` on it never overflows.

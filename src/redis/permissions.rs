@@ -18,7 +18,8 @@ impl Redis {
     /// Tries every command family hotchan needs; `Err` naming the first one refused.
     pub(super) async fn check_permissions(&self) -> Result<(), RedisConfigError> {
         let probe = format!("{}:{{probe}}:acl", self.settings.prefix);
-        let client = self.client.next();
+        let node = self.nodes.for_key(probe.as_bytes());
+        let client = node.client();
         let checks: [(&str, Result<(), RedisError>); 7] = [
             ("SCRIPT LOAD", self.load_scripts().await),
             (

@@ -11,7 +11,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{spawn_with_settings, test_settings, users, TestApp};
-use crate::servers::{redis_cli, refusal, Cluster};
+use crate::redis_cluster::Cluster;
+use crate::servers::{redis_cli, refusal};
 use crate::support::{cache_stats, eventually, l1_serving, within_promise};
 
 fn hot_channels(stats: &serde_json::Value) -> i64 {

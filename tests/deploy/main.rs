@@ -12,6 +12,8 @@ mod support;
 
 mod acl;
 mod cluster;
+mod node_outage;
+mod redis_cluster;
 mod sentinel;
 mod sentinel_tls;
 mod servers;

@@ -1,5 +1,5 @@
-//! Private servers for the deployment tests: redis-server processes (one server, a
-//! cluster, Sentinel, TLS), a Postgres with `ssl=on`, and certificates made with openssl.
+//! Private servers for the deployment tests: redis-server processes (one server,
+//! Sentinel, TLS; the cluster is in [`crate::redis_cluster`]), a Postgres with `ssl=on`, and certificates made with openssl.
 //! Each lives in a folder of its own under the temp dir, on free ports, and is killed
 //! when dropped. Every wait is bounded.
 
@@ -70,86 +70,6 @@ pub async fn redis_cli(port: u16, args: &[&str]) -> String {
         .await
         .expect("redis-cli runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A Redis Cluster of three primaries, slots split evenly, no replicas.
-pub struct Cluster {
-    pub nodes: Vec<PrivateRedis>,
-    _dir: Scratch,
-}
-
-/// The first slot of each node's range.
-pub const SLOT_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
-
-impl Cluster {
-    pub async fn start() -> Cluster {
-        let dir = Scratch::new("cluster");
-        let mut nodes = Vec::new();
-        let mut buses = Vec::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let conf = format!("nodes-{port}.conf");
-            // The bus gets a free port of its own: the default, port + 10000, may be
-            // taken, or past 65535 for a port the kernel picked.
-            let bus = free_port().to_string();
-            buses.push(bus.clone());
-            nodes.push(
-                PrivateRedis::start_with(
-                    port,
-                    Some(&dir.0),
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &conf,
-                        "--cluster-node-timeout",
-                        "2000",
-                        "--cluster-port",
-                        &bus,
-                    ],
-                )
-                .await,
-            );
-        }
-        for (node, (first, last)) in nodes.iter().zip(SLOT_RANGES) {
-            let (first, last) = (first.to_string(), last.to_string());
-            redis_cli(node.port, &["cluster", "addslotsrange", &first, &last]).await;
-        }
-        for (node, bus) in nodes[1..].iter().zip(&buses[1..]) {
-            let port = node.port.to_string();
-            redis_cli(nodes[0].port, &["cluster", "meet", "127.0.0.1", &port, bus]).await;
-        }
-        let cluster = Cluster { nodes, _dir: dir };
-        cluster.wait_ok().await;
-        cluster
-    }
-
-    pub async fn wait_ok(&self) {
-        for node in &self.nodes {
-            let port = node.port;
-            wait_until(Duration::from_secs(30), "cluster_state:ok", || async move {
-                redis_cli(port, &["cluster", "info"])
-                    .await
-                    .contains("cluster_state:ok")
-            })
-            .await;
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!(
-            "redis-cluster://127.0.0.1:{}?node=127.0.0.1:{}&node=127.0.0.1:{}",
-            self.nodes[0].port, self.nodes[1].port, self.nodes[2].port
-        )
-    }
-
-    /// Which node holds `slot`.
-    pub fn owner(slot: u16) -> usize {
-        SLOT_RANGES
-            .iter()
-            .position(|&(first, last)| (first..=last).contains(&slot))
-            .unwrap()
-    }
 }
 
 /// A CA and a server certificate for 127.0.0.1 and localhost, made with openssl.

@@ -205,12 +205,13 @@ impl Invalidations {
 
     async fn publish_text(&self, message: String) -> bool {
         let tiers = &self.tiers;
-        if tiers.breaker.is_open() {
-            return false;
-        }
         let channel = tiers.redis.invalidation_channel();
         let call = tiers.redis.publish(&channel, message);
-        let sent = tiers.redis_call("publish", call).await.is_some();
+        // Any node may take a `PUBLISH` (on a cluster, a connected one does).
+        let sent = tiers
+            .redis_call(Scope::Everything, "publish", call)
+            .await
+            .is_some();
         if sent {
             bump(&tiers.stats.invalidations_sent);
         }

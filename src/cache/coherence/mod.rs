@@ -62,7 +62,7 @@ impl Coherence {
         }
     }
 
-    /// A write-through: the write's Redis `call` (not while the breaker is open), then
+    /// A write-through: the write's Redis `call` (not while the breaker of its node is open), then
     /// [`Coherence::settle`] with what it `changed`, and the write's `ticket` in the cache
     /// outbox handed back. `None` when the cache is off or the call did not reach Redis.
     pub async fn write_through<T>(
@@ -93,10 +93,8 @@ impl Coherence {
             return None;
         }
         crash::point(crash::AFTER_COMMIT);
-        let answer = match self.tiers.breaker.is_open() {
-            true => None,
-            false => self.tiers.redis_call(operation, call).await,
-        };
+        let scopes: Vec<Scope> = changed.iter().map(Invalidation::scope).collect();
+        let answer = self.tiers.redis_call_many(&scopes, operation, call).await;
         crash::point(crash::AFTER_REDIS);
         let reached = answer.is_some();
         for &what in changed {

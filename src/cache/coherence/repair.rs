@@ -1,7 +1,8 @@
-//! The repair of what Redis missed: while the breaker is open or scopes are dirty, a task
-//! probes Redis, drops the dirty scopes (bumping their fences) and tells every instance
-//! on pub/sub; only then does the breaker close.
+//! The repair of what Redis missed: while a node's breaker is open or scopes are dirty, a
+//! task probes Redis node by node, drops the dirty scopes (bumping their fences) and
+//! tells every instance on pub/sub; only then does a node's breaker close.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,66 +14,135 @@ use crate::cache::health::DirtyWork;
 use crate::cache::l1::Key;
 use crate::cache::stats::bump;
 use crate::domain::Scope;
-use crate::redis::RedisError;
+use crate::redis::{NodeName, RedisError};
 
 impl Invalidations {
-    /// Drops dirty scopes from Redis and tells the other instances; closes the breaker
-    /// once nothing is dirty. The error says what Redis answered when it could not.
+    /// Drops dirty scopes from Redis node by node and tells the other instances, then
+    /// closes the breaker of each node that answers with none of its scopes dirty. A node
+    /// that does not answer keeps its scopes dirty and its breaker open; the other nodes
+    /// are repaired all the same. The error says what the first node that could not be
+    /// repaired answered.
     pub async fn repair(&self) -> Result<(), RedisError> {
         let tiers = &self.tiers;
-        tiers.redis.ping().await?;
         let work = tiers.dirty.work();
-        let channel = tiers.redis.invalidation_channel();
+        let mut first_error = None;
         match &work {
             DirtyWork::Nothing => {}
             DirtyWork::Everything => {
+                // Every node at once: everything under the prefix.
+                tiers.redis.ping().await?;
                 tiers.redis.delete_prefix().await?;
-                tiers
-                    .redis
-                    .publish(&channel, Invalidation::Everything.encode(&self.instance))
-                    .await?;
+                self.publish_repair(Invalidation::Everything).await?;
+                tiers.dirty.done(&work);
+                bump(&tiers.stats.invalidations_sent);
             }
             DirtyWork::Scopes(scopes) => {
+                let mut by_node = BTreeMap::<NodeName, Vec<Scope>>::new();
                 for &scope in scopes {
-                    let what = match scope {
-                        // Never here (a mark of everything is `DirtyWork::Everything`).
-                        Scope::Everything => {
-                            tiers.redis.delete_prefix().await?;
-                            Invalidation::Everything
+                    if let Some(node) = tiers.redis.node_of(scope) {
+                        by_node.entry(node).or_default().push(scope);
+                    }
+                }
+                for (node, scopes) in by_node {
+                    match self.repair_node(&node, &scopes).await {
+                        Ok(()) => {
+                            tiers.dirty.done(&DirtyWork::Scopes(scopes));
+                            bump(&tiers.stats.invalidations_sent);
                         }
-                        Scope::Channel(c) => {
-                            tiers.redis.drop_channel(c).await?;
-                            Invalidation::Channel(c)
+                        Err(error) => {
+                            first_error.get_or_insert(error);
                         }
-                        Scope::Feed(u) => {
-                            tiers.redis.drop_feed(u).await?;
-                            Invalidation::Key(Key::Feed(u))
-                        }
-                        Scope::Event(e) => {
-                            tiers.redis.drop_body(e).await?;
-                            Invalidation::Key(Key::Event(e))
-                        }
-                    };
-                    tiers
-                        .redis
-                        .publish(&channel, what.encode(&self.instance))
-                        .await?;
+                    }
                 }
             }
         }
-        if work != DirtyWork::Nothing {
-            bump(&tiers.stats.invalidations_sent);
+        if let Err(error) = self.close_breakers().await {
+            first_error.get_or_insert(error);
         }
-        tiers.dirty.done(&work);
-        if tiers.breaker.is_open() && tiers.dirty.is_empty() {
-            tiers.breaker.close();
-            info!("Redis answers again and no channel is dirty: breaker closed");
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Drops `scopes`, all at `node`, from Redis and tells the other instances.
+    async fn repair_node(&self, node: &str, scopes: &[Scope]) -> Result<(), RedisError> {
+        let redis = &self.tiers.redis;
+        redis.ping_node(node).await?;
+        for &scope in scopes {
+            let what = match scope {
+                // Never here (a mark of everything is `DirtyWork::Everything`).
+                Scope::Everything => {
+                    redis.delete_prefix().await?;
+                    Invalidation::Everything
+                }
+                Scope::Channel(c) => {
+                    redis.drop_channel(c).await?;
+                    Invalidation::Channel(c)
+                }
+                Scope::Feed(u) => {
+                    redis.drop_feed(u).await?;
+                    Invalidation::Key(Key::Feed(u))
+                }
+                Scope::Event(e) => {
+                    redis.drop_body(e).await?;
+                    Invalidation::Key(Key::Event(e))
+                }
+            };
+            self.publish_repair(what).await?;
         }
         Ok(())
     }
+
+    async fn publish_repair(&self, what: Invalidation) -> Result<(), RedisError> {
+        let redis = &self.tiers.redis;
+        redis
+            .publish(&redis.invalidation_channel(), what.encode(&self.instance))
+            .await
+    }
+
+    /// Closes the breaker of every node that answers a PING and holds no dirty scope, and
+    /// of every node no longer in the cluster's slot map (its slots moved: their dirty
+    /// scopes stay dirty, and are repaired at their new node).
+    async fn close_breakers(&self) -> Result<(), RedisError> {
+        let tiers = &self.tiers;
+        let open = tiers.breakers.open_nodes();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let serving = tiers.redis.node_names();
+        let dirty_nodes: Option<BTreeSet<NodeName>> = match tiers.dirty.work() {
+            DirtyWork::Everything => None,
+            DirtyWork::Nothing => Some(BTreeSet::new()),
+            DirtyWork::Scopes(scopes) => Some(
+                scopes
+                    .into_iter()
+                    .filter_map(|s| tiers.redis.node_of(s))
+                    .collect(),
+            ),
+        };
+        let mut first_error = None;
+        for node in open {
+            if !serving.contains(&node) {
+                tiers.breakers.close(&node);
+                info!(%node, "a Redis node left the cluster's slot map: its breaker is closed");
+                continue;
+            }
+            if dirty_nodes.as_ref().is_none_or(|d| d.contains(&node)) {
+                continue;
+            }
+            match tiers.redis.ping_node(&node).await {
+                Ok(()) => {
+                    tiers.breakers.close(&node);
+                    info!(%node, "Redis answers again and none of its scopes is dirty: breaker closed");
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
 }
 
-/// Probes Redis while the breaker is open or channels are dirty, and repairs.
+/// Probes Redis while a breaker is open or scopes are dirty, and repairs.
 pub async fn maintain(coherence: Arc<Coherence>) {
     let cache = &coherence.invalidations;
     let _ = cache.tiers.redis.load_scripts().await;
@@ -81,7 +151,7 @@ pub async fn maintain(coherence: Arc<Coherence>) {
     let mut failures = RepairLog::default();
     loop {
         ticker.tick().await;
-        if cache.tiers.breaker.is_open() || !cache.tiers.dirty.is_empty() {
+        if cache.tiers.breakers.any_open() || !cache.tiers.dirty.is_empty() {
             match cache.repair().await {
                 Ok(()) => failures.succeeded(),
                 Err(error) => {
