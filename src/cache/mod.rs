@@ -32,6 +32,7 @@
 
 pub mod advice;
 pub mod audit;
+pub mod breaker;
 mod channels;
 pub mod coherence;
 mod entry;
@@ -65,7 +66,8 @@ use futures::future::BoxFuture;
 use crate::domain::ChannelId;
 use crate::postgres::Db;
 use crate::redis::Redis;
-use health::{Breakers, Dirty};
+use breaker::Breakers;
+use health::Dirty;
 use l1::L1;
 use paths::{Path, PathLatency};
 use stats::{bump, CacheStats};

@@ -3,7 +3,7 @@
 //! of reaching into the engine's fields.
 
 use super::audit::AuditReport;
-use super::health::NodeHealth;
+use super::breaker::NodeHealth;
 use super::stats::StatsSnapshot;
 use super::{Bound, CacheMode};
 

@@ -22,8 +22,9 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+use super::breaker::Breakers;
 use super::fills::{FillKey, Fills, Queued};
-use super::health::{Breakers, Dirty};
+use super::health::Dirty;
 use super::l1::{Entry, Key, Loaded, Source as Origin, L1};
 use super::paths::{Path, PathLatency};
 use super::presence::Presence;

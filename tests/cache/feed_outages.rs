@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use hotchan::cache::health::SLOW_GRACE;
+use hotchan::cache::breaker::SLOW_GRACE;
 use hotchan::config::CacheMode;
 use serde_json::json;
 use uuid::Uuid;
