@@ -75,6 +75,12 @@ impl Application {
             hooks,
             metrics.clone(),
         ));
+        let cache = Arc::downgrade(&hot);
+        db.on_failover(move || {
+            if let Some(cache) = cache.upgrade() {
+                cache.failed_over();
+            }
+        });
         let service = Service::new(
             db.clone(),
             hot.clone(),

@@ -39,12 +39,18 @@ pub enum Task {
     FeedUpkeep,
     /// Delivers large audiences in batches.
     FeedFanout,
+    /// Reads each Postgres read replica's replayed position ([`crate::postgres`]).
+    ReplicaWatch,
 }
 
 /// The tasks an instance in `mode` runs; `l1` says whether L1 keeps entries (only then
-/// are invalidations from other instances worth hearing).
-pub fn plan(mode: CacheMode, l1: bool) -> Vec<Task> {
+/// are invalidations from other instances worth hearing), `replicas` whether Postgres
+/// read replicas are set.
+pub fn plan(mode: CacheMode, l1: bool, replicas: bool) -> Vec<Task> {
     let mut tasks = vec![Task::MetricsUpkeep, Task::FeedUpkeep, Task::FeedFanout];
+    if replicas {
+        tasks.push(Task::ReplicaWatch);
+    }
     if mode == CacheMode::Off {
         return tasks;
     }
@@ -74,7 +80,7 @@ pub struct Parts {
 /// Starts every task of [`plan`]; abort the handles to stop them.
 pub fn start(parts: &Parts) -> Vec<JoinHandle<()>> {
     let cache = &parts.cache;
-    plan(cache.mode(), cache.l1().is_enabled())
+    plan(cache.mode(), cache.l1().is_enabled(), parts.db.has_replicas())
         .into_iter()
         .map(|task| match task {
             Task::RedisRepair => tokio::spawn(cache::repair::maintain(cache.coherence().clone())),
@@ -89,6 +95,7 @@ pub fn start(parts: &Parts) -> Vec<JoinHandle<()>> {
             Task::MetricsUpkeep => tokio::spawn(crate::metrics::upkeep(parts.metrics.clone())),
             Task::FeedUpkeep => tokio::spawn(feeds::run_upkeep(parts.db.clone(), parts.retention)),
             Task::FeedFanout => tokio::spawn(feeds::run_fanout(parts.service.clone())),
+            Task::ReplicaWatch => tokio::spawn(parts.db.clone().watch_replicas()),
         })
         .collect()
 }
@@ -101,11 +108,11 @@ mod tests {
     fn each_mode_starts_only_the_tasks_it_needs() {
         let always = [Task::MetricsUpkeep, Task::FeedUpkeep, Task::FeedFanout];
         assert_eq!(
-            plan(CacheMode::Off, false),
+            plan(CacheMode::Off, false, false),
             always,
             "no cache, no cache tasks"
         );
-        let redis = plan(CacheMode::Redis, false);
+        let redis = plan(CacheMode::Redis, false, false);
         assert!(redis.contains(&Task::Fills) && redis.contains(&Task::RedisRepair));
         assert!(
             redis.contains(&Task::Outbox),
@@ -115,8 +122,10 @@ mod tests {
             !redis.contains(&Task::InvalidationListener),
             "nothing in L1 to invalidate"
         );
-        let full = plan(CacheMode::Full, true);
-        assert_eq!(full.len(), 10, "every task: {full:?}");
+        let full = plan(CacheMode::Full, true, false);
+        assert_eq!(full.len(), 10, "every task but the replicas': {full:?}");
         assert!(full.contains(&Task::InvalidationListener));
+        assert!(!full.contains(&Task::ReplicaWatch));
+        assert!(plan(CacheMode::Off, false, true).contains(&Task::ReplicaWatch));
     }
 }

@@ -118,6 +118,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         fanouts,
     );
     text.push_str(&admission_text(&state));
+    text.push_str(&replica_text(&state));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -139,6 +140,54 @@ fn admission_text(state: &AppState) -> String {
          hotchan_postgres_reads_in_flight {reads}\nhotchan_postgres_read_share {share}\n",
         a.in_flight, a.queued, a.refused_full, a.refused_late
     )
+}
+
+/// Postgres read replicas and failovers in the Prometheus text format.
+fn replica_text(state: &AppState) -> String {
+    let mut text = format!(
+        "# HELP hotchan_postgres_failovers_total Times a new connection found the primary on a new timeline.\n\
+         # TYPE hotchan_postgres_failovers_total counter\nhotchan_postgres_failovers_total {}\n",
+        state.db.failovers()
+    );
+    let Some((primary, replicas)) = state.db.replica_health() else {
+        return text;
+    };
+    text.push_str(
+        "# HELP hotchan_postgres_node_reads_total Reads (misses, fills, deep history, counts) each Postgres node answered, with read replicas set.\n\
+         # TYPE hotchan_postgres_node_reads_total counter\n",
+    );
+    text.push_str(&format!(
+        "hotchan_postgres_node_reads_total{{node=\"primary\"}} {primary}\n"
+    ));
+    for r in &replicas {
+        text.push_str(&format!(
+            "hotchan_postgres_node_reads_total{{node=\"{}\"}} {}\n",
+            r.replica, r.reads
+        ));
+    }
+    text.push_str(
+        "# HELP hotchan_postgres_replica_lag_seconds How long a replica has been behind a write this instance knows of.\n\
+         # TYPE hotchan_postgres_replica_lag_seconds gauge\n",
+    );
+    for r in &replicas {
+        text.push_str(&format!(
+            "hotchan_postgres_replica_lag_seconds{{replica=\"{}\"}} {}\n",
+            r.replica,
+            r.lag_ms as f64 / 1000.0
+        ));
+    }
+    text.push_str(
+        "# HELP hotchan_postgres_replica_up 1 while a replica is in the read rotation.\n\
+         # TYPE hotchan_postgres_replica_up gauge\n",
+    );
+    for r in &replicas {
+        text.push_str(&format!(
+            "hotchan_postgres_replica_up{{replica=\"{}\"}} {}\n",
+            r.replica,
+            u8::from(r.up)
+        ));
+    }
+    text
 }
 
 /// Unfinished background fan-outs and their recipients to go, if Postgres answers within
@@ -218,7 +267,19 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
         },
         "outbox_replayed": stats.outbox_replayed,
         "admission": state.0.admission.state(),
+        "postgres": postgres_nodes(&state),
     }))
+}
+
+/// The Postgres nodes' side of `/v1/admin/cache`: failovers seen, and with read replicas,
+/// the reads each node answered and each replica's state.
+fn postgres_nodes(state: &AppState) -> serde_json::Value {
+    let (primary_reads, replicas) = state.db.replica_health().unwrap_or_default();
+    serde_json::json!({
+        "failovers": state.db.failovers(),
+        "primary_reads": state.db.replica_health().map(|_| primary_reads),
+        "replicas": replicas,
+    })
 }
 
 /// What to flush: one channel, or everything when absent.

@@ -257,13 +257,22 @@ impl Feeds {
         deliveries: &[Delivery],
         ticket: Ticket,
     ) {
-        if self.tiers.settings.mode == CacheMode::Off || (event.is_none() && deliveries.is_empty())
-        {
+        if event.is_none() && deliveries.is_empty() {
+            return;
+        }
+        let users: Vec<UserId> = deliveries.iter().map(|(u, _)| *u).collect();
+        let mut scopes: Vec<Scope> = users.iter().map(|&u| Scope::Feed(u)).collect();
+        scopes.extend(event.map(|e| Scope::Event(e.id)));
+        let position = self.coherence.position(&scopes).await;
+        if self.tiers.settings.mode == CacheMode::Off {
             return;
         }
         crate::crash::point(crate::crash::AFTER_COMMIT);
-        let users: Vec<UserId> = deliveries.iter().map(|(u, _)| *u).collect();
-        let versioned = self.deliver_onto_cached(event, deliveries, &users).await;
+        let at = position.as_ref().ok().copied().flatten();
+        let versioned = match self.coherence.raise(&scopes, &position).await {
+            true => self.deliver_onto_cached(event, deliveries, &users).await,
+            false => None,
+        };
         let reached = versioned.is_some();
         // Without a version a user has no feed in Redis or in any L1; when Redis failed,
         // every recipient counts.
@@ -272,7 +281,7 @@ impl Feeds {
             .into_iter()
             .map(|user| Invalidation::Key(Key::Feed(user)))
             .collect();
-        self.coherence.settle(reached, &changed, ticket).await;
+        self.coherence.settle(reached, &changed, ticket, at).await;
     }
 
     /// The fence bump of every recipient and the append onto cached feeds, after the new

@@ -172,6 +172,20 @@ impl HotCache {
     }
 
     /// Coherence across instances (for the tasks that keep it, [`crate::tasks`]).
+    /// The Postgres primary failed over (a new timeline): what the cache holds may be
+    /// newer than the new primary, or miss its outbox. Everything is dirty at once, so
+    /// every read goes to Postgres until the repair task has dropped it all from Redis,
+    /// and L1 is emptied.
+    pub fn failed_over(&self) {
+        if self.mode() == CacheMode::Off {
+            return;
+        }
+        self.tiers.dirty.mark(crate::domain::Scope::Everything);
+        self.coherence
+            .invalidations
+            .apply(coherence::invalidation::Invalidation::Everything);
+    }
+
     pub fn coherence(&self) -> &Arc<Coherence> {
         &self.coherence
     }

@@ -30,7 +30,7 @@ use super::paths::{Path, PathLatency};
 use super::presence::Presence;
 use super::stats::{bump, CacheStats};
 use super::{CacheMode, CacheSettings, Hooks, Lookup, Observer, Reach};
-use crate::domain::Scope;
+use crate::domain::{Lsn, Scope};
 use crate::postgres::{Db, DbError};
 use crate::redis::{NodeName, Redis, RedisError};
 
@@ -318,8 +318,16 @@ impl Tiers {
         version: &str,
     ) -> Result<Option<(bool, S::Row)>, DbError> {
         let [_, load, install] = source.operations();
+        let pinned;
+        let db = match self.db.has_replicas() {
+            true => {
+                pinned = self.fill_route(source.scope()).await;
+                &pinned
+            }
+            false => &self.db,
+        };
         let Some(row) = self
-            .pg_call(load, source.load(&self.db, &self.settings))
+            .pg_call(load, source.load(db, &self.settings))
             .await?
         else {
             return Ok(None);
@@ -333,6 +341,21 @@ impl Tiers {
             self.presence.seen(source.fill_key());
         }
         Ok(installed.map(|installed| (installed, row)))
+    }
+
+    /// With read replicas, the store a fill of `scope` loads from: a replica that has
+    /// replayed both the writes this instance knows of and the position Redis keeps
+    /// beside the fence (read after the fence version was), else the primary. When Redis
+    /// cannot say, the primary.
+    async fn fill_route(&self, scope: Scope) -> Db {
+        let known = self
+            .redis_call(scope, "read_position", self.redis.position(scope))
+            .await;
+        let at_least = match known {
+            Some(at) => at.unwrap_or_default(),
+            None => Lsn(u64::MAX),
+        };
+        self.db.pinned(scope, at_least)
     }
 
     /// A read that does not ask Redis, because Redis likely lacks the key: Postgres
@@ -383,7 +406,7 @@ impl Tiers {
     /// without counting, sharing, filling or touching the breaker: the auditor's view
     /// ([`super::audit`]). `None` when Postgres has nothing or a store failed.
     pub(super) async fn inspect<S: Source>(&self, source: &S) -> Option<Inspection<S>> {
-        let postgres = source.load(&self.db, &self.settings).await.ok()??;
+        let postgres = source.load(&self.db.primary(), &self.settings).await.ok()??;
         let l1 = self.l1.peek(source.key()).and_then(S::value);
         let redis = match self.broken(source.scope()) {
             true => None,

@@ -22,6 +22,19 @@ pub struct DatabaseSettings {
     #[arg(long, env = "HOTCHAN_DATABASE_URL", default_value = "postgres://127.0.0.1:5432/hotchan", value_parser = parse_database_url)]
     pub database_url: DatabaseUrl,
 
+    /// A Postgres read replica (a streaming standby): the flag repeats, the variable
+    /// takes a comma-separated list. Same URL forms and TLS options as the primary's.
+    /// Misses, fills, deep history and unread counts read from a replica only when it has
+    /// replayed every write this instance knows of for what they read (API.md promise 8);
+    /// else the primary answers. Default: none.
+    #[arg(long = "database-replica-url", env = "HOTCHAN_DATABASE_REPLICA_URLS", value_delimiter = ',', value_parser = parse_database_url)]
+    pub database_replica_urls: Vec<DatabaseUrl>,
+
+    /// A replica that has been behind a write this instance knows of for longer than this
+    /// leaves the read rotation, until it catches up.
+    #[arg(long, env = "HOTCHAN_DATABASE_REPLICA_MAX_LAG_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub database_replica_max_lag_ms: u64,
+
     /// Most Postgres connections in the pool.
     #[arg(long, env = "HOTCHAN_PG_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pg_pool_size: u32,
@@ -75,6 +88,8 @@ impl DatabaseSettings {
             connect_timeout: Duration::from_millis(self.pg_connect_timeout_ms),
             statement_timeout: Duration::from_millis(self.pg_statement_timeout_ms),
             message_partitions: self.message_partitions,
+            replicas: self.database_replica_urls.clone(),
+            replica_max_lag: Duration::from_millis(self.database_replica_max_lag_ms),
         }
     }
 }

@@ -8,6 +8,7 @@ mod input;
 mod model;
 mod paging;
 mod scope;
+mod wal;
 pub mod window;
 
 pub use input::{
@@ -20,3 +21,4 @@ pub use model::{
 };
 pub use paging::{Cursor, PageCursor, PageId, PageRequest, Paging};
 pub use scope::Scope;
+pub use wal::Lsn;

@@ -62,7 +62,7 @@ impl Db {
     }
 
     pub async fn load_channel(&self, id: ChannelId) -> Result<Option<Channel>, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Channel(id)]).await?;
         let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels c WHERE c.id = $1");
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client
@@ -73,7 +73,7 @@ impl Db {
 
     /// The members of a channel sorted by user id; `None` when the channel does not exist.
     pub async fn load_members(&self, id: ChannelId) -> Result<Option<Vec<MemberSummary>>, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Channel(id)]).await?;
         // The LEFT JOIN tells "no channel" (no row) from "no members" (one row of NULLs).
         let stmt = client
             .prepare_cached(
@@ -104,7 +104,7 @@ impl Db {
         channel: ChannelId,
         user: UserId,
     ) -> Result<MemberLookup, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Channel(channel)]).await?;
         let sql = format!(
             "SELECT {MEMBER_COLUMNS}, cm.channel_id IS NOT NULL FROM channels c
              LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = $2

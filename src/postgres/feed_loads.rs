@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::feeds::{event, EVENT_COLUMNS, LIVE};
 use super::{snapshot, Db, DbError, Retention};
 use crate::domain::feed::{Event, EventId, FeedWindow};
-use crate::domain::UserId;
+use crate::domain::{Scope, UserId};
 
 impl Db {
     /// A user's newest `hot` unexpired feed ids, the unseen marker, and the bodies of
@@ -17,7 +17,7 @@ impl Db {
         hot: usize,
         retention: Retention,
     ) -> Result<(FeedWindow, Vec<Event>), DbError> {
-        let mut client = self.read_client().await?;
+        let mut client = self.read_client(&[Scope::Feed(user)]).await?;
         let tx = snapshot(&mut client).await?;
         let keep = retention.keep_secs();
         let stmt = tx
@@ -65,7 +65,8 @@ impl Db {
         ids: &[EventId],
         retention: Retention,
     ) -> Result<Vec<Event>, DbError> {
-        let client = self.read_client().await?;
+        let events: Vec<Scope> = ids.iter().map(|&id| Scope::Event(id)).collect();
+        let client = self.read_client(&events).await?;
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE {LIVE} AND e.id = ANY($2)");
         let stmt = client.prepare_cached(&sql).await?;
         let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
@@ -81,7 +82,7 @@ impl Db {
         below: &[(UserId, EventId)],
         retention: Retention,
     ) -> Result<Vec<i64>, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_primary().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT COALESCE((SELECT max(f.event_id) FROM feed_items f

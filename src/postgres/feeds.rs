@@ -197,7 +197,7 @@ impl Db {
         id: EventId,
         retention: Retention,
     ) -> Result<Option<Event>, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Event(id)]).await?;
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE {LIVE} AND e.id = $2");
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client
@@ -254,7 +254,7 @@ impl Db {
         request: FeedRequest,
         retention: Retention,
     ) -> Result<Option<FeedPage>, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Everything]).await?;
         let stmt = client
             .prepare_cached("SELECT 1 FROM channels WHERE id = $1")
             .await?;
@@ -297,7 +297,9 @@ impl Db {
                AND {LIVE} AND e.deleted_at IS NULL
              ORDER BY i.event_id {order} LIMIT $4"
         );
-        let client = self.read_client().await?;
+        // A page shows events whose deletes are scoped to each event: it needs every
+        // write this instance knows of.
+        let client = self.read_client(&[Scope::Everything]).await?;
         let stmt = client.prepare_cached(&sql).await?;
         let limit = i64::from(request.limit) + 1;
         let rows = client
@@ -340,7 +342,7 @@ impl Db {
         user: UserId,
         retention: Retention,
     ) -> Result<(i64, Option<EventId>), DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Feed(user)]).await?;
         let sql = format!(
             "WITH seen AS (SELECT last_seen_event_id FROM feed_seen WHERE user_id = $2)
              SELECT (SELECT last_seen_event_id FROM seen),

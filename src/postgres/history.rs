@@ -4,7 +4,7 @@
 use super::rows::{self, MESSAGE_COLUMNS};
 use super::{Db, DbError};
 use crate::domain::history::{Run, RUN_MESSAGES};
-use crate::domain::{ChannelId, MessageId};
+use crate::domain::{ChannelId, MessageId, Scope};
 
 /// Where a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,7 +22,7 @@ impl Db {
         channel: ChannelId,
         anchor: Anchor,
     ) -> Result<Option<Run>, DbError> {
-        let mut client = self.read_client().await?;
+        let mut client = self.read_client(&[Scope::Channel(channel)]).await?;
         let tx = super::snapshot(&mut client).await?;
         // The newest live message: ids of one channel commit in order, so every later post
         // lands above it, and a run never reaches past it.

@@ -209,7 +209,7 @@ impl Db {
 
     /// One message, tombstones included.
     pub async fn load_message(&self, id: MessageId) -> Result<Option<Message>, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Everything]).await?;
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1");
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client
@@ -225,7 +225,7 @@ impl Db {
         channel: ChannelId,
         request: PageRequest,
     ) -> Result<Option<Page>, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Channel(channel)]).await?;
         let (filter, order, cursor) = match request.cursor {
             Cursor::Latest => ("TRUE", "DESC", None),
             Cursor::Before(id) => ("m.id < $3", "DESC", Some(id.0)),

@@ -51,7 +51,7 @@ async fn connect(
     config: &tokio_postgres::Config,
     settings: &PgSettings,
 ) -> Result<tokio_postgres::Client, DbError> {
-    let (client, connection) = config.connect(super::tls(settings)?).await?;
+    let (client, connection) = config.connect(super::tls(&settings.url)?).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "migration connection ended with an error");
@@ -63,7 +63,7 @@ async fn connect(
 /// Creates the configured database when it does not exist yet, connecting to the
 /// `postgres` maintenance database of the same server. Returns whether it created it.
 pub async fn ensure_database(settings: &PgSettings) -> Result<bool, DbError> {
-    let config = connect_config(settings);
+    let config = connect_config(settings, &settings.url);
     let dbname = config.get_dbname().unwrap_or("hotchan").to_owned();
     let mut maintenance = config.clone();
     maintenance.dbname("postgres");
@@ -93,7 +93,7 @@ pub async fn ensure_database(settings: &PgSettings) -> Result<bool, DbError> {
 /// Drops the configured database (the benchmark's scale profile, after measuring it),
 /// connecting to the server's `postgres` database.
 pub async fn drop_database(settings: &PgSettings) -> Result<(), DbError> {
-    let config = connect_config(settings);
+    let config = connect_config(settings, &settings.url);
     let dbname = config.get_dbname().unwrap_or("hotchan").to_owned();
     let mut maintenance = config.clone();
     maintenance.dbname("postgres");
@@ -108,7 +108,7 @@ pub async fn drop_database(settings: &PgSettings) -> Result<(), DbError> {
 
 /// Applies every pending migration. Returns how many it applied.
 pub async fn migrate(settings: &PgSettings) -> Result<usize, DbError> {
-    let mut client = connect(&connect_config(settings), settings).await?;
+    let mut client = connect(&connect_config(settings, &settings.url), settings).await?;
     let tx = client.transaction().await?;
     // Held until commit: a second instance waits here, then finds nothing pending.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])

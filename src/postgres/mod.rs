@@ -3,6 +3,7 @@
 
 mod channels;
 mod error;
+mod failover;
 mod fanout;
 mod feed_loads;
 mod feed_partitions;
@@ -13,7 +14,9 @@ mod migrate;
 mod notices;
 mod outbox;
 pub mod partition;
+mod positions;
 mod reads;
+mod replicas;
 mod rows;
 pub mod seeding;
 mod settings;
@@ -24,6 +27,8 @@ mod window;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+use crate::domain::{Lsn, Scope};
 
 pub use channels::{MemberLookup, MemberRemoval};
 pub use error::DbError;
@@ -37,6 +42,7 @@ pub use notices::{
 };
 pub use outbox::{OutboxRow, Ticket};
 pub use reads::{MarkReadOutcome, UnreadOutcome};
+pub use replicas::{ReplicaHealth, Route};
 pub use seeding::Seeder;
 pub use settings::PgSettings;
 pub use sync::SyncLimits;
@@ -61,12 +67,19 @@ pub struct Db {
     read_share: usize,
     /// How long a read waits for one before it is refused as overloaded.
     read_wait: Duration,
+    /// Read replicas ([`replicas`]); `None` when none is set, and reads go to the pool.
+    replicas: Option<std::sync::Arc<replicas::Replicas>>,
+    /// Where every read of this handle goes ([`Db::pinned`]); `None`: chosen per read.
+    pin: Option<Route>,
+    /// The primary's timeline, to notice a failover ([`failover`]).
+    failover: std::sync::Arc<failover::Failover>,
 }
 
 /// A pooled connection for a read, and the read's share of the pool.
 pub(crate) struct ReadClient {
     client: deadpool_postgres::Object,
-    _share: tokio::sync::OwnedSemaphorePermit,
+    /// The primary's: replicas' pools are for reads alone.
+    _share: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::ops::Deref for ReadClient {
@@ -101,8 +114,8 @@ pub struct PoolState {
 /// JIT is off: hotchan's statements are short index lookups, and at 10M rows the planner's
 /// cost estimates of some (sync's per-channel changes) pass `jit_above_cost`, so every
 /// execution paid about 400 ms of compilation for a 1 ms query.
-pub fn connect_config(settings: &PgSettings) -> tokio_postgres::Config {
-    let mut config = settings.url.0.clone();
+pub fn connect_config(settings: &PgSettings, url: &DatabaseUrl) -> tokio_postgres::Config {
+    let mut config = url.0.clone();
     config
         .application_name("hotchan")
         .connect_timeout(settings.connect_timeout)
@@ -114,8 +127,8 @@ pub fn connect_config(settings: &PgSettings) -> tokio_postgres::Config {
 }
 
 /// The TLS connector of the URL's `sslmode` and `sslrootcert` (see [`crate::tls`]).
-pub fn tls(settings: &PgSettings) -> Result<crate::tls::MakeRustlsConnect, DbError> {
-    let tls = &settings.url.1;
+pub fn tls(url: &DatabaseUrl) -> Result<crate::tls::MakeRustlsConnect, DbError> {
+    let tls = &url.1;
     Ok(crate::tls::postgres_connector(
         tls.mode,
         tls.root_cert.as_ref(),
@@ -126,23 +139,12 @@ impl Db {
     /// Builds the pool and checks one connection, since building a deadpool pool never
     /// fails on its own.
     pub async fn connect(settings: &PgSettings) -> Result<Db, DbError> {
-        let config = connect_config(settings);
-        let tls = tls(settings)?;
-        let manager = Manager::from_config(
-            config.clone(),
-            tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size as usize)
-            .wait_timeout(Some(settings.pool_wait))
-            .create_timeout(Some(settings.connect_timeout))
-            .recycle_timeout(Some(Duration::from_secs(1)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .expect("a pool with a runtime and valid sizes always builds");
+        let failover = std::sync::Arc::new(failover::Failover::default());
+        let (pool, config, tls) = build_pool(settings, &settings.url, Some(failover.clone()))?;
+        let mut replicas = Vec::new();
+        for url in &settings.replicas {
+            replicas.push((replicas::node_name(url), build_pool(settings, url, None)?.0));
+        }
         let db = Db {
             pool,
             config: std::sync::Arc::new(config),
@@ -154,8 +156,18 @@ impl Db {
             ))),
             read_share: read_share(settings.pool_size as usize),
             read_wait: settings.pool_wait,
+            replicas: (!replicas.is_empty()).then(|| {
+                std::sync::Arc::new(replicas::Replicas::new(replicas, settings.replica_max_lag))
+            }),
+            pin: None,
+            failover,
         };
         db.ping().await?;
+        if db.replicas.is_some() {
+            // Writes made before this instance started are known too: a restarted
+            // instance never reads older than what it may have acknowledged.
+            db.wrote(&[Scope::Everything]).await?;
+        }
         Ok(db)
     }
 
@@ -183,7 +195,7 @@ impl Db {
     /// committed and rolled back): the benchmark's measure of Postgres's work. Backends
     /// report theirs within about a second, and on exit.
     pub async fn transactions(&self) -> Result<i64, DbError> {
-        let client = self.client().await?;
+        let client = self.read_primary().await?;
         let row = client
             .query_one(
                 "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database \
@@ -207,23 +219,165 @@ impl Db {
     /// Closes the pool: idle connections are dropped, checked-out ones when returned.
     pub fn close(&self) {
         self.pool.close();
+        if let Some(replicas) = &self.replicas {
+            replicas.close();
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
         Ok(self.pool.get().await?)
     }
 
-    /// A pooled connection for a read, within the reads' share of the pool.
-    async fn read_client(&self) -> Result<ReadClient, DbError> {
+    /// A pooled connection for a read of `scopes`: from a replica that has replayed every
+    /// write to them this instance knows of ([`replicas`]), else from the primary, within
+    /// the reads' share of its pool.
+    async fn read_client(&self, scopes: &[Scope]) -> Result<ReadClient, DbError> {
+        if let Some(replicas) = &self.replicas {
+            let route = self
+                .pin
+                .unwrap_or_else(|| replicas.route(replicas.needed(scopes)));
+            if let Some(client) = replicas.client(route).await {
+                return Ok(ReadClient {
+                    client,
+                    _share: None,
+                });
+            }
+        }
+        self.read_primary().await
+    }
+
+    /// A pooled connection of the primary for a read, within the reads' share of the pool.
+    async fn read_primary(&self) -> Result<ReadClient, DbError> {
         let share = tokio::time::timeout(self.read_wait, self.reads.clone().acquire_owned())
             .await
             .map_err(|_| DbError::Busy(self.read_wait))?
             .expect("the read semaphore is never closed");
         Ok(ReadClient {
             client: self.client().await?,
-            _share: share,
+            _share: Some(share),
         })
     }
+
+    /// Whether read replicas are set.
+    pub fn has_replicas(&self) -> bool {
+        self.replicas.is_some()
+    }
+
+    /// After a write to `scopes` committed: its WAL position, learned as theirs (and
+    /// returned), so reads of them wait for a replica that replayed it. `None`, with no
+    /// query, when no replica is set. The position is the primary's insert position
+    /// read after the commit, so at or past the commit record.
+    pub async fn wrote(&self, scopes: &[Scope]) -> Result<Option<Lsn>, DbError> {
+        let Some(replicas) = &self.replicas else {
+            return Ok(None);
+        };
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT pg_current_wal_insert_lsn()")
+            .await?;
+        let row = client.query_one(&stmt, &[]).await?;
+        let at = Lsn(u64::from(row.get::<_, tokio_postgres::types::PgLsn>(0)));
+        for &scope in scopes {
+            replicas.learn(scope, at);
+        }
+        Ok(Some(at))
+    }
+
+    /// The position a replica must have replayed to answer a read of `scope`; `None`
+    /// without replicas.
+    pub fn known(&self, scope: Scope) -> Option<Lsn> {
+        Some(self.replicas.as_ref()?.needed(&[scope]))
+    }
+
+    /// Another instance's write to `scope`, at `at`, heard of.
+    pub fn heard(&self, scope: Scope, at: Lsn) {
+        if let Some(replicas) = &self.replicas {
+            replicas.learn(scope, at);
+        }
+    }
+
+    /// This store with every read routed as a read of `scope` would be now, needing also
+    /// `at_least` (a position Redis keeps beside the fence): a fill takes its route before
+    /// it loads, so that what it installs is known to include those writes.
+    pub fn pinned(&self, scope: Scope, at_least: Lsn) -> Db {
+        let Some(replicas) = &self.replicas else {
+            return self.clone();
+        };
+        let mut db = self.clone();
+        db.pin = Some(replicas.route(replicas.needed(&[scope]).max(at_least)));
+        db
+    }
+
+    /// This store with every read sent to the primary (the auditor compares the cache
+    /// with what Postgres holds now, not with what a replica replayed).
+    pub fn primary(&self) -> Db {
+        let mut db = self.clone();
+        db.pin = Some(Route::Primary);
+        db
+    }
+
+    /// The replicas' health and the primary's share of reads; `None` without replicas.
+    pub fn replica_health(&self) -> Option<(u64, Vec<ReplicaHealth>)> {
+        let replicas = self.replicas.as_ref()?;
+        Some((replicas.primary_reads(), replicas.health()))
+    }
+
+    /// Reads each replica's replayed position every [`replicas::POLL`], until the process
+    /// ends; returns at once without replicas.
+    pub async fn watch_replicas(self) {
+        let Some(replicas) = self.replicas.clone() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(replicas::POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            replicas.poll(self.read_wait).await;
+        }
+    }
+
+    /// Calls `flush` whenever a new connection finds the primary on a new timeline (a
+    /// standby was promoted): what the cache holds may be newer than the new primary
+    /// (writes asynchronous replication lost) or miss its outbox.
+    pub fn on_failover(&self, flush: impl Fn() + Send + Sync + 'static) {
+        self.failover.on_change(Box::new(flush));
+    }
+
+    /// Failovers this process saw.
+    pub fn failovers(&self) -> u64 {
+        self.failover.count()
+    }
+}
+
+/// A pool of `url` with these settings, its connection config and TLS connector; with
+/// `failover`, every new connection reads the primary's timeline first.
+fn build_pool(
+    settings: &PgSettings,
+    url: &DatabaseUrl,
+    failover: Option<std::sync::Arc<failover::Failover>>,
+) -> Result<(Pool, tokio_postgres::Config, crate::tls::MakeRustlsConnect), DbError> {
+    let config = connect_config(settings, url);
+    let tls = tls(url)?;
+    let manager = Manager::from_config(
+        config.clone(),
+        tls.clone(),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let mut builder = Pool::builder(manager)
+        .max_size(settings.pool_size as usize)
+        .wait_timeout(Some(settings.pool_wait))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(Duration::from_secs(1)))
+        .runtime(Runtime::Tokio1);
+    if let Some(failover) = failover {
+        builder = builder.post_create(failover::hook(failover));
+    }
+    let pool = builder
+        .build()
+        .expect("a pool with a runtime and valid sizes always builds");
+    Ok((pool, config, tls))
 }
 
 /// A read-only REPEATABLE READ transaction: every statement in it sees one snapshot.

@@ -154,8 +154,8 @@ async fn layout_in(tx: &Transaction<'_>) -> Result<Layout, DbError> {
 
 /// The layout of `messages` in the configured database.
 pub async fn layout(settings: &PgSettings) -> Result<Layout, DbError> {
-    let (mut client, connection) = connect_config(settings)
-        .connect(super::tls(settings)?)
+    let (mut client, connection) = connect_config(settings, &settings.url)
+        .connect(super::tls(&settings.url)?)
         .await?;
     tokio::spawn(connection);
     let tx = client.transaction().await?;
@@ -175,9 +175,9 @@ pub async fn partition_messages(
     if !(1..=MAX_PARTITIONS).contains(&partitions) {
         return Err(PartitionError::BadCount(partitions));
     }
-    let mut config = connect_config(settings);
+    let mut config = connect_config(settings, &settings.url);
     config.application_name("hotchan-partition");
-    let (mut client, connection) = config.connect(super::tls(settings)?).await?;
+    let (mut client, connection) = config.connect(super::tls(&settings.url)?).await?;
     tokio::spawn(connection);
     let tx = client.transaction().await?;
     tx.batch_execute("SET LOCAL statement_timeout = 0").await?;

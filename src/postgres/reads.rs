@@ -83,7 +83,7 @@ impl Db {
         channel: ChannelId,
         user: UserId,
     ) -> Result<UnreadOutcome, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Channel(channel)]).await?;
         let sql = format!(
             "SELECT cm.user_id IS NOT NULL,
                     CASE WHEN cm.user_id IS NOT NULL THEN ({UNREAD_OF_MEMBER}) END
@@ -103,7 +103,7 @@ impl Db {
 
     /// Every channel of the user with a count above 0, sorted by channel id.
     pub async fn user_unread(&self, user: UserId) -> Result<Vec<UnreadChannel>, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Everything]).await?;
         // One statement for all of the user's channels, each counted once by its own range
         // scan (a join over messages let the planner hash-join millions of rows; a scalar
         // subquery in both the select list and the filter counted every channel twice).

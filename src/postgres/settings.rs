@@ -19,4 +19,8 @@ pub struct PgSettings {
     pub statement_timeout: Duration,
     /// Hash partitions of `messages` when a new, empty table is laid out (0: plain).
     pub message_partitions: u32,
+    /// Read replicas (none by default).
+    pub replicas: Vec<DatabaseUrl>,
+    /// A replica further behind a known write than this leaves the read rotation.
+    pub replica_max_lag: Duration,
 }

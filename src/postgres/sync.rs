@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::rows::{self, MESSAGE_COLUMNS};
 use super::{Db, DbError};
-use crate::domain::{ChannelId, Message, SyncChannel, SyncRequest, SyncResult};
+use crate::domain::{ChannelId, Message, Scope, SyncChannel, SyncRequest, SyncResult};
 
 /// Where sync stops listing changes and sends a reset page instead.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +22,8 @@ impl Db {
         request: &SyncRequest,
         limits: SyncLimits,
     ) -> Result<SyncResult, DbError> {
-        let mut client = self.read_client().await?;
+        let scopes: Vec<Scope> = request.channels.keys().map(|&c| Scope::Channel(c)).collect();
+        let mut client = self.read_client(&scopes).await?;
         let tx = super::snapshot(&mut client).await?;
         let ids: Vec<uuid::Uuid> = request.channels.keys().map(|c| c.0).collect();
         let stmt = tx

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::rows::{self, CHANNEL_COLUMNS, MEMBER_COLUMNS, MESSAGE_COLUMNS};
 use super::{Db, DbError};
 use crate::domain::window::{Members, Window};
-use crate::domain::ChannelId;
+use crate::domain::{ChannelId, Scope};
 
 impl Db {
     /// The newest `size` messages of a channel by id (tombstones too), read in one
@@ -15,7 +15,7 @@ impl Db {
         channel: ChannelId,
         size: usize,
     ) -> Result<Option<Window>, DbError> {
-        let mut client = self.read_client().await?;
+        let mut client = self.read_client(&[Scope::Channel(channel)]).await?;
         let tx = super::snapshot(&mut client).await?;
         let stmt = tx
             .prepare_cached(&format!(
@@ -65,7 +65,7 @@ impl Db {
 
     /// Every member of a channel with its read marker; `None` when there is no channel.
     pub async fn load_member_set(&self, channel: ChannelId) -> Result<Option<Members>, DbError> {
-        let client = self.read_client().await?;
+        let client = self.read_client(&[Scope::Channel(channel)]).await?;
         let stmt = client
             .prepare_cached(&format!(
                 "SELECT {MEMBER_COLUMNS}, cm.channel_id IS NOT NULL FROM channels c

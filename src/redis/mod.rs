@@ -17,6 +17,7 @@ mod history;
 mod keyspace;
 mod nodes;
 mod permissions;
+mod positions;
 mod pubsub;
 
 use std::time::Duration;
@@ -98,6 +99,7 @@ struct Scripts {
     fill_feed: Script,
     feed_deliver: Script,
     feed_seen: Script,
+    raise_position: Script,
 }
 
 impl Scripts {
@@ -120,10 +122,11 @@ impl Scripts {
             fill_feed: lua(include_str!("../../lua/fill_feed.lua")),
             feed_deliver: lua(include_str!("../../lua/feed_deliver.lua")),
             feed_seen: lua(include_str!("../../lua/feed_seen.lua")),
+            raise_position: lua(include_str!("../../lua/raise_position.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 16] {
+    fn all(&self) -> [&Script; 17] {
         [
             &self.read_window,
             &self.store_page,
@@ -141,6 +144,7 @@ impl Scripts {
             &self.fill_feed,
             &self.feed_deliver,
             &self.feed_seen,
+            &self.raise_position,
         ]
     }
 }

@@ -18,7 +18,7 @@ use crate::cache::l1::Key;
 use crate::cache::stats::bump;
 use crate::cache::tiers::Tiers;
 use crate::domain::feed::EventId;
-use crate::domain::{ChannelId, Scope, UserId};
+use crate::domain::{ChannelId, Lsn, Scope, UserId};
 use crate::redis::SubscriptionEvent;
 
 /// How often each instance publishes its heartbeat.
@@ -104,6 +104,26 @@ impl Invalidation {
     }
 }
 
+/// A message with the WAL position of its write appended (` @<16 hex digits>`), when
+/// read replicas are set: what the hearer needs a replica to have replayed (promise 8).
+fn with_position(message: String, at: Option<Lsn>) -> String {
+    match at {
+        Some(at) => format!("{message} @{}", at.hex()),
+        None => message,
+    }
+}
+
+/// A message's text and the write position it carries, if any.
+fn split_position(text: &str) -> (&str, Option<Lsn>) {
+    match text.rsplit_once(" @") {
+        Some((rest, hex)) => match Lsn::parse_hex(hex) {
+            Some(at) => (rest, Some(at)),
+            None => (text, None),
+        },
+        None => (text, None),
+    }
+}
+
 fn parse(text: &str) -> Option<Notice> {
     let mut words = text.split(' ');
     let (kind, from) = (words.next()?, words.next()?.to_owned());
@@ -174,7 +194,7 @@ impl Invalidations {
 
     /// Publishes these invalidations for the other instances (users' feeds a few hundred
     /// to a message); false when one could not be sent.
-    pub(super) async fn publish_all(&self, changed: &[Invalidation]) -> bool {
+    pub(super) async fn publish_all(&self, changed: &[Invalidation], at: Option<Lsn>) -> bool {
         let feeds: Vec<UserId> = changed
             .iter()
             .filter_map(|what| match what {
@@ -184,19 +204,21 @@ impl Invalidations {
             .collect();
         for &what in changed {
             if !matches!(what, Invalidation::Key(Key::Feed(_)))
-                && !self.publish_text(what.encode(&self.instance)).await
+                && !self
+                    .publish_text(with_position(what.encode(&self.instance), at))
+                    .await
             {
                 return false;
             }
         }
-        feeds.is_empty() || self.publish_feeds(&feeds).await
+        feeds.is_empty() || self.publish_feeds(&feeds, at).await
     }
 
     /// Publishes the invalidation of these users' feeds, a few hundred to a message.
-    async fn publish_feeds(&self, users: &[UserId]) -> bool {
-        let messages = users
-            .chunks(FEEDS_PER_MESSAGE)
-            .map(|chunk| self.publish_text(encode_feeds(&self.instance, chunk)));
+    async fn publish_feeds(&self, users: &[UserId], at: Option<Lsn>) -> bool {
+        let messages = users.chunks(FEEDS_PER_MESSAGE).map(|chunk| {
+            self.publish_text(with_position(encode_feeds(&self.instance, chunk), at))
+        });
         futures::future::join_all(messages)
             .await
             .into_iter()
@@ -255,7 +277,8 @@ pub async fn listen(coherence: Arc<Coherence>) {
                     cache.tiers.l1.bypass();
                     last_heartbeat = None;
                 }
-                Some(SubscriptionEvent::Message(text)) => match parse(&text) {
+                Some(SubscriptionEvent::Message(text)) => match split_position(&text) {
+                    (text, at) => match parse(text) {
                     Some(Notice::Heartbeat { from }) if *from == *cache.instance => {
                         if cache.tiers.l1.is_bypassed() {
                             cache.tiers.l1.resume();
@@ -264,16 +287,23 @@ pub async fn listen(coherence: Arc<Coherence>) {
                         last_heartbeat = Some(Instant::now());
                     }
                     Some(Notice::Invalidate { from, what }) if *from != *cache.instance => {
+                        if let Some(at) = at {
+                            cache.tiers.db.heard(what.scope(), at);
+                        }
                         cache.apply(what);
                         bump(&cache.tiers.stats.invalidations_received);
                     }
                     Some(Notice::Feeds { from, users }) if *from != *cache.instance => {
                         for user in users {
+                            if let Some(at) = at {
+                                cache.tiers.db.heard(Scope::Feed(user), at);
+                            }
                             cache.tiers.l1.invalidate(Key::Feed(user));
                         }
                         bump(&cache.tiers.stats.invalidations_received);
                     }
                     _ => {}
+                    },
                 },
             },
             _ = ticker.tick() => {
@@ -326,6 +356,18 @@ mod tests {
             parse("hb i2"),
             Some(Notice::Heartbeat { from: "i2".into() })
         );
+        let at = Lsn(0x16_B374_D848);
+        let text = with_position(Invalidation::Channel(c).encode("i4"), Some(at));
+        let (rest, heard) = split_position(&text);
+        assert_eq!(heard, Some(at));
+        assert_eq!(
+            parse(rest),
+            Some(Notice::Invalidate {
+                from: "i4".into(),
+                what: Invalidation::Channel(c)
+            })
+        );
+        assert_eq!(split_position("hb i2"), ("hb i2", None));
         assert_eq!(parse("inv i1 w not-a-uuid"), None);
         assert_eq!(parse("nonsense"), None);
     }

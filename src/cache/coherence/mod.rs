@@ -27,6 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use invalidation::{Invalidation, Invalidations};
+use tracing::warn;
 use notices::Notices;
 use outbox::Outbox;
 
@@ -34,8 +35,8 @@ use super::l1::{Entry, Key};
 use super::tiers::Tiers;
 use super::CacheMode;
 use crate::crash;
-use crate::domain::{ChannelId, Scope};
-use crate::postgres::Ticket;
+use crate::domain::{ChannelId, Lsn, Scope};
+use crate::postgres::{DbError, Ticket};
 use crate::redis::RedisError;
 
 /// What an L1 entry becomes after a write this instance made (`None`: drop it).
@@ -89,12 +90,16 @@ impl Coherence {
         update: Option<(Key, &Successor<'_>)>,
         ticket: Ticket,
     ) -> Option<T> {
+        let scopes: Vec<Scope> = changed.iter().map(Invalidation::scope).collect();
+        let position = self.position(&scopes).await;
         if self.tiers.settings.mode == CacheMode::Off {
             return None;
         }
         crash::point(crash::AFTER_COMMIT);
-        let scopes: Vec<Scope> = changed.iter().map(Invalidation::scope).collect();
-        let answer = self.tiers.redis_call_many(&scopes, operation, call).await;
+        let answer = match self.raise(&scopes, &position).await {
+            true => self.tiers.redis_call_many(&scopes, operation, call).await,
+            false => None,
+        };
         crash::point(crash::AFTER_REDIS);
         let reached = answer.is_some();
         for &what in changed {
@@ -105,28 +110,66 @@ impl Coherence {
                 _ => self.invalidations.apply(what),
             }
         }
-        self.announce(reached, changed, ticket).await;
+        self.announce(reached, changed, ticket, position.ok().flatten())
+            .await;
         answer
+    }
+
+    /// With read replicas, the WAL position of a write to `scopes` that just committed,
+    /// learned as theirs ([`crate::postgres`]'s replicas); `Ok(None)` without replicas.
+    pub async fn position(&self, scopes: &[Scope]) -> Result<Option<Lsn>, DbError> {
+        self.tiers.db.wrote(scopes).await.inspect_err(|error| {
+            warn!(%error, "cannot read the WAL position of a write: its cache step is skipped");
+        })
+    }
+
+    /// Raises `scopes`' positions in Redis to the write's, before its own Redis step, so
+    /// no fill from a replica that lacks the write gets past the fence. False when that
+    /// failed (or the position could not be read): the write's Redis step is skipped and
+    /// its scopes go dirty, as when Redis fails.
+    pub async fn raise(&self, scopes: &[Scope], position: &Result<Option<Lsn>, DbError>) -> bool {
+        let at = match *position {
+            Ok(Some(at)) => at,
+            Ok(None) => return true,
+            Err(_) => return false,
+        };
+        let redis = &self.tiers.redis;
+        self.tiers
+            .redis_call_many(scopes, "raise_position", redis.raise_positions(scopes, at))
+            .await
+            .is_some()
     }
 
     /// The step every write-through ends with, once its Redis step did (`reached`) or did
     /// not reach Redis: drops what it `changed` from L1 here, tells the other instances,
     /// and when either Redis step failed, marks those scopes dirty and announces them
     /// through Postgres ([`notices`]). Then the write's `ticket` goes back to the outbox.
-    pub async fn settle(&self, reached: bool, changed: &[Invalidation], ticket: Ticket) {
+    pub async fn settle(
+        &self,
+        reached: bool,
+        changed: &[Invalidation],
+        ticket: Ticket,
+        at: Option<Lsn>,
+    ) {
         crash::point(crash::AFTER_REDIS);
         for &what in changed {
             self.invalidations.apply(what);
         }
-        self.announce(reached, changed, ticket).await;
+        self.announce(reached, changed, ticket, at).await;
     }
 
     /// Tells the other instances what a write `changed`, and when its Redis step failed,
     /// marks those scopes dirty and announces them through Postgres. The write's row in
     /// the outbox goes once the others were told one way or the other; when neither way
     /// worked it stays, for any instance to replay.
-    async fn announce(&self, reached: bool, changed: &[Invalidation], ticket: Ticket) {
-        if reached && self.invalidations.publish_all(changed).await {
+    async fn announce(
+        &self,
+        reached: bool,
+        changed: &[Invalidation],
+        ticket: Ticket,
+        at: Option<Lsn>,
+    ) {
+        if reached && self.invalidations.publish_all(changed, at).await {
             self.outbox.finish(ticket);
             return;
         }

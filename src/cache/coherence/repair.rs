@@ -25,6 +25,7 @@ impl Invalidations {
     pub async fn repair(&self) -> Result<(), RedisError> {
         let tiers = &self.tiers;
         let work = tiers.dirty.work();
+        self.learn_positions(&work).await;
         let mut first_error = None;
         match &work {
             DirtyWork::Nothing => {}
@@ -67,6 +68,10 @@ impl Invalidations {
         let redis = &self.tiers.redis;
         redis.ping_node(node).await?;
         for &scope in scopes {
+            // The position first: a fill that finds the scope dropped also finds it.
+            if let Some(at) = self.tiers.db.known(scope) {
+                redis.raise_positions(&[scope], at).await?;
+            }
             let what = match scope {
                 // Never here (a mark of everything is `DirtyWork::Everything`).
                 Scope::Everything => {
@@ -89,6 +94,23 @@ impl Invalidations {
             self.publish_repair(what).await?;
         }
         Ok(())
+    }
+
+    /// With read replicas: the dirty scopes' writes (this instance's, or heard of through
+    /// Postgres, or replayed from the outbox) are learned at the primary's position now,
+    /// which is past every one of them, since each was marked after its commit.
+    async fn learn_positions(&self, work: &DirtyWork) {
+        if !self.tiers.db.has_replicas() {
+            return;
+        }
+        let scopes = match work {
+            DirtyWork::Nothing => return,
+            DirtyWork::Everything => vec![Scope::Everything],
+            DirtyWork::Scopes(scopes) => scopes.clone(),
+        };
+        if let Err(error) = self.tiers.db.wrote(&scopes).await {
+            warn!(%error, "cannot read the primary's WAL position for the repair");
+        }
     }
 
     async fn publish_repair(&self, what: Invalidation) -> Result<(), RedisError> {
