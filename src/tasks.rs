@@ -80,24 +80,28 @@ pub struct Parts {
 /// Starts every task of [`plan`]; abort the handles to stop them.
 pub fn start(parts: &Parts) -> Vec<JoinHandle<()>> {
     let cache = &parts.cache;
-    plan(cache.mode(), cache.l1().is_enabled(), parts.db.has_replicas())
-        .into_iter()
-        .map(|task| match task {
-            Task::RedisRepair => tokio::spawn(cache::repair::maintain(cache.coherence().clone())),
-            Task::Fills => tokio::spawn(cache::fills::work(cache.clone())),
-            Task::NoticeListener => tokio::spawn(cache::notices::listen(cache.coherence().clone())),
-            Task::Outbox => tokio::spawn(cache::outbox::work(cache.coherence().clone())),
-            Task::InvalidationListener => {
-                tokio::spawn(cache::invalidation::listen(cache.coherence().clone()))
-            }
-            Task::Audit => tokio::spawn(cache::audit::run(cache.clone())),
-            Task::Advice => tokio::spawn(cache::advice::run(cache.clone())),
-            Task::MetricsUpkeep => tokio::spawn(crate::metrics::upkeep(parts.metrics.clone())),
-            Task::FeedUpkeep => tokio::spawn(feeds::run_upkeep(parts.db.clone(), parts.retention)),
-            Task::FeedFanout => tokio::spawn(feeds::run_fanout(parts.service.clone())),
-            Task::ReplicaWatch => tokio::spawn(parts.db.clone().watch_replicas()),
-        })
-        .collect()
+    plan(
+        cache.mode(),
+        cache.l1().is_enabled(),
+        parts.db.has_replicas(),
+    )
+    .into_iter()
+    .map(|task| match task {
+        Task::RedisRepair => tokio::spawn(cache::repair::maintain(cache.coherence().clone())),
+        Task::Fills => tokio::spawn(cache::fills::work(cache.clone())),
+        Task::NoticeListener => tokio::spawn(cache::notices::listen(cache.coherence().clone())),
+        Task::Outbox => tokio::spawn(cache::outbox::work(cache.coherence().clone())),
+        Task::InvalidationListener => {
+            tokio::spawn(cache::invalidation::listen(cache.coherence().clone()))
+        }
+        Task::Audit => tokio::spawn(cache::audit::run(cache.clone())),
+        Task::Advice => tokio::spawn(cache::advice::run(cache.clone())),
+        Task::MetricsUpkeep => tokio::spawn(crate::metrics::upkeep(parts.metrics.clone())),
+        Task::FeedUpkeep => tokio::spawn(feeds::run_upkeep(parts.db.clone(), parts.retention)),
+        Task::FeedFanout => tokio::spawn(feeds::run_fanout(parts.service.clone())),
+        Task::ReplicaWatch => tokio::spawn(parts.db.clone().watch_replicas()),
+    })
+    .collect()
 }
 
 #[cfg(test)]

@@ -326,10 +326,7 @@ impl Tiers {
             }
             false => &self.db,
         };
-        let Some(row) = self
-            .pg_call(load, source.load(db, &self.settings))
-            .await?
-        else {
+        let Some(row) = self.pg_call(load, source.load(db, &self.settings)).await? else {
             return Ok(None);
         };
         if let Some(hook) = source.hook(&self.hooks) {
@@ -406,7 +403,10 @@ impl Tiers {
     /// without counting, sharing, filling or touching the breaker: the auditor's view
     /// ([`super::audit`]). `None` when Postgres has nothing or a store failed.
     pub(super) async fn inspect<S: Source>(&self, source: &S) -> Option<Inspection<S>> {
-        let postgres = source.load(&self.db.primary(), &self.settings).await.ok()??;
+        let postgres = source
+            .load(&self.db.primary(), &self.settings)
+            .await
+            .ok()??;
         let l1 = self.l1.peek(source.key()).and_then(S::value);
         let redis = match self.broken(source.scope()) {
             true => None,

@@ -70,7 +70,11 @@ pub fn hook(failover: Arc<Failover>) -> deadpool_postgres::Hook {
                 )
                 .await
                 .map_err(HookError::Backend)?;
-            if let Some(timeline) = row.get::<_, Option<String>>(0).as_deref().and_then(timeline_of) {
+            if let Some(timeline) = row
+                .get::<_, Option<String>>(0)
+                .as_deref()
+                .and_then(timeline_of)
+            {
                 failover.seen(timeline);
             }
             Ok(())

@@ -271,12 +271,7 @@ impl Db {
         let Some(replicas) = &self.replicas else {
             return Ok(None);
         };
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT pg_current_wal_insert_lsn()")
-            .await?;
-        let row = client.query_one(&stmt, &[]).await?;
-        let at = Lsn(u64::from(row.get::<_, tokio_postgres::types::PgLsn>(0)));
+        let at = self.wal_position().await?;
         for &scope in scopes {
             replicas.learn(scope, at);
         }
@@ -287,6 +282,18 @@ impl Db {
     /// without replicas.
     pub fn known(&self, scope: Scope) -> Option<Lsn> {
         Some(self.replicas.as_ref()?.needed(&[scope]))
+    }
+
+    /// The primary's WAL insert position now.
+    async fn wal_position(&self) -> Result<Lsn, DbError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT pg_current_wal_insert_lsn()")
+            .await?;
+        let row = client.query_one(&stmt, &[]).await?;
+        Ok(Lsn(u64::from(
+            row.get::<_, tokio_postgres::types::PgLsn>(0),
+        )))
     }
 
     /// Another instance's write to `scope`, at `at`, heard of.
@@ -330,8 +337,16 @@ impl Db {
         };
         let mut tick = tokio::time::interval(replicas::POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sampled = std::time::Instant::now() - replicas::PRIMARY_SAMPLE;
         loop {
             tick.tick().await;
+            if sampled.elapsed() >= replicas::PRIMARY_SAMPLE {
+                sampled = std::time::Instant::now();
+                match self.wal_position().await {
+                    Ok(at) => replicas.note(at),
+                    Err(error) => tracing::debug!(%error, "cannot sample the primary's position"),
+                }
+            }
             replicas.poll(self.read_wait).await;
         }
     }

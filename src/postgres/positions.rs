@@ -51,7 +51,12 @@ impl Positions {
         let floor = Lsn(self.floor.load(Ordering::Relaxed));
         match scope {
             Scope::Everything => Lsn(self.newest.load(Ordering::Relaxed)),
-            _ => self.scopes().get(&scope).copied().unwrap_or_default().max(floor),
+            _ => self
+                .scopes()
+                .get(&scope)
+                .copied()
+                .unwrap_or_default()
+                .max(floor),
         }
     }
 
@@ -80,7 +85,10 @@ mod tests {
         positions.learn(b, Lsn(7));
         assert_eq!(positions.needed(a), Lsn(10), "never lowered");
         assert_eq!(positions.needed(b), Lsn(7));
-        assert_eq!(positions.needed(Scope::Channel(ChannelId(Uuid::new_v4()))), Lsn(0));
+        assert_eq!(
+            positions.needed(Scope::Channel(ChannelId(Uuid::new_v4()))),
+            Lsn(0)
+        );
         assert_eq!(positions.needed(Scope::Everything), Lsn(10));
         positions.learn(Scope::Everything, Lsn(8));
         assert_eq!(positions.needed(b), Lsn(8), "a flush is a floor for all");

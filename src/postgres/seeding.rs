@@ -72,7 +72,9 @@ pub struct Seeder {
 
 impl Seeder {
     pub async fn connect(settings: &PgSettings) -> Result<Seeder, DbError> {
-        let (client, connection) = connect_config(settings, &settings.url).connect(tls(&settings.url)?).await?;
+        let (client, connection) = connect_config(settings, &settings.url)
+            .connect(tls(&settings.url)?)
+            .await?;
         tokio::spawn(connection);
         client.batch_execute("SET statement_timeout = 0").await?;
         Ok(Seeder { client })

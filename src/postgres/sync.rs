@@ -22,7 +22,11 @@ impl Db {
         request: &SyncRequest,
         limits: SyncLimits,
     ) -> Result<SyncResult, DbError> {
-        let scopes: Vec<Scope> = request.channels.keys().map(|&c| Scope::Channel(c)).collect();
+        let scopes: Vec<Scope> = request
+            .channels
+            .keys()
+            .map(|&c| Scope::Channel(c))
+            .collect();
         let mut client = self.read_client(&scopes).await?;
         let tx = super::snapshot(&mut client).await?;
         let ids: Vec<uuid::Uuid> = request.channels.keys().map(|c| c.0).collect();

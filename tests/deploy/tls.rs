@@ -5,7 +5,8 @@
 use hotchan::config::{CacheMode, Settings};
 
 use crate::helpers::{redis_url, spawn_with_settings, test_settings, users};
-use crate::servers::{free_port, refusal, Certs, Postgres, PrivateRedis, Scratch};
+use crate::postgres_servers::Postgres;
+use crate::servers::{free_port, refusal, Certs, PrivateRedis, Scratch};
 use std::time::Duration;
 
 use crate::support::{cache_stats, eventually};

@@ -216,9 +216,9 @@ impl Invalidations {
 
     /// Publishes the invalidation of these users' feeds, a few hundred to a message.
     async fn publish_feeds(&self, users: &[UserId], at: Option<Lsn>) -> bool {
-        let messages = users.chunks(FEEDS_PER_MESSAGE).map(|chunk| {
-            self.publish_text(with_position(encode_feeds(&self.instance, chunk), at))
-        });
+        let messages = users
+            .chunks(FEEDS_PER_MESSAGE)
+            .map(|chunk| self.publish_text(with_position(encode_feeds(&self.instance, chunk), at)));
         futures::future::join_all(messages)
             .await
             .into_iter()
@@ -238,6 +238,41 @@ impl Invalidations {
             bump(&tiers.stats.invalidations_sent);
         }
         sent
+    }
+}
+
+impl Invalidations {
+    /// Applies one message of another instance (learning the write position it carries);
+    /// true when it is this instance's own heartbeat.
+    fn hear(&self, text: &str) -> bool {
+        let (text, at) = split_position(text);
+        match parse(text) {
+            Some(Notice::Heartbeat { from }) if *from == *self.instance => {
+                if self.tiers.l1.is_bypassed() {
+                    self.tiers.l1.resume();
+                    info!("invalidations arrive: L1 flushed and serving");
+                }
+                return true;
+            }
+            Some(Notice::Invalidate { from, what }) if *from != *self.instance => {
+                if let Some(at) = at {
+                    self.tiers.db.heard(what.scope(), at);
+                }
+                self.apply(what);
+                bump(&self.tiers.stats.invalidations_received);
+            }
+            Some(Notice::Feeds { from, users }) if *from != *self.instance => {
+                for user in users {
+                    if let Some(at) = at {
+                        self.tiers.db.heard(Scope::Feed(user), at);
+                    }
+                    self.tiers.l1.invalidate(Key::Feed(user));
+                }
+                bump(&self.tiers.stats.invalidations_received);
+            }
+            _ => {}
+        }
+        false
     }
 }
 
@@ -277,34 +312,11 @@ pub async fn listen(coherence: Arc<Coherence>) {
                     cache.tiers.l1.bypass();
                     last_heartbeat = None;
                 }
-                Some(SubscriptionEvent::Message(text)) => match split_position(&text) {
-                    (text, at) => match parse(text) {
-                    Some(Notice::Heartbeat { from }) if *from == *cache.instance => {
-                        if cache.tiers.l1.is_bypassed() {
-                            cache.tiers.l1.resume();
-                            info!("invalidations arrive: L1 flushed and serving");
-                        }
+                Some(SubscriptionEvent::Message(text)) => {
+                    if cache.hear(&text) {
                         last_heartbeat = Some(Instant::now());
                     }
-                    Some(Notice::Invalidate { from, what }) if *from != *cache.instance => {
-                        if let Some(at) = at {
-                            cache.tiers.db.heard(what.scope(), at);
-                        }
-                        cache.apply(what);
-                        bump(&cache.tiers.stats.invalidations_received);
-                    }
-                    Some(Notice::Feeds { from, users }) if *from != *cache.instance => {
-                        for user in users {
-                            if let Some(at) = at {
-                                cache.tiers.db.heard(Scope::Feed(user), at);
-                            }
-                            cache.tiers.l1.invalidate(Key::Feed(user));
-                        }
-                        bump(&cache.tiers.stats.invalidations_received);
-                    }
-                    _ => {}
-                    },
-                },
+                }
             },
             _ = ticker.tick() => {
                 let stale = last_heartbeat.is_none_or(|t| t.elapsed() > HEARTBEAT_STALE);

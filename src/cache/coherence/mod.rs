@@ -27,9 +27,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use invalidation::{Invalidation, Invalidations};
-use tracing::warn;
 use notices::Notices;
 use outbox::Outbox;
+use tracing::warn;
 
 use super::l1::{Entry, Key};
 use super::tiers::Tiers;
