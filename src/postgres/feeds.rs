@@ -369,7 +369,7 @@ async fn find_replay(
     retention: Retention,
 ) -> Result<Option<PublishOutcome>, DbError> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS}, e.recipients FROM events e
+        "SELECT /* fan-out: event by client id */ {EVENT_COLUMNS}, e.recipients FROM events e
          WHERE {LIVE} AND e.actor_id = $2 AND e.client_event_id = $3"
     );
     let stmt = tx.prepare_cached(&sql).await?;

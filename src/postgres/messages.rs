@@ -65,7 +65,9 @@ async fn next_seq(tx: &Transaction<'_>, channel: ChannelId) -> Result<Option<i64
 /// The channel of a message, read before its channel's lock is taken (it never changes).
 async fn channel_of(tx: &Transaction<'_>, id: MessageId) -> Result<Option<ChannelId>, DbError> {
     let stmt = tx
-        .prepare_cached("SELECT channel_id FROM messages WHERE id = $1")
+        .prepare_cached(
+            "SELECT /* fan-out: message by id */ channel_id FROM messages WHERE id = $1",
+        )
         .await?;
     Ok(tx
         .query_opt(&stmt, &[&id.0])
@@ -210,7 +212,9 @@ impl Db {
     /// One message, tombstones included.
     pub async fn load_message(&self, id: MessageId) -> Result<Option<Message>, DbError> {
         let client = self.read_client(&[Scope::Everything]).await?;
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1");
+        let sql = format!(
+            "SELECT /* fan-out: message by id */ {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"
+        );
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client
             .query_opt(&stmt, &[&id.0])

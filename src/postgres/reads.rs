@@ -108,7 +108,7 @@ impl Db {
         // scan (a join over messages let the planner hash-join millions of rows; a scalar
         // subquery in both the select list and the filter counted every channel twice).
         let sql = format!(
-            "SELECT cm.channel_id, u.unread_count
+            "SELECT /* fan-out: all-channel unread */ cm.channel_id, u.unread_count
              FROM channel_members cm CROSS JOIN LATERAL ({UNREAD_OF_MEMBER}) AS u(unread_count)
              WHERE cm.user_id = $1 AND u.unread_count > 0
              ORDER BY cm.channel_id"

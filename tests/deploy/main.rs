@@ -12,6 +12,7 @@ mod support;
 
 mod acl;
 mod cluster;
+mod distribution;
 mod node_outage;
 mod pg_failover;
 mod pg_replicas;
