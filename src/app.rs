@@ -156,6 +156,11 @@ impl Application {
     }
 
     /// The service behind the router, for in-process callers (the benchmark).
+    /// The Postgres store (the bench reads its replica counts).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub fn service(&self) -> Arc<Service> {
         self.service.clone()
     }

@@ -36,6 +36,39 @@ pub struct Contender {
     /// Postgres calls by operation over the whole run, from the instance's `/metrics`
     /// (HTTP only): where the transactions above come from.
     pub postgres_calls: Vec<(String, u64)>,
+    /// With read replicas set: where the reads that reached Postgres went.
+    pub replicas: Option<Replicated>,
+}
+
+/// Where a contender's Postgres reads went, with read replicas set, over its whole run.
+#[derive(Debug, Clone, Copy)]
+pub struct Replicated {
+    /// Reads the primary answered (by the instance's count).
+    pub primary_reads: u64,
+    /// Reads the replicas answered.
+    pub replica_reads: u64,
+    /// Transactions on the replicas, as their `pg_stat_database` counts them.
+    pub replica_transactions: i64,
+}
+
+/// A store on each replica alone, to read its transaction count.
+async fn replica_counters(settings: &Settings) -> anyhow::Result<Vec<crate::postgres::Db>> {
+    let mut counters = Vec::new();
+    for url in &settings.db.database_replica_urls {
+        let mut pg = settings.db.pg();
+        pg.url = url.clone();
+        pg.replicas.clear();
+        counters.push(crate::postgres::Db::connect(&pg).await?);
+    }
+    Ok(counters)
+}
+
+async fn transactions_of(counters: &[crate::postgres::Db]) -> anyhow::Result<i64> {
+    let mut total = 0;
+    for counter in counters {
+        total += counter.transactions().await?;
+    }
+    Ok(total)
 }
 
 impl Contender {
@@ -109,8 +142,11 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
     let warm_reads = warm.iter().filter(|op| op.is_read()).count() as u64;
     let counter = crate::postgres::Db::connect(&c.settings.db.pg()).await?;
     let transactions_before = counter.transactions().await?;
+    let replica_counters = replica_counters(&c.settings).await?;
+    let replica_before = transactions_of(&replica_counters).await?;
     let rss = rss_start();
     let app = Application::build(c.settings).await?;
+    let app_db = app.db().clone();
     let redis = crate::redis::Redis::connect(app.redis_settings()).await?;
     let service = app.service();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -203,6 +239,17 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let transactions = counter.transactions().await? - transactions_before;
     counter.close();
+    let replica_transactions = transactions_of(&replica_counters).await? - replica_before;
+    for replica in replica_counters {
+        replica.close();
+    }
+    let replicas = app_db
+        .replica_health()
+        .map(|(primary_reads, nodes)| Replicated {
+            primary_reads,
+            replica_reads: nodes.iter().map(|n| n.reads).sum(),
+            replica_transactions,
+        });
     let wrk_reads = wrk.as_ref().map_or(0, |w| {
         (w.requests as f64 * reads as f64 / measured.len().max(1) as f64) as u64
     });
@@ -220,6 +267,7 @@ pub async fn run_contender(c: Contest<'_>) -> anyhow::Result<Contender> {
         rss,
         postgres: Some((transactions, warm_reads + reads + wrk_reads)),
         postgres_calls,
+        replicas,
     })
 }
 
@@ -340,5 +388,6 @@ pub async fn run_ceiling(
         rss: None,
         postgres: None,
         postgres_calls: Vec::new(),
+        replicas: None,
     })
 }

@@ -58,6 +58,28 @@ fn write_transactions(report: &mut String, contenders: &[Contender]) {
             ))
         })
         .collect();
+    let replicated: Vec<String> = contenders
+        .iter()
+        .filter_map(|c| {
+            let r = c.replicas?;
+            let (_, reads) = c.postgres?;
+            let per = |n: f64| n / reads.max(1) as f64;
+            Some(format!(
+                "{} primary {:.4}, replicas {:.4} (replica transactions {:.4})",
+                c.name,
+                per(r.primary_reads as f64),
+                per(r.replica_reads as f64),
+                per(r.replica_transactions as f64)
+            ))
+        })
+        .collect();
+    if !replicated.is_empty() {
+        let _ = writeln!(
+            report,
+            "With read replicas, Postgres reads per read by the node that answered them (the instance's count; the primary's transactions above include the writes and their WAL positions): {}.\n",
+            replicated.join("; ")
+        );
+    }
     if !cells.is_empty() {
         let _ = writeln!(
             report,

@@ -71,6 +71,9 @@ pub struct Db {
     replicas: Option<std::sync::Arc<replicas::Replicas>>,
     /// Where every read of this handle goes ([`Db::pinned`]); `None`: chosen per read.
     pin: Option<Route>,
+    /// What every read of this handle needs a replica to have replayed besides what this
+    /// instance knows ([`Db::pinned`]: the position Redis keeps beside a fence).
+    floor: Lsn,
     /// The primary's timeline, to notice a failover ([`failover`]).
     failover: std::sync::Arc<failover::Failover>,
 }
@@ -160,6 +163,7 @@ impl Db {
                 std::sync::Arc::new(replicas::Replicas::new(replicas, settings.replica_max_lag))
             }),
             pin: None,
+            floor: Lsn::default(),
             failover,
         };
         db.ping().await?;
@@ -233,10 +237,17 @@ impl Db {
     /// the reads' share of its pool.
     async fn read_client(&self, scopes: &[Scope]) -> Result<ReadClient, DbError> {
         if let Some(replicas) = &self.replicas {
-            let route = self
-                .pin
-                .unwrap_or_else(|| replicas.route(replicas.needed(scopes)));
-            if let Some(client) = replicas.client(route).await {
+            let needed = replicas.needed(scopes).max(self.floor);
+            let route = self.pin.unwrap_or_else(|| replicas.route(needed));
+            let client = match (route, self.pin) {
+                // No replica was caught up at its last poll: ask one now.
+                (Route::Primary, None) => match replicas.fresh(needed).await {
+                    Some(client) => Some(client),
+                    None => replicas.client(route).await,
+                },
+                _ => replicas.client(route).await,
+            };
+            if let Some(client) = client {
                 return Ok(ReadClient {
                     client,
                     _share: None,
@@ -310,8 +321,14 @@ impl Db {
         let Some(replicas) = &self.replicas else {
             return self.clone();
         };
+        let needed = replicas.needed(&[scope]).max(at_least);
         let mut db = self.clone();
-        db.pin = Some(replicas.route(replicas.needed(&[scope]).max(at_least)));
+        // A route to the primary is left open: the read asks a replica itself first.
+        db.pin = match replicas.route(needed) {
+            Route::Primary => None,
+            replica => Some(replica),
+        };
+        db.floor = at_least;
         db
     }
 

@@ -194,6 +194,34 @@ impl Replicas {
         }
     }
 
+    /// When no replica is known to have replayed `needed` (its position is polled every
+    /// [`POLL`], and a write read back at once is newer than the last poll): asks the next
+    /// replica in the rotation itself, on the connection the read will use, and hands
+    /// that connection out if it has (counted as its read). One round trip on a replica
+    /// instead of a read on the primary.
+    pub(super) async fn fresh(&self, needed: Lsn) -> Option<deadpool_postgres::Object> {
+        let n = self.nodes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.nodes[i].up.load(Ordering::Relaxed))?;
+        let node = &self.nodes[i];
+        let client = node.pool.get().await.ok()?;
+        let stmt = client
+            .prepare_cached("SELECT pg_last_wal_replay_lsn()")
+            .await
+            .ok()?;
+        let row = client.query_one(&stmt, &[]).await.ok()?;
+        let replay = Lsn(u64::from(
+            row.get::<_, Option<tokio_postgres::types::PgLsn>>(0)?,
+        ));
+        node.replay.fetch_max(replay.0, Ordering::Relaxed);
+        (replay >= needed).then(|| {
+            node.reads.fetch_add(1, Ordering::Relaxed);
+            client
+        })
+    }
+
     /// How long a replica that replayed `replay` has been behind a write known here.
     fn lag(&self, replay: Lsn, now: Instant) -> Duration {
         self.writes()
