@@ -1,4 +1,5 @@
-//! Admission of fills, and the queue of fills off the request path.
+//! Fills: the engine's fill of one source (where it reads Postgres, with read replicas;
+//! the load; the fenced install), admission, and the queue of fills off the request path.
 //!
 //! A window or member set that both tiers miss is filled on the request path by the load
 //! its readers share ([`super::tiers`]), and the fill answers them. Deep history and feeds
@@ -22,13 +23,15 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::history::HistorySource;
+use super::l1::Loaded;
 use super::sources::{FeedSource, MembersSource, WindowSource};
 use super::stats::bump;
+use super::tiers::RedisRead;
 use super::tiers::{Source, Tiers};
 use super::HotCache;
 use crate::domain::PageRequest;
-use crate::domain::{ChannelId, UserId};
-use crate::postgres::DbError;
+use crate::domain::{ChannelId, Lsn, Scope, UserId};
+use crate::postgres::{Db, DbError};
 
 /// Fills waiting for a worker.
 pub const QUEUE: usize = 1024;
@@ -265,6 +268,99 @@ pub async fn work(cache: Arc<HotCache>) {
 
 fn tokio_stream_of<T>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The engine's side of a fill: where it reads, the load, the fenced install.
+impl Tiers {
+    /// A fill's Postgres load and fenced install (marked present when the fence let it
+    /// in): `None` when there was nothing to install or Redis failed, else whether it
+    /// was installed, with the row.
+    pub(super) async fn load_and_install<S: Source>(
+        &self,
+        source: &S,
+        version: &str,
+    ) -> Result<Option<(bool, S::Row)>, DbError> {
+        let [_, load, install] = source.operations();
+        let pinned;
+        let db = match self.db.has_replicas() {
+            true => {
+                pinned = self.fill_route(source.scope()).await;
+                &pinned
+            }
+            false => &self.db,
+        };
+        let Some(row) = self.pg_call(load, source.load(db, &self.settings)).await? else {
+            return Ok(None);
+        };
+        if let Some(hook) = source.hook(&self.hooks) {
+            hook.await;
+        }
+        let call = source.install(&self.redis, version, &row, &self.settings);
+        let installed = self.redis_call(source.scope(), install, call).await;
+        if installed == Some(true) && source.marks_presence() {
+            self.presence.seen(source.fill_key());
+        }
+        Ok(installed.map(|installed| (installed, row)))
+    }
+
+    /// With read replicas, the store a fill of `scope` loads from: a replica that has
+    /// replayed both the writes this instance knows of and the position Redis keeps
+    /// beside the fence (read after the fence version was), else the primary. When Redis
+    /// cannot say, the primary.
+    async fn fill_route(&self, scope: Scope) -> Db {
+        let known = self
+            .redis_call(scope, "read_position", self.redis.position(scope))
+            .await;
+        let at_least = match known {
+            Some(at) => at.unwrap_or_default(),
+            None => Lsn(u64::MAX),
+        };
+        self.db.pinned(scope, at_least)
+    }
+
+    /// A read that does not ask Redis, because Redis likely lacks the key: Postgres
+    /// answers, and the miss counts towards a fill that looks in Redis first.
+    pub(super) fn skip_redis(&self, fill: FillKey) -> Loaded {
+        bump(&self.stats.redis_skipped);
+        self.queue_fill(fill, None);
+        Loaded::Missed
+    }
+
+    /// A queued fill's first look in Redis, for a read that did not ask: `None` when
+    /// Redis holds the key (now marked) or failed, else the version a fill must present.
+    pub(super) async fn probe<S: Source>(&self, source: &S) -> Option<String> {
+        let [read, _, _] = source.operations();
+        match self
+            .redis_call(source.scope(), read, source.read(&self.redis))
+            .await?
+        {
+            RedisRead::Hit(_) => {
+                self.presence.seen(source.fill_key());
+                None
+            }
+            RedisRead::Miss(version) => Some(version),
+        }
+    }
+
+    /// A fill of `source`: Postgres, then the fenced install, and into L1 as well (the
+    /// next read is a hit, not a Redis read) unless an invalidation of the key, a flush
+    /// or a bypass came after the load began ([`L1::install_with`]). `None` when there
+    /// was nothing to install or Redis failed; else whether the fence let it in (then
+    /// marked present).
+    pub(super) async fn fill<S: Source>(
+        &self,
+        source: &S,
+        version: &str,
+    ) -> Result<Option<bool>, DbError> {
+        let ticket = self.l1.is_enabled().then(|| self.l1.ticket(source.key()));
+        let Some((installed, row)) = self.load_and_install(source, version).await? else {
+            return Ok(None);
+        };
+        if let (true, Some(ticket), Some(entry)) = (installed, ticket, source.entry(row)) {
+            self.l1.install_with(source.key(), ticket, entry);
+        }
+        Ok(Some(installed))
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use super::paths::{Path, PathLatency};
 use super::presence::Presence;
 use super::stats::{bump, CacheStats};
 use super::{CacheMode, CacheSettings, Hooks, Lookup, Observer, Reach};
-use crate::domain::{Lsn, Scope};
+use crate::domain::Scope;
 use crate::postgres::{Db, DbError};
 use crate::redis::{NodeName, Redis, RedisError};
 
@@ -307,96 +307,6 @@ impl Tiers {
             }
             None => Loaded::Missed,
         })
-    }
-
-    /// A fill's Postgres load and fenced install (marked present when the fence let it
-    /// in): `None` when there was nothing to install or Redis failed, else whether it
-    /// was installed, with the row.
-    async fn load_and_install<S: Source>(
-        &self,
-        source: &S,
-        version: &str,
-    ) -> Result<Option<(bool, S::Row)>, DbError> {
-        let [_, load, install] = source.operations();
-        let pinned;
-        let db = match self.db.has_replicas() {
-            true => {
-                pinned = self.fill_route(source.scope()).await;
-                &pinned
-            }
-            false => &self.db,
-        };
-        let Some(row) = self.pg_call(load, source.load(db, &self.settings)).await? else {
-            return Ok(None);
-        };
-        if let Some(hook) = source.hook(&self.hooks) {
-            hook.await;
-        }
-        let call = source.install(&self.redis, version, &row, &self.settings);
-        let installed = self.redis_call(source.scope(), install, call).await;
-        if installed == Some(true) && source.marks_presence() {
-            self.presence.seen(source.fill_key());
-        }
-        Ok(installed.map(|installed| (installed, row)))
-    }
-
-    /// With read replicas, the store a fill of `scope` loads from: a replica that has
-    /// replayed both the writes this instance knows of and the position Redis keeps
-    /// beside the fence (read after the fence version was), else the primary. When Redis
-    /// cannot say, the primary.
-    async fn fill_route(&self, scope: Scope) -> Db {
-        let known = self
-            .redis_call(scope, "read_position", self.redis.position(scope))
-            .await;
-        let at_least = match known {
-            Some(at) => at.unwrap_or_default(),
-            None => Lsn(u64::MAX),
-        };
-        self.db.pinned(scope, at_least)
-    }
-
-    /// A read that does not ask Redis, because Redis likely lacks the key: Postgres
-    /// answers, and the miss counts towards a fill that looks in Redis first.
-    pub(super) fn skip_redis(&self, fill: FillKey) -> Loaded {
-        bump(&self.stats.redis_skipped);
-        self.queue_fill(fill, None);
-        Loaded::Missed
-    }
-
-    /// A queued fill's first look in Redis, for a read that did not ask: `None` when
-    /// Redis holds the key (now marked) or failed, else the version a fill must present.
-    pub(super) async fn probe<S: Source>(&self, source: &S) -> Option<String> {
-        let [read, _, _] = source.operations();
-        match self
-            .redis_call(source.scope(), read, source.read(&self.redis))
-            .await?
-        {
-            RedisRead::Hit(_) => {
-                self.presence.seen(source.fill_key());
-                None
-            }
-            RedisRead::Miss(version) => Some(version),
-        }
-    }
-
-    /// A fill of `source`: Postgres, then the fenced install, and into L1 as well (the
-    /// next read is a hit, not a Redis read) unless an invalidation of the key, a flush
-    /// or a bypass came after the load began ([`L1::install_with`]). `None` when there
-    /// was nothing to install or Redis failed; else whether the fence let it in (then
-    /// marked present).
-    pub(super) async fn fill<S: Source>(
-        &self,
-        source: &S,
-        version: &str,
-    ) -> Result<Option<bool>, DbError> {
-        let ticket = self.l1.is_enabled().then(|| self.l1.ticket(source.key()));
-        let Some((installed, row)) = self.load_and_install(source, version).await? else {
-            return Ok(None);
-        };
-        if let (true, Some(ticket), Some(entry)) = (installed, ticket, source.entry(row)) {
-            self.l1.install_with(source.key(), ticket, entry);
-        }
-        Ok(Some(installed))
     }
 
     /// What each tier holds of `source` beside what Postgres would fill it with, read

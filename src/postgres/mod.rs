@@ -232,7 +232,6 @@ impl Db {
     async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
         Ok(self.pool.get().await?)
     }
-
 }
 
 /// A pool of `url` with these settings, its connection config and TLS connector; with
