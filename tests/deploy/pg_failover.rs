@@ -15,7 +15,7 @@ use hotchan::postgres::parse_database_url;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{page_ids, spawn_with_settings, test_settings, users};
+use crate::helpers::{page_ids, spawn_with_settings, test_settings, users, TestApp};
 use crate::postgres_servers::Postgres;
 use crate::servers::PrivateRedis;
 use crate::support::{cache_stats, eventually};
@@ -23,10 +23,9 @@ use crate::support::{cache_stats, eventually};
 /// Writes the test stops at.
 const WRITES: usize = 60;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failover_loses_no_acknowledged_write_and_serves_nothing_stale() {
-    let primary = Postgres::start("synchronous_standby_names = 's1'").await;
-    let standby = Postgres::standby_of(&primary, "s1").await;
+/// An instance whose URL names both servers, with `target_session_attrs=read-write`, on a
+/// private Redis; with its database's name, and the Redis (stopped when dropped).
+async fn instance(primary: &Postgres, standby: &Postgres) -> (TestApp, String, PrivateRedis) {
     let redis = PrivateRedis::start(&[]).await;
     let prefix = format!("hct_{}", Uuid::new_v4().simple());
     let db = format!("hctest_{prefix}");
@@ -40,7 +39,15 @@ async fn a_failover_loses_no_acknowledged_write_and_serves_nothing_stale() {
     settings.redis_url = format!("redis://127.0.0.1:{}", redis.port);
     settings.redis_prefix = prefix;
     settings.cache = CacheMode::Full;
-    let app = Arc::new(spawn_with_settings(settings).await);
+    (spawn_with_settings(settings).await, db, redis)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failover_loses_no_acknowledged_write_and_serves_nothing_stale() {
+    let primary = Postgres::start("synchronous_standby_names = 's1'").await;
+    let standby = Postgres::standby_of(&primary, "s1").await;
+    let (app, db, _redis) = instance(&primary, &standby).await;
+    let app = Arc::new(app);
     let [u] = users::<1>();
     let cid = app.group(&[u]).await;
 
@@ -169,12 +176,7 @@ async fn a_failover_loses_no_acknowledged_write_and_serves_nothing_stale() {
 }
 
 /// Posts `content` until it is acknowledged (a failover answers 503 for a while); its id.
-async fn post_until_acknowledged(
-    app: &crate::helpers::TestApp,
-    cid: Uuid,
-    u: Uuid,
-    content: &str,
-) -> i64 {
+async fn post_until_acknowledged(app: &TestApp, cid: Uuid, u: Uuid, content: &str) -> i64 {
     let body = json!({"sender_id": u, "content": content, "client_msg_id": content});
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -201,20 +203,7 @@ async fn post_until_acknowledged(
 async fn after_an_asynchronous_failover_the_cache_shows_the_new_primary() {
     let primary = Postgres::start("").await;
     let standby = Postgres::standby_of(&primary, "s1").await;
-    let redis = PrivateRedis::start(&[]).await;
-    let prefix = format!("hct_{}", Uuid::new_v4().simple());
-    let db = format!("hctest_{prefix}");
-    let mut settings = test_settings();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write",
-        primary.port, standby.port
-    );
-    settings.db.database_url = parse_database_url(&url).unwrap();
-    settings.db.pg_connect_timeout_ms = 1000;
-    settings.redis_url = format!("redis://127.0.0.1:{}", redis.port);
-    settings.redis_prefix = prefix;
-    settings.cache = CacheMode::Full;
-    let mut app = spawn_with_settings(settings).await;
+    let (mut app, db, _redis) = instance(&primary, &standby).await;
     let [u] = users::<1>();
     let cid = app.group(&[u]).await;
     let read = || async {
