@@ -166,7 +166,7 @@ fn replica_text(state: &AppState) -> String {
         ));
     }
     text.push_str(
-        "# HELP hotchan_postgres_replica_lag_seconds How long a replica has been behind a write this instance knows of.\n\
+        "# HELP hotchan_postgres_replica_lag_seconds How long a replica has been behind a position the primary had (sampled, or a write this instance knows of).\n\
          # TYPE hotchan_postgres_replica_lag_seconds gauge\n",
     );
     for r in &replicas {
@@ -274,11 +274,11 @@ async fn cache_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// The Postgres nodes' side of `/v1/admin/cache`: failovers seen, and with read replicas,
 /// the reads each node answered and each replica's state.
 fn postgres_nodes(state: &AppState) -> serde_json::Value {
-    let (primary_reads, replicas) = state.db.replica_health().unwrap_or_default();
+    let health = state.db.replica_health();
     serde_json::json!({
         "failovers": state.db.failovers(),
-        "primary_reads": state.db.replica_health().map(|_| primary_reads),
-        "replicas": replicas,
+        "primary_reads": health.as_ref().map(|(primary_reads, _)| primary_reads),
+        "replicas": health.map(|(_, replicas)| replicas).unwrap_or_default(),
     })
 }
 

@@ -35,7 +35,7 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// How often the primary's position is sampled: one small transaction on the primary
 /// each time (4 a second), the cost of bounding how old a replica read can be.
 pub const PRIMARY_SAMPLE: Duration = Duration::from_millis(250);
-/// How long known write positions are kept to measure lag by (the newest is always kept).
+/// How long known positions of the primary are kept to measure lag by (the newest is always kept).
 const WRITES_KEPT: Duration = Duration::from_secs(10);
 
 /// Where a read goes.
@@ -76,8 +76,8 @@ pub struct ReplicaHealth {
 pub struct Replicas {
     nodes: Vec<Replica>,
     known: Positions,
-    /// Known write positions and when they were learned, oldest first: what lag is
-    /// measured against.
+    /// Positions of the primary (writes known here, samples) and when they were learned,
+    /// oldest first: what lag is measured against.
     writes: Mutex<VecDeque<(Instant, Lsn)>>,
     max_lag: Duration,
     primary_reads: AtomicU64,
@@ -222,7 +222,7 @@ impl Replicas {
         })
     }
 
-    /// How long a replica that replayed `replay` has been behind a write known here.
+    /// How long a replica that replayed `replay` has been behind a known position of the primary.
     fn lag(&self, replay: Lsn, now: Instant) -> Duration {
         self.writes()
             .iter()

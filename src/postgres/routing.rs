@@ -99,10 +99,11 @@ impl Db {
         };
         let needed = replicas.needed(&[scope]).max(at_least);
         let mut db = self.clone();
-        // A route to the primary is left open: the read asks a replica itself first.
+        // A route to the primary is left open (the read asks a replica itself first),
+        // unless nothing can be known (Redis did not say): then the primary, unasked.
         db.pin = match replicas.route(needed) {
-            Route::Primary => None,
-            replica => Some(replica),
+            Route::Primary if needed != Lsn(u64::MAX) => None,
+            route => Some(route),
         };
         db.floor = at_least;
         db
